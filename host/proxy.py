@@ -1,0 +1,241 @@
+"""The OpenAI-compatible endpoint: `/v1/*`, streamed through, waiting out swaps.
+
+A request names a model or a tier; it waits in its device's queue until the model is
+ready (joining a load already under way), then its body goes upstream unchanged and
+the answer comes back chunk by chunk. A client that leaves while queued leaves the
+queue; one that leaves mid-stream closes the upstream request, which frees the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from host.config import RemoteModel
+from host.devices import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.errors import ApiError, error_response, read_json_object
+from host.service import Host, RemoteLease, UnknownModel
+
+_PASSED_RESPONSE_HEADERS = ("content-type", "cache-control")
+
+
+class _ClientLeft(Exception):
+    pass
+
+
+class UpstreamStream(StreamingResponse):
+    """Streams an upstream response and always closes it and frees the lease after."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        lease: Lease | RemoteLease,
+        model: str,
+        log_hint: str,
+        headers: dict[str, str],
+    ) -> None:
+        self._upstream = upstream
+        self._lease = lease
+        self._model = model
+        self._log_hint = log_hint
+        super().__init__(
+            self._relay(),
+            status_code=upstream.status_code,
+            headers=headers,
+            media_type=upstream.headers.get("content-type", "text/event-stream"),
+        )
+
+    async def _relay(self) -> Any:
+        try:
+            async for chunk in self._upstream.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            error = {
+                "error": {
+                    "type": "upstream_failed",
+                    "message": f"model {self._model} stopped answering mid-stream "
+                    f"({type(exc).__name__}){self._log_hint}; it is restarted on the next "
+                    "request",
+                }
+            }
+            yield f"data: {json.dumps(error)}\n\n".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._upstream.aclose()
+            self._lease.release()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _acquire(host: Host, request: Request, model: str) -> Lease:
+    """Wait for the model, giving up as soon as the client disconnects."""
+    arbiter = host.arbiter_for(model)
+    lease = arbiter.try_acquire_now(model)
+    if lease is not None:
+        return lease
+    acquiring = asyncio.ensure_future(host.acquire(model))
+    disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({acquiring, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not acquiring.done():
+            acquiring.cancel()
+            await asyncio.gather(acquiring, return_exceptions=True)
+        disconnected.cancel()
+    if acquiring.cancelled():
+        raise _ClientLeft()
+    return acquiring.result()
+
+
+def _headers(host: Host, model: str, waited_s: float) -> dict[str, str]:
+    return {
+        "X-Tierhost-Model": model,
+        "X-Tierhost-Tier": host.config.tier_of(model) or "",
+        "X-Tierhost-Wait-Ms": f"{waited_s * 1000:.1f}",
+    }
+
+
+async def _forward(request: Request, path: str) -> Response:
+    host: Host = request.app.state.host
+    body = await read_json_object(request)
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        raise ApiError(
+            400,
+            "invalid_request",
+            "the request needs a `model`: one of " + ", ".join(host.known_names()),
+        )
+    try:
+        model = host.resolve(requested)
+    except UnknownModel as exc:
+        raise ApiError(404, "model_not_found", str(exc)) from None
+
+    began = time.monotonic()
+    config = host.config.models[model]
+    lease: Lease | RemoteLease
+    content: bytes = request.state.raw_body
+    send_headers = {
+        "content-type": "application/json",
+        "accept": request.headers.get("accept", "*/*"),
+    }
+    log_hint = ""
+    try:
+        if isinstance(config, RemoteModel):
+            lease = host.acquire_remote(model)
+            url = config.base_url + path.removeprefix("/v1")
+            content = json.dumps({**body, "model": config.remote_model or model}).encode()
+            if config.api_key_env:
+                key = os.environ.get(config.api_key_env, "")
+                send_headers["authorization"] = f"Bearer {key}"
+        else:
+            lease = await _acquire(host, request, model)
+            url = lease.base_url + path
+            log_hint = f" (log: {lease.model.spec.log_path})"
+    except TooManyRequests as exc:
+        raise ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"}) from None
+    except QueueFull as exc:
+        raise ApiError(503, "queue_full", str(exc), {"Retry-After": "5"}) from None
+    except (ModelUnavailable, WaitTimedOut) as exc:
+        raise ApiError(503, "model_unavailable", str(exc)) from None
+    except _ClientLeft:
+        return Response(status_code=499)
+
+    headers = _headers(host, model, time.monotonic() - began)
+    try:
+        upstream = await host.http.send(
+            host.http.build_request("POST", url, content=content, headers=send_headers),
+            stream=True,
+        )
+    except httpx.TransportError as exc:
+        lease.release()
+        return error_response(
+            502,
+            "upstream_failed",
+            f"model {model} did not answer ({type(exc).__name__}){log_hint}",
+            headers,
+        )
+
+    if body.get("stream") and upstream.headers.get("content-type", "").startswith(
+        "text/event-stream"
+    ):
+        return UpstreamStream(upstream, lease, model, log_hint, headers)
+    try:
+        payload = await upstream.aread()
+    except httpx.TransportError as exc:
+        return error_response(
+            502,
+            "upstream_failed",
+            f"model {model} stopped answering ({type(exc).__name__})"
+            f"{log_hint}; it is restarted on the next request",
+            headers,
+        )
+    finally:
+        await upstream.aclose()
+        lease.release()
+    for name in _PASSED_RESPONSE_HEADERS:
+        if name in upstream.headers:
+            headers[name] = upstream.headers[name]
+    return Response(payload, status_code=upstream.status_code, headers=headers)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _forward(request, "/v1/chat/completions")
+
+
+async def completions(request: Request) -> Response:
+    return await _forward(request, "/v1/completions")
+
+
+async def list_models(request: Request) -> Response:
+    host: Host = request.app.state.host
+    created = int(host.started_at)
+    data: list[dict[str, Any]] = []
+    for name, model in host.config.models.items():
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tierhost",
+                "tierhost": {
+                    "kind": model.kind,
+                    "tier": host.config.tier_of(name),
+                    "device": getattr(model, "device", None),
+                },
+            }
+        )
+    for name, tier in host.config.tiers.items():
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tierhost",
+                "tierhost": {"kind": "tier", "models": list(tier.models)},
+            }
+        )
+    return JSONResponse({"object": "list", "data": data})
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+]

@@ -1,0 +1,314 @@
+"""The composition root: builds every part of the daemon from config and owns their lives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from host import gpu
+from host.auth import is_loopback, load_or_create_token
+from host.config import Config, ConfigError, ManagedModel, RemoteModel
+from host.devices import DeviceArbiter, Lease, SwapRecord, TooManyRequests
+from host.paths import find_llama_server, resolve_gguf
+from host.store import Store
+from host.supervisor import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
+
+log = logging.getLogger("tierhost")
+
+FAILURE_COOLDOWN_S = 30.0
+"""A tier skips a model that failed this recently when another model can serve."""
+
+
+class UnknownModel(Exception):
+    def __init__(self, requested: str, known: list[str]) -> None:
+        super().__init__(f"unknown model {requested!r}; known models and tiers: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    kind: str
+    budget_mb: int | None
+    gpu_index: int | None
+    """Set when NVML sees a real card behind this device."""
+
+
+class RemoteLease:
+    """The in-flight count of a remote model, released like a device lease."""
+
+    def __init__(self, host: Host, model: str) -> None:
+        self._host = host
+        self.model = model
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._host.remote_in_flight[self.model] -= 1
+
+
+class Host:
+    """Everything the daemon runs, started and stopped as one."""
+
+    def __init__(self, config: Config, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.logs_dir = data_dir / "logs"
+        self.run_dir = data_dir / "run"
+        self.started_at = time.time()
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self.devices = self._measure_devices()
+        self.token = load_or_create_token(data_dir) if not is_loopback(config.host.host) else None
+        self.processes: dict[str, ModelProcess] = {}
+        self.arbiters: dict[str, DeviceArbiter] = {}
+        self.device_of: dict[str, str] = {}
+        self.remote_in_flight: dict[str, int] = {}
+        self.store: Store | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- construction ------------------------------------------------------------
+
+    def _measure_devices(self) -> dict[str, DeviceInfo]:
+        devices = {}
+        for name, device in self.config.devices.items():
+            if device.kind == "cpu":
+                devices[name] = DeviceInfo(name, "cpu", device.memory_mb, None)
+                continue
+            reading = gpu.read_memory(device.index)
+            if reading is None:
+                if device.memory_mb is None:
+                    raise ConfigError(
+                        f"config error: devices.{name}.memory_mb: no NVIDIA GPU {device.index} "
+                        "to measure; set memory_mb to use it as a budget-only device"
+                    )
+                devices[name] = DeviceInfo(name, "gpu", device.memory_mb, None)
+            else:
+                budget = device.memory_mb or max(0, reading.total_mb - device.reserve_mb)
+                devices[name] = DeviceInfo(name, "gpu", budget, device.index)
+        return devices
+
+    def _launch_spec(self, name: str, model: ManagedModel, binary: Path) -> LaunchSpec:
+        device = self.devices[model.device]
+        env: dict[str, str] = {}
+        if device.gpu_index is not None:
+            args = ["--n-gpu-layers", str(model.gpu_layers), *model.args]
+            env["CUDA_VISIBLE_DEVICES"] = str(device.gpu_index)
+        else:
+            # budget-only or CPU device: the model runs on the CPU whatever args say
+            args = [*model.args, "--n-gpu-layers", "0"]
+        return LaunchSpec(
+            name=name,
+            binary=binary,
+            gguf=resolve_gguf(model.gguf, name),
+            args=args,
+            log_path=self.logs_dir / f"{name}.log",
+            pid_path=self.run_dir / f"{name}.pid",
+            port=model.port,
+            env=env,
+            start_timeout_s=model.start_timeout_s,
+            stop_grace_s=self.config.host.stop_grace_s,
+        )
+
+    def build(self) -> None:
+        """Create processes and arbiters; raises ConfigError before anything starts."""
+        managed = self.config.managed()
+        binary = find_llama_server(self.config.host.llama_server) if managed else Path()
+        for name, model in managed.items():
+            process = ModelProcess(self._launch_spec(name, model, binary), self.http)
+            process.subscribe(self._on_transition)
+            self.processes[name] = process
+            self.device_of[name] = model.device
+        for device_name, info in self.devices.items():
+            names = [n for n, m in managed.items() if m.device == device_name]
+            self.arbiters[device_name] = DeviceArbiter(
+                device_name,
+                info.budget_mb,
+                {n: self.processes[n] for n in names},
+                {n: managed[n].memory_mb for n in names},
+                {n for n in names if managed[n].persistent},
+                {n: managed[n].max_concurrency for n in names},
+                max_queue=self.config.host.max_queue,
+                on_swap=self._record_swap,
+            )
+        for name, entry in self.config.models.items():
+            if isinstance(entry, RemoteModel):
+                self.remote_in_flight[name] = 0
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        reaped = reap_leftovers(self.run_dir)
+        if reaped:
+            log.warning("stopped %d server(s) left by an earlier run: %s", len(reaped), reaped)
+        if not self.processes:
+            self.build()
+        self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
+        persistent = [n for n, m in self.config.managed().items() if m.persistent]
+        results = await asyncio.gather(*(self._warm(n) for n in persistent), return_exceptions=True)
+        for name, result in zip(persistent, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("persistent model %s did not start: %s", name, result)
+
+    async def _warm(self, name: str) -> None:
+        lease = await self.acquire(name, timeout=self.config.managed()[name].start_timeout_s * 2)
+        lease.release()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(a.close() for a in self.arbiters.values()))
+        for task in list(self._background):
+            await asyncio.wait({task}, timeout=2)
+        await self.http.aclose()
+        if self.store is not None:
+            await self.store.close()
+
+    # -- events ------------------------------------------------------------------
+
+    def _on_transition(self, transition: Transition) -> None:
+        level = logging.WARNING if transition.new is ModelState.FAILED else logging.INFO
+        log.log(
+            level,
+            "%s: %s -> %s (%s)",
+            transition.model,
+            transition.old,
+            transition.new,
+            transition.reason,
+        )
+        if self.store is not None:
+            self._spawn(
+                self.store.record_model_event(
+                    model=transition.model,
+                    at=transition.at,
+                    old=transition.old,
+                    new=transition.new,
+                    reason=transition.reason,
+                )
+            )
+
+    async def _record_swap(self, record: SwapRecord) -> None:
+        if self.store is not None:
+            await self.store.record_swap(
+                model=record.model,
+                device=record.device,
+                started=record.started,
+                ready=record.ready,
+                evicted=list(record.evicted),
+                reason=record.reason,
+                outcome=record.outcome,
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- requests ----------------------------------------------------------------
+
+    def known_names(self) -> list[str]:
+        return sorted(self.config.models) + sorted(self.config.tiers)
+
+    def resolve(self, requested: str) -> str:
+        """A model or tier name → the model to use (a tier's first healthy model)."""
+        if requested in self.config.models:
+            return requested
+        tier = self.config.tiers.get(requested)
+        if tier is None:
+            raise UnknownModel(requested, self.known_names())
+        for name in tier.models:
+            if not self.recently_failed(name):
+                return name
+        return tier.models[0]
+
+    def recently_failed(self, name: str) -> bool:
+        process = self.processes.get(name)
+        if process is None or process.state is not ModelState.FAILED:
+            return False
+        failed_at = process.last_failure_at or 0.0
+        return time.monotonic() - failed_at < FAILURE_COOLDOWN_S
+
+    def arbiter_for(self, model: str) -> DeviceArbiter:
+        return self.arbiters[self.device_of[model]]
+
+    async def acquire(self, model: str, timeout: float | None = None) -> Lease:
+        wait = self.config.host.queue_timeout_s if timeout is None else timeout
+        return await self.arbiter_for(model).acquire(model, wait)
+
+    def acquire_remote(self, model: str) -> RemoteLease:
+        config = self.config.models[model]
+        if self.remote_in_flight[model] >= config.max_concurrency:
+            raise TooManyRequests(
+                f"model {model} already has {config.max_concurrency} requests in flight "
+                "(its max_concurrency); retry shortly"
+            )
+        self.remote_in_flight[model] += 1
+        return RemoteLease(self, model)
+
+    # -- status ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        devices = []
+        for name, info in self.devices.items():
+            arbiter = self.arbiters[name]
+            residents = arbiter.residents()
+            used = arbiter.used_mb()
+            measured = None
+            if info.gpu_index is not None:
+                reading = gpu.read_memory(info.gpu_index)
+                measured = None if reading is None else reading.used_mb
+            devices.append(
+                {
+                    "name": name,
+                    "kind": info.kind,
+                    "budget_mb": info.budget_mb,
+                    "used_mb": used,
+                    "gpu_used_mb": measured,
+                    "mode": "auto",
+                    "residents": [r.name for r in residents],
+                    "queue": arbiter.queue_length,
+                }
+            )
+        models = []
+        for name, model in self.config.models.items():
+            entry: dict[str, Any] = {"name": name, "tier": self.config.tier_of(name)}
+            if isinstance(model, ManagedModel):
+                process = self.processes[name]
+                arbiter = self.arbiter_for(name)
+                entry.update(
+                    kind="managed",
+                    device=model.device,
+                    state=process.state.value,
+                    pid=process.pid,
+                    port=process.port if process.pid else None,
+                    in_flight=arbiter.in_flight[name],
+                    queued=arbiter.queued(name),
+                    memory_mb=model.memory_mb,
+                    persistent=model.persistent,
+                    restarts=process.restarts,
+                    last_error=process.last_error,
+                    log=str(process.spec.log_path),
+                )
+            else:
+                entry.update(
+                    kind="remote",
+                    device=None,
+                    state="remote",
+                    pid=None,
+                    port=None,
+                    in_flight=self.remote_in_flight[name],
+                    queued=0,
+                    base_url=model.base_url,
+                )
+            models.append(entry)
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "devices": devices,
+            "models": models,
+            "tasks": {},
+        }

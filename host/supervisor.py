@@ -1,0 +1,367 @@
+"""One managed llama-server process: spawn, readiness, crash watch, stop.
+
+Each `ModelProcess` is the single owner of its server's state. Every transition goes
+through `_enter()`, and transitions that need awaiting (start, stop) are serialised by
+one lock, so concurrent callers of `ensure_ready()` join the start already under way
+instead of racing it. Callers never decide from a state they read earlier: they ask
+`ensure_ready()` and get a base URL or a `StartFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+
+class ModelState(enum.StrEnum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    FAILED = "failed"
+
+
+RESIDENT_STATES = frozenset({ModelState.STARTING, ModelState.READY, ModelState.STOPPING})
+
+
+class StartFailed(Exception):
+    """The server did not become ready; the message names the model and its log."""
+
+    def __init__(self, model: str, reason: str, log_path: Path) -> None:
+        super().__init__(f"model {model} failed to start: {reason} (log: {log_path})")
+        self.model = model
+        self.reason = reason
+        self.log_path = log_path
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one server; built from config by the service."""
+
+    name: str
+    binary: Path
+    gguf: Path
+    args: Sequence[str]
+    log_path: Path
+    pid_path: Path
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 120.0
+    stop_grace_s: float = 10.0
+
+    def argv(self, port: int) -> list[str]:
+        return [
+            str(self.binary),
+            "--model",
+            str(self.gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *self.args,
+        ]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Reported to listeners after every state change."""
+
+    model: str
+    old: ModelState
+    new: ModelState
+    reason: str
+    at: float
+
+
+Listener = Callable[[Transition], None]
+
+_BACKOFF_CAP_S = 30.0
+_STABLE_AFTER_S = 60.0
+"""A server that stayed ready this long before crashing starts again without backoff."""
+
+
+def restart_delay(consecutive_failures: int) -> float:
+    """Backoff before the next start: 0 for the first try, then 0.5 s doubling to 30 s."""
+    if consecutive_failures <= 0:
+        return 0.0
+    return float(min(_BACKOFF_CAP_S, 0.5 * 2 ** (consecutive_failures - 1)))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL if the daemon dies, even by kill -9 (Linux)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+def _error_hint(path: Path) -> str:
+    """The most telling line of the log tail, to put in an error message."""
+    tail = log_tail(path)
+    for line in reversed(tail):
+        lowered = line.lower()
+        if any(word in lowered for word in ("error", "failed", "out of memory", "abort")):
+            return line.strip()[:300]
+    return ""
+
+
+class ModelProcess:
+    """The owner of one managed model server."""
+
+    def __init__(self, spec: LaunchSpec, http: httpx.AsyncClient) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._http = http
+        self._lock = asyncio.Lock()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self.state = ModelState.STOPPED
+        self.port: int | None = None
+        self.last_error: str | None = None
+        self.last_failure_at: float | None = None
+        self.consecutive_failures = 0
+        self.restarts = 0
+        self.ready_since: float | None = None
+
+    # -- observation -------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self.state in RESIDENT_STATES else None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_ready(self) -> bool:
+        return self.state is ModelState.READY
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _enter(self, new: ModelState, reason: str) -> None:
+        """The one place where the state changes."""
+        old, self.state = self.state, new
+        if new is ModelState.READY:
+            self.ready_since = time.monotonic()
+        elif new is ModelState.FAILED:
+            self.last_error = reason
+            self.last_failure_at = time.monotonic()
+        transition = Transition(self.name, old, new, reason, time.time())
+        for listener in self._listeners:
+            listener(transition)
+
+    # -- commands ----------------------------------------------------------------
+
+    async def ensure_ready(self) -> str:
+        """Bring the server up if it is not, and return its base URL."""
+        if self.is_ready():
+            return self.base_url
+        async with self._lock:
+            if self.is_ready():  # a start that held the lock before us succeeded
+                return self.base_url
+            delay = self._remaining_backoff()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._start()
+            return self.base_url
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """SIGTERM to the process group, SIGKILL after the grace period."""
+        async with self._lock:
+            if self._proc is None or self.state not in RESIDENT_STATES:
+                if self.state is not ModelState.FAILED:
+                    return
+                self._enter(ModelState.STOPPED, reason)
+                return
+            self._enter(ModelState.STOPPING, reason)
+            await self._terminate(self._proc)
+            self._proc = None
+            self.consecutive_failures = 0
+            self._enter(ModelState.STOPPED, reason)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _remaining_backoff(self) -> float:
+        if self.last_failure_at is None:
+            return 0.0
+        waited = time.monotonic() - self.last_failure_at
+        return max(0.0, restart_delay(self.consecutive_failures) - waited)
+
+    async def _start(self) -> None:
+        if self.state is ModelState.FAILED:
+            self.restarts += 1
+        port = self.spec.port or free_port()
+        self.port = port
+        self._enter(ModelState.STARTING, "start requested")
+        self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.spec.argv(port)
+        with self.spec.log_path.open("ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n=== tierhost: starting {self.name} at {stamp}: {argv}\n".encode())
+            log.flush()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                    env={**os.environ, **self.spec.env},
+                )
+            except OSError as exc:
+                self._fail(f"cannot run {argv[0]}: {exc.strerror}")
+                raise StartFailed(self.name, f"cannot run {argv[0]}", self.spec.log_path) from exc
+        self._proc = proc
+        write_pid_file(self.spec.pid_path, proc.pid)
+        try:
+            await asyncio.wait_for(self._wait_healthy(proc), self.spec.start_timeout_s)
+        except TimeoutError:
+            await self._terminate(proc)
+            self._fail(f"not ready after {self.spec.start_timeout_s:g} s")
+            raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
+        except _ExitedEarly as exc:
+            await self._terminate(proc)
+            hint = _error_hint(self.spec.log_path)
+            detail = f": {hint}" if hint else ""
+            self._fail(f"exited with code {exc.code} while starting{detail}")
+            raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
+        except BaseException:
+            await self._terminate(proc)
+            self._proc = None
+            self._enter(ModelState.STOPPED, "start cancelled")
+            raise
+        self._watcher = asyncio.create_task(self._watch(proc), name=f"watch-{self.name}")
+        self._enter(ModelState.READY, "healthy")
+
+    def _fail(self, reason: str) -> None:
+        self._proc = None
+        self.consecutive_failures += 1
+        self.spec.pid_path.unlink(missing_ok=True)
+        self._enter(ModelState.FAILED, reason)
+
+    async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> None:
+        """Poll /health fast (5 ms growing to 50 ms) and notice an early exit at once."""
+        url = f"{self.base_url}/health"
+        interval = 0.005
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                if exited.done():
+                    raise _ExitedEarly(exited.result())
+                try:
+                    response = await self._http.get(url, timeout=2.0)
+                    if response.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.wait({exited}, timeout=interval)
+                interval = min(0.05, interval * 1.5)
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Notice a crash of a ready server and report it; restart happens on next need."""
+        code = await proc.wait()
+        if self._proc is proc and self.state is ModelState.READY:
+            stable = self.ready_since is not None and (
+                time.monotonic() - self.ready_since > _STABLE_AFTER_S
+            )
+            if stable:
+                self.consecutive_failures = 0
+            hint = _error_hint(self.spec.log_path)
+            self._fail(f"exited unexpectedly with code {code}" + (f": {hint}" if hint else ""))
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.spec.stop_grace_s)
+            except TimeoutError:
+                _signal_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        # A server may leave helpers in its group; make sure none outlive it.
+        _signal_group(proc.pid, signal.SIGKILL)
+        self.spec.pid_path.unlink(missing_ok=True)
+        if self._watcher is not None and self._watcher is not asyncio.current_task():
+            self._watcher.cancel()
+            self._watcher = None
+
+
+class _ExitedEarly(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+# -- pid files: reap servers left behind by a daemon that was killed -------------------
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0
+    path.write_text(f"{pid} {created}\n")
+
+
+def reap_leftovers(run_dir: Path) -> list[int]:
+    """Kill the process groups named by pid files from an earlier run; return their pids.
+
+    A pid file holds the pid and the process start time, so a pid reused by an
+    unrelated process is never touched.
+    """
+    reaped: list[int] = []
+    if not run_dir.is_dir():
+        return reaped
+    for pid_file in run_dir.glob("*.pid"):
+        try:
+            pid_text, created_text = pid_file.read_text().split()
+            pid, created = int(pid_text), float(created_text)
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 0.01:
+                _signal_group(pid, signal.SIGKILL)
+                with contextlib.suppress(psutil.Error):
+                    proc.wait(timeout=5)
+                reaped.append(pid)
+        except (ValueError, OSError, psutil.Error):
+            pass
+        pid_file.unlink(missing_ok=True)
+    return reaped
