@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll is noise
     host = Host(config, directory)
     host.build()  # config problems surface here, before anything starts
     app = create_app(host)

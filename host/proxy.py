@@ -158,9 +158,10 @@ async def _forward(request: Request, path: str) -> Response:
         return Response(status_code=499)
 
     headers = _headers(host, model, time.monotonic() - began)
+    http = lease.model.http if isinstance(lease, Lease) else host.http
     try:
-        upstream = await host.http.send(
-            host.http.build_request("POST", url, content=content, headers=send_headers),
+        upstream = await http.send(
+            http.build_request("POST", url, content=content, headers=send_headers),
             stream=True,
         )
     except httpx.TransportError as exc:

@@ -123,7 +123,7 @@ class Host:
         managed = self.config.managed()
         binary = find_llama_server(self.config.host.llama_server) if managed else Path()
         for name, model in managed.items():
-            process = ModelProcess(self._launch_spec(name, model, binary), self.http)
+            process = ModelProcess(self._launch_spec(name, model, binary))
             process.subscribe(self._on_transition)
             self.processes[name] = process
             self.device_of[name] = model.device
@@ -151,14 +151,18 @@ class Host:
         if not self.processes:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
-        persistent = [n for n, m in self.config.managed().items() if m.persistent]
-        results = await asyncio.gather(*(self._warm(n) for n in persistent), return_exceptions=True)
-        for name, result in zip(persistent, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("persistent model %s did not start: %s", name, result)
+        # Persistent models start in the background: the API answers at once, and a
+        # request for one of them simply waits in its queue like any other.
+        for name, model in self.config.managed().items():
+            if model.persistent:
+                self._spawn(self._warm(name, model.start_timeout_s * 2))
 
-    async def _warm(self, name: str) -> None:
-        lease = await self.acquire(name, timeout=self.config.managed()[name].start_timeout_s * 2)
+    async def _warm(self, name: str, timeout: float) -> None:
+        try:
+            lease = await self.acquire(name, timeout=timeout)
+        except Exception as exc:
+            log.error("persistent model %s did not start: %s", name, exc)
+            return
         lease.release()
 
     async def close(self) -> None:
@@ -166,6 +170,8 @@ class Host:
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
         await self.http.aclose()
+        for process in self.processes.values():
+            await process.http.aclose()
         if self.store is not None:
             await self.store.close()
 

@@ -137,10 +137,12 @@ def _error_hint(path: Path) -> str:
 class ModelProcess:
     """The owner of one managed model server."""
 
-    def __init__(self, spec: LaunchSpec, http: httpx.AsyncClient) -> None:
+    def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
         self.name = spec.name
-        self._http = http
+        self.http = self._new_client()
+        """This server's own connection pool. It is closed before each stop: llama-server
+        waits on open keep-alive connections when it shuts down (~110 ms measured)."""
         self._lock = asyncio.Lock()
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -152,6 +154,13 @@ class ModelProcess:
         self.consecutive_failures = 0
         self.restarts = 0
         self.ready_since: float | None = None
+
+    @staticmethod
+    def _new_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+        )
 
     # -- observation -------------------------------------------------------------
 
@@ -281,7 +290,7 @@ class ModelProcess:
                 if exited.done():
                     raise _ExitedEarly(exited.result())
                 try:
-                    response = await self._http.get(url, timeout=2.0)
+                    response = await self.http.get(url, timeout=2.0)
                     if response.status_code == 200:
                         return
                 except httpx.TransportError:
@@ -305,6 +314,8 @@ class ModelProcess:
             self._fail(f"exited unexpectedly with code {code}" + (f": {hint}" if hint else ""))
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        await self.http.aclose()
+        self.http = self._new_client()
         if proc.returncode is None:
             _signal_group(proc.pid, signal.SIGTERM)
             try:

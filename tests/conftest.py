@@ -145,4 +145,17 @@ def demo_daemon(tmp_path: Path, daemon_factory: list[Daemon]) -> Daemon:
     """The packaged demo config, as `make serve` runs it."""
     daemon = start_daemon(tmp_path)
     daemon_factory.append(daemon)
+    wait_for_models(daemon, {"operator-demo", "validator-demo"}, "ready")
     return daemon
+
+
+def wait_for_models(daemon: Daemon, names: set[str], state: str, timeout: float = 60.0) -> None:
+    """Poll /api/status until every named model is in `state` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {m["name"]: m["state"] for m in daemon.status()["models"]}
+        if all(states.get(n) == state for n in names):
+            daemon.note_children()
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"models {sorted(names)} not {state} within {timeout} s: {states}")

@@ -1,0 +1,94 @@
+"""Config parsing: the demo loads, and every mistake names its key in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from host.config import ConfigError, ManagedModel, load_config, parse_config
+
+BASE = """
+[devices.gpu0]
+memory_mb = 1000
+[models.m1]
+gguf = "/models/a.gguf"
+device = "gpu0"
+memory_mb = 500
+[tiers.architect]
+models = ["m1"]
+[tiers.builder]
+models = ["m1"]
+[tiers.operator]
+models = ["m1"]
+"""
+
+
+def test_the_demo_config_serves_four_models_on_a_budget_that_holds_one_big_one() -> None:
+    config = load_config()
+    managed = config.managed()
+    assert set(managed) == {"architect-demo", "builder-demo", "operator-demo", "validator-demo"}
+    budget = config.devices["gpu0"].memory_mb
+    assert budget is not None
+    architect, builder = managed["architect-demo"], managed["builder-demo"]
+    assert architect.memory_mb <= budget and builder.memory_mb <= budget
+    assert architect.memory_mb + builder.memory_mb > budget
+    assert managed["operator-demo"].persistent and managed["validator-demo"].persistent
+    assert managed["validator-demo"].device == "cpu"
+    assert config.routing["infra"] == "operator"
+    assert config.standing_rules == {"infra": "operator"}
+
+
+def test_a_minimal_config_fills_in_defaults() -> None:
+    config = parse_config(BASE)
+    model = config.models["m1"]
+    assert isinstance(model, ManagedModel)
+    assert config.host.port == 8788 and config.host.host == "127.0.0.1"
+    assert config.routing["planning"] == "architect"
+
+
+def test_a_remote_model_needs_an_http_url() -> None:
+    config = parse_config(
+        BASE + '[models.far]\nkind = "remote"\nbase_url = "http://box:8080/v1/"\n'
+    )
+    assert config.models["far"].kind == "remote"
+    with pytest.raises(ConfigError, match=r"models\.far\.remote\.base_url: must start with"):
+        parse_config(BASE + '[models.far]\nkind = "remote"\nbase_url = "box:8080"\n')
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("[host]\nprot = 1\n", r"host\.prot: unknown key"),
+        ("[host]\nport = 'x'\n", r"host\.port: Input should be a valid integer"),
+        (
+            '[models.m2]\ngguf = "x"\ndevice = "gpu9"\nmemory_mb = 1\n',
+            r"models\.m2\.device: unknown device 'gpu9' \(known: gpu0\)",
+        ),
+        (
+            '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 5000\n',
+            r"models\.m2\.memory_mb: 5000 MiB can never fit device gpu0 \(1000 MiB budget\)",
+        ),
+        ('[models.m2]\ngguf = "x"\ndevice = "gpu0"\n', r"models\.m2\.managed\.memory_mb: required"),
+        (
+            '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\nargs = ["--port", "1"]\n',
+            r"args: --port is set by Tierhost",
+        ),
+        ('[tiers.extra]\nmodels = ["nope"]\n', r"tiers\.extra\.models: unknown model 'nope'"),
+        ('[routing]\nplanning = "wizard"\n', r"routing\.planning: unknown tier 'wizard'"),
+        ('[models.auto]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\n', r"models\.auto: the name"),
+        ("[devices.gpu0\n", r"not valid TOML"),
+    ],
+)
+def test_mistakes_are_one_line_naming_the_key(change: str, expected: str) -> None:
+    text = change if change.startswith("[devices.gpu0\n") else BASE + change
+    with pytest.raises(ConfigError, match=expected) as caught:
+        parse_config(text, "t.toml")
+    message = str(caught.value)
+    assert message.startswith("config error in t.toml")
+    assert "\n" not in message
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml")
