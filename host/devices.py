@@ -64,6 +64,7 @@ class _Waiter:
     model: str
     memory_mb: int
     future: asyncio.Future[None]
+    forced: bool = False
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -123,6 +124,9 @@ class DeviceArbiter:
         self._pending_swaps: dict[str, _PendingSwap] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.allowed: frozenset[str] | None = None
+        self.mode_reason = ""
+        """Why models are held back, e.g. "gpu0 is in gaming mode"; empty in auto."""
         for process in models.values():
             process.subscribe(self._on_transition)
 
@@ -167,16 +171,27 @@ class DeviceArbiter:
         return scheduler.Snapshot(
             budget_mb=self.budget_mb,
             residents=self.residents(),
-            waiters=[scheduler.Waiter(w.id, w.model, w.memory_mb) for w in self._waiters],
+            waiters=[scheduler.Waiter(w.id, w.model, w.memory_mb, w.forced) for w in self._waiters],
+            allowed=self.allowed,
         )
+
+    def permits(self, model: str, forced: bool = False) -> bool:
+        return self.allowed is None or forced or model in self.allowed
+
+    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None:
+        """Apply a device mode: None allows every model; releases what is no longer allowed."""
+        self.allowed = allowed
+        self.mode_reason = reason
+        self._replan()
 
     # -- requests ----------------------------------------------------------------
 
-    def try_acquire_now(self, model: str) -> Lease | None:
+    def try_acquire_now(self, model: str, forced: bool = False) -> Lease | None:
         """The fast path: claim a ready model at once when nobody is waiting on the device."""
         if (
             self._waiters
             or self._closed
+            or not self.permits(model, forced)
             or model in self._evicting
             or self.models[model].state is not ModelState.READY
             or self.in_flight[model] >= self._max_concurrency[model]
@@ -186,7 +201,7 @@ class DeviceArbiter:
         self._last_used[model] = time.monotonic()
         return Lease(self, self.models[model])
 
-    async def acquire(self, model: str, timeout: float) -> Lease:
+    async def acquire(self, model: str, timeout: float, forced: bool = False) -> Lease:
         """Wait until `model` is ready and claim it; cancel-safe (a dropped client leaves)."""
         if self._closed:
             raise ModelUnavailable(f"device {self.name} is shutting down")
@@ -202,7 +217,9 @@ class DeviceArbiter:
                 "retry later"
             )
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(next(self._ids), model, self._memory[model], loop.create_future())
+        waiter = _Waiter(
+            next(self._ids), model, self._memory[model], loop.create_future(), forced=forced
+        )
         self._waiters.append(waiter)
         self._replan()
         try:
@@ -215,9 +232,10 @@ class DeviceArbiter:
                 waiter.future.cancel()
             self._drop(waiter)
             if isinstance(exc, TimeoutError):
+                why = f"; {self.mode_reason}" if not self.permits(model, forced) else ""
                 raise WaitTimedOut(
                     f"model {model} was not available within {timeout:g} s "
-                    f"({self.queue_length} requests waiting on device {self.name})"
+                    f"({self.queue_length} requests waiting on device {self.name}{why})"
                 ) from None
             raise
         return Lease(self, self.models[model])
@@ -254,6 +272,9 @@ class DeviceArbiter:
                     swap = self._pending_swaps.setdefault(for_model, _PendingSwap(time.time()))
                     swap.evicted.append(model)
                     self._spawn(self._evict(model, for_model))
+                case scheduler.Release(model):
+                    self._evicting.add(model)
+                    self._spawn(self._release_for_mode(model))
                 case scheduler.Reject(waiter_ids, reason):
                     self._fail_waiters(set(waiter_ids), ModelUnavailable(reason))
 
@@ -309,6 +330,13 @@ class DeviceArbiter:
     async def _evict(self, model: str, for_model: str) -> None:
         try:
             await self.models[model].stop(f"evicted to make room for {for_model}")
+        finally:
+            self._evicting.discard(model)
+            self._replan()
+
+    async def _release_for_mode(self, model: str) -> None:
+        try:
+            await self.models[model].stop(self.mode_reason or "released by the device mode")
         finally:
             self._evicting.discard(model)
             self._replan()

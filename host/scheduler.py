@@ -17,6 +17,9 @@ Rules:
 - For the blocked waiter, idle residents (no requests in flight, not persistent) are
   evicted, least recently used first — only if evicting them makes enough room. A
   resident with requests in flight is never evicted; the head waits for it instead.
+- The device's mode may restrict which models it holds (`allowed`): a waiter for a
+  model that is not allowed waits without blocking others (unless it is forced, the
+  force-big override), and idle residents that are not allowed are released.
 - Invariant: the memory of a device's residents never exceeds its budget.
 """
 
@@ -44,6 +47,8 @@ class Waiter:
     id: int
     model: str
     memory_mb: int
+    forced: bool = False
+    """Force-big: may load even where the device's mode does not allow the model."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,11 @@ class Snapshot:
     """None: the device has no budget (the CPU), everything fits."""
     residents: Sequence[Resident]
     waiters: Sequence[Waiter]
+    allowed: frozenset[str] | None = None
+    """Models the device's mode lets it hold; None: any (mode auto)."""
+
+    def permits(self, waiter: Waiter) -> bool:
+        return self.allowed is None or waiter.forced or waiter.model in self.allowed
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,13 @@ class Evict:
 
 
 @dataclass(frozen=True)
+class Release:
+    """Stop an idle resident that the device's mode no longer allows."""
+
+    model: str
+
+
+@dataclass(frozen=True)
 class Reject:
     """Waiters whose model can never fit beside the persistent residents."""
 
@@ -78,7 +95,7 @@ class Reject:
     reason: str
 
 
-Action = Admit | Load | Evict | Reject
+Action = Admit | Load | Evict | Release | Reject
 
 
 def used_mb(residents: Sequence[Resident]) -> int:
@@ -101,6 +118,8 @@ def plan(snapshot: Snapshot) -> list[Action]:
         if waiter.model in rejected:
             continue
         resident = residents.get(waiter.model)
+        if not snapshot.permits(waiter):
+            continue  # waits for the mode to change; does not hold up anyone else
         if resident is not None and resident.phase == "ready":
             if blocked is None:
                 admitted.append(waiter.id)
@@ -132,7 +151,24 @@ def plan(snapshot: Snapshot) -> list[Action]:
     actions.extend(Load(model) for model in loads)
     if blocked is not None and blocked.model not in residents and free is not None:
         actions.extend(_evictions(snapshot, blocked, free, admitted))
+    actions.extend(_releases(snapshot, admitted))
     return actions
+
+
+def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:
+    """Idle residents the mode does not allow, unless a forced request wants them."""
+    if snapshot.allowed is None:
+        return []
+    admitted_ids = set(admitted)
+    wanted = {w.model for w in snapshot.waiters if w.forced or w.id in admitted_ids}
+    return [
+        Release(r.name)
+        for r in snapshot.residents
+        if r.phase == "ready"
+        and r.in_flight == 0
+        and r.name not in snapshot.allowed
+        and r.name not in wanted
+    ]
 
 
 def _evictions(snapshot: Snapshot, blocked: Waiter, free: int, admitted: list[int]) -> list[Action]:

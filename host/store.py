@@ -1,16 +1,24 @@
-"""Durable state in one SQLite file (WAL): the swap log and model events.
+"""Durable state in one SQLite file (WAL): tasks and their events, settings, the swap log.
 
 The daemon is the only writer. Tables are created on open, and a `schema_version`
-row lets later versions migrate in place.
+row lets later versions migrate in place. A task and its first event are written in
+one transaction before the task is acknowledged; every later change of status is
+checked against `host.tasks` and written with its event in one transaction too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from host.tasks import ACTIVE, TaskStatus, check_move
 
 SCHEMA_VERSION = 1
 
@@ -31,6 +39,39 @@ CREATE TABLE IF NOT EXISTS swaps (
     outcome    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS swaps_started ON swaps (started);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id         TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    type       TEXT,
+    prompt     TEXT NOT NULL,
+    context    TEXT NOT NULL,
+    request    TEXT NOT NULL,
+    priority   INTEGER NOT NULL,
+    validation TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    tier       TEXT,
+    model      TEXT,
+    decision   TEXT,
+    result     TEXT,
+    error      TEXT,
+    tokens     INTEGER NOT NULL DEFAULT 0,
+    created    REAL NOT NULL,
+    updated    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, seq);
+CREATE TABLE IF NOT EXISTS task_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL REFERENCES tasks (id),
+    at      REAL NOT NULL,
+    status  TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    data    TEXT
+);
+CREATE INDEX IF NOT EXISTS task_events_task ON task_events (task_id, id);
 CREATE TABLE IF NOT EXISTS model_events (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     model  TEXT NOT NULL,
@@ -56,6 +97,112 @@ class SwapRow:
 
     def as_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+@dataclass
+class TaskRow:
+    """A task as stored; `as_json()` is the API's view of it."""
+
+    id: str
+    seq: int
+    type: str | None
+    prompt: str
+    context: dict[str, Any]
+    request: dict[str, Any]
+    """What the client asked for besides the prompt: tier/model override, force_big."""
+    priority: int
+    validation: str
+    status: TaskStatus
+    tier: str | None
+    model: str | None
+    decision: dict[str, Any] | None
+    result: str | None
+    error: str | None
+    tokens: int
+    created: float
+    updated: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self, *, with_events: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status.value,
+            "type": self.type,
+            "tier": self.tier,
+            "model": self.model,
+            "priority": self.priority,
+            "validation": self.validation,
+            "prompt": self.prompt,
+            "context": self.context,
+            "override": {k: v for k, v in self.request.items() if v not in (None, False)},
+            "decision": self.decision,
+            "result": self.result,
+            "error": self.error,
+            "tokens": self.tokens,
+            "created": self.created,
+            "updated": self.updated,
+        }
+        if with_events:
+            data["events"] = self.events
+        return data
+
+
+_TASK_COLUMNS = (
+    "id, seq, type, prompt, context, request, priority, validation, status, tier, model, "
+    "decision, result, error, tokens, created, updated"
+)
+
+
+def _task_from_row(row: Iterable[Any]) -> TaskRow:
+    (
+        id_,
+        seq,
+        type_,
+        prompt,
+        context,
+        request,
+        priority,
+        validation,
+        status,
+        tier,
+        model,
+        decision,
+        result,
+        error,
+        tokens,
+        created,
+        updated,
+    ) = row
+    return TaskRow(
+        id=id_,
+        seq=seq,
+        type=type_,
+        prompt=prompt,
+        context=json.loads(context),
+        request=json.loads(request),
+        priority=priority,
+        validation=validation,
+        status=TaskStatus(status),
+        tier=tier,
+        model=model,
+        decision=json.loads(decision) if decision else None,
+        result=result,
+        error=error,
+        tokens=tokens,
+        created=created,
+        updated=updated,
+    )
+
+
+def new_task_id() -> str:
+    """Sortable by creation time, unguessable enough to be a handle: `t-<ms hex><rand>`."""
+    return f"t-{int(time.time() * 1000):011x}{secrets.token_hex(3)}"
+
+
+class UnknownTask(Exception):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}")
+        self.task_id = task_id
 
 
 class Store:
@@ -122,3 +269,162 @@ class Store:
             (model, at, old, new, reason),
         )
         await self._db.commit()
+
+    # -- settings: routing table, device modes ------------------------------------
+
+    async def get_setting(self, key: str) -> Any | None:
+        async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else json.loads(row[0])
+
+    async def put_setting(self, key: str, value: Any) -> None:
+        await self._db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+        await self._db.commit()
+
+    # -- tasks --------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        *,
+        prompt: str,
+        type: str | None,
+        context: dict[str, Any],
+        request: dict[str, Any],
+        priority: int,
+        validation: str,
+        reason: str = "submitted",
+    ) -> TaskRow:
+        """Store a new queued task and its first event in one transaction."""
+        now = time.time()
+        task_id = new_task_id()
+        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks") as cur:
+            row = await cur.fetchone()
+        seq = int(row[0]) if row else 1
+        await self._db.execute(
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, 0, ?, ?)",
+            (
+                task_id,
+                seq,
+                type,
+                prompt,
+                json.dumps(context),
+                json.dumps(request),
+                priority,
+                validation,
+                TaskStatus.QUEUED.value,
+                now,
+                now,
+            ),
+        )
+        await self._db.execute(
+            "INSERT INTO task_events (task_id, at, status, reason) VALUES (?, ?, ?, ?)",
+            (task_id, now, TaskStatus.QUEUED.value, reason),
+        )
+        await self._db.commit()
+        return await self.get_task(task_id)
+
+    async def get_task(self, task_id: str, *, with_events: bool = False) -> TaskRow:
+        async with self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise UnknownTask(task_id)
+        task = _task_from_row(row)
+        if with_events:
+            task.events = await self.task_events(task_id)
+        return task
+
+    async def task_events(self, task_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT at, status, reason, data FROM task_events WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "at": at,
+                "status": status,
+                "reason": reason,
+                **({"data": json.loads(data)} if data else {}),
+            }
+            for at, status, reason, data in rows
+        ]
+
+    async def list_tasks(
+        self, *, status: str | None = None, type: str | None = None, limit: int = 100
+    ) -> list[TaskRow]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if type is not None:
+            where.append("type = ?")
+            params.append(type)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        async with self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks {clause} ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_task_from_row(r) for r in rows]
+
+    async def count_tasks(self) -> dict[str, int]:
+        async with self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status") as cur:
+            rows = await cur.fetchall()
+        return {status: count for status, count in rows}
+
+    async def move_task(
+        self,
+        task_id: str,
+        new: TaskStatus,
+        reason: str,
+        *,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> TaskRow:
+        """Change a task's status (checked against host.tasks) and record the event."""
+        task = await self.get_task(task_id)
+        check_move(task_id, task.status, new)
+        now = time.time()
+        allowed = {"type", "tier", "model", "decision", "result", "error", "tokens"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot set task fields {sorted(unknown)}")
+        values = {k: json.dumps(v) if k == "decision" else v for k, v in fields.items()}
+        sets = ", ".join(f"{k} = ?" for k in values)
+        await self._db.execute(
+            f"UPDATE tasks SET status = ?, updated = ?{', ' + sets if sets else ''} "
+            "WHERE id = ? AND status = ?",
+            (new.value, now, *values.values(), task_id, task.status.value),
+        )
+        await self._db.execute(
+            "INSERT INTO task_events (task_id, at, status, reason, data) VALUES (?, ?, ?, ?, ?)",
+            (task_id, now, new.value, reason, json.dumps(data) if data else None),
+        )
+        await self._db.commit()
+        return await self.get_task(task_id)
+
+    async def update_task_progress(self, task_id: str, tokens: int) -> None:
+        """Token count while running: not an event, just the latest figure."""
+        await self._db.execute(
+            "UPDATE tasks SET tokens = ?, updated = ? WHERE id = ?", (tokens, time.time(), task_id)
+        )
+        await self._db.commit()
+
+    async def requeue_interrupted(self, reason: str) -> list[str]:
+        """After a restart: every task that was under way goes back to queued, with why."""
+        placeholders = ", ".join("?" for _ in ACTIVE)
+        async with self._db.execute(
+            f"SELECT id FROM tasks WHERE status IN ({placeholders}) ORDER BY seq",
+            tuple(s.value for s in ACTIVE),
+        ) as cur:
+            ids = [row[0] for row in await cur.fetchall()]
+        for task_id in ids:
+            await self.move_task(task_id, TaskStatus.QUEUED, reason)
+        return ids

@@ -5,7 +5,18 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.scheduler import Admit, Evict, Load, Reject, Resident, Snapshot, Waiter, plan, used_mb
+from host.scheduler import (
+    Admit,
+    Evict,
+    Load,
+    Reject,
+    Release,
+    Resident,
+    Snapshot,
+    Waiter,
+    plan,
+    used_mb,
+)
 
 
 def ready(
@@ -161,3 +172,25 @@ def test_loads_never_exceed_the_budget_and_evictions_spare_busy_models(snap: Sna
     waiting_models = {w.id: w.model for w in snap.waiters}
     for waiter_id in admitted:
         assert by_name[waiting_models[waiter_id]].phase == "ready"
+
+
+# -- device modes ------------------------------------------------------------------------
+
+
+def test_a_model_the_mode_does_not_allow_waits_without_blocking_others() -> None:
+    snapshot = Snapshot(
+        400, [ready("a")], [Waiter(1, "b", 300), Waiter(2, "a", 300)], allowed=frozenset({"a"})
+    )
+    assert plan(snapshot) == [Admit((2,))]
+
+
+def test_gaming_mode_releases_idle_residents_but_not_busy_ones() -> None:
+    residents = [ready("a"), ready("v", 50, in_flight=1, persistent=True)]
+    assert plan(Snapshot(400, residents, [], allowed=frozenset())) == [Release("a")]
+
+
+def test_a_forced_request_loads_despite_the_mode() -> None:
+    snapshot = Snapshot(400, [], [Waiter(1, "b", 300, forced=True)], allowed=frozenset())
+    assert plan(snapshot) == [Load("b")]
+    resident = Snapshot(400, [ready("b")], [Waiter(2, "b", 300, forced=True)], allowed=frozenset())
+    assert plan(resident) == [Admit((2,))]  # and "b" is not released under it
