@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from host.errors import ApiError
+from host.errors import ApiError, read_model
+from host.modes import ModeError
 from host.service import Host
+
+
+class ModeChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str
+    device: str | None = None
 
 
 def _host(request: Request) -> Host:
@@ -34,8 +42,23 @@ async def swaps(request: Request) -> Response:
     return JSONResponse({"swaps": [row.as_json() for row in rows]})
 
 
+async def get_mode(request: Request) -> Response:
+    return JSONResponse({"modes": _host(request).modes})
+
+
+async def put_mode(request: Request) -> Response:
+    change = await read_model(request, ModeChange)
+    try:
+        result = await _host(request).set_mode(change.mode, change.device)
+    except ModeError as exc:
+        raise ApiError(422, "invalid_mode", str(exc)) from None
+    return JSONResponse({"modes": result})
+
+
 routes = [
     Route("/health", health, methods=["GET"]),
     Route("/api/status", status, methods=["GET"]),
     Route("/api/swaps", swaps, methods=["GET"]),
+    Route("/api/mode", get_mode, methods=["GET"]),
+    Route("/api/mode", put_mode, methods=["PUT"]),
 ]

@@ -133,6 +133,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _mode(url: str | None, mode: str | None, device: str | None) -> dict[str, str]:
+    async with HostClient(url) as client:
+        if mode is None:
+            return await client.modes()
+        return await client.set_mode(mode, device)
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    modes = _run(_mode(args.url, args.mode, args.device))
+    if args.json:
+        print(json.dumps({"modes": modes}))
+    else:
+        for device, mode in modes.items():
+            print(f"{device}: {mode}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierhost", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--json", action="store_true", help="print JSON")
         command.add_argument("--url", help="daemon URL (default: $TIERHOST_URL)")
         command.set_defaults(func=func)
+    mode = sub.add_parser(
+        "mode", help="show or set the GPU mode (auto, a tier name to pin, or gaming)"
+    )
+    mode.add_argument("mode", nargs="?", help="auto | architect | builder | gaming | <tier>")
+    mode.add_argument("--device", help="one GPU device (default: every GPU device)")
+    mode.add_argument("--json", action="store_true", help="print JSON")
+    mode.add_argument("--url", help="daemon URL (default: $TIERHOST_URL)")
+    mode.set_defaults(func=cmd_mode)
     return parser
 
 

@@ -72,3 +72,16 @@ class HostClient:
         result = await self._request("GET", "/api/swaps", params={"limit": limit})
         swaps: list[dict[str, Any]] = result["swaps"]
         return swaps
+
+    async def modes(self) -> dict[str, str]:
+        result = await self._request("GET", "/api/mode")
+        modes: dict[str, str] = result["modes"]
+        return modes
+
+    async def set_mode(self, mode: str, device: str | None = None) -> dict[str, str]:
+        body: dict[str, Any] = {"mode": mode}
+        if device is not None:
+            body["device"] = device
+        result = await self._request("PUT", "/api/mode", json=body)
+        modes: dict[str, str] = result["modes"]
+        return modes

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,6 +63,25 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         )
     request.state.raw_body = raw
     return body
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+async def read_model(request: Request, model: type[ModelT]) -> ModelT:
+    """The body validated as `model`, or a 422 naming the first field that is wrong."""
+    body = await read_json_object(request)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif first["type"] == "missing":
+            message = "required field is missing"
+        raise ApiError(422, "invalid_request", f"{where}: {message}") from None
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:

@@ -84,13 +84,20 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
-async def _acquire(host: Host, request: Request, model: str) -> Lease:
+def _forced(request: Request) -> bool:
+    return request.headers.get("x-force-big", "").strip().lower() in ("true", "1", "yes")
+
+
+async def _acquire(host: Host, request: Request, model: str, forced: bool) -> Lease:
     """Wait for the model, giving up as soon as the client disconnects."""
     arbiter = host.arbiter_for(model)
-    lease = arbiter.try_acquire_now(model)
+    if not arbiter.permits(model, forced):
+        # An OpenAI client cannot sit in a queue until the owner stops gaming: say why now.
+        raise ModelUnavailable(f"model {model} is held back: {arbiter.mode_reason}")
+    lease = arbiter.try_acquire_now(model, forced)
     if lease is not None:
         return lease
-    acquiring = asyncio.ensure_future(host.acquire(model))
+    acquiring = asyncio.ensure_future(host.acquire(model, forced=forced))
     disconnected = asyncio.ensure_future(_wait_for_disconnect(request))
     try:
         await asyncio.wait({acquiring, disconnected}, return_when=asyncio.FIRST_COMPLETED)
@@ -145,7 +152,7 @@ async def _forward(request: Request, path: str) -> Response:
                 key = os.environ.get(config.api_key_env, "")
                 send_headers["authorization"] = f"Bearer {key}"
         else:
-            lease = await _acquire(host, request, model)
+            lease = await _acquire(host, request, model, _forced(request))
             url = lease.base_url + path
             log_hint = f" (log: {lease.model.spec.log_path})"
     except TooManyRequests as exc:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from host import gpu
+from host import gpu, modes
 from host.auth import is_loopback, load_or_create_token
 from host.config import Config, ConfigError, ManagedModel, RemoteModel
 from host.devices import DeviceArbiter, Lease, SwapRecord, TooManyRequests
@@ -74,6 +74,8 @@ class Host:
         self.remote_in_flight: dict[str, int] = {}
         self.store: Store | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
+        self.closing = False
 
     # -- construction ------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Host:
         if not self.processes:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
+        await self._restore_modes(self.store)
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
         for name, model in self.config.managed().items():
@@ -165,7 +168,44 @@ class Host:
             return
         lease.release()
 
+    async def _restore_modes(self, store: Store) -> None:
+        saved = await store.get_setting("modes") or {}
+        for device, mode in saved.items():
+            try:
+                modes.check_mode(self.config, mode, device)
+            except modes.ModeError as exc:
+                log.warning("ignoring the saved mode of %s: %s", device, exc)
+                continue
+            self._apply_mode(device, mode)
+
+    def _apply_mode(self, device: str, mode: str) -> None:
+        self.modes[device] = mode
+        self.arbiters[device].set_allowed(
+            modes.allowed_models(self.config, device, mode), modes.hold_reason(device, mode)
+        )
+
+    async def set_mode(self, mode: str, device: str | None = None) -> dict[str, str]:
+        """Change the mode of one GPU device, or of all; stops what the mode excludes."""
+        devices = modes.check_mode(self.config, mode, device)
+        for name in devices:
+            old = self.modes[name]
+            self._apply_mode(name, mode)
+            if old != mode:
+                log.info("mode of %s: %s -> %s", name, old, mode)
+                if self.store is not None:
+                    await self.store.record_model_event(
+                        model=f"device:{name}",
+                        at=time.time(),
+                        old=old,
+                        new=mode,
+                        reason="mode changed",
+                    )
+        if self.store is not None:
+            await self.store.put_setting("modes", self.modes)
+        return dict(self.modes)
+
     async def close(self) -> None:
+        self.closing = True
         await asyncio.gather(*(a.close() for a in self.arbiters.values()))
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
@@ -242,9 +282,11 @@ class Host:
     def arbiter_for(self, model: str) -> DeviceArbiter:
         return self.arbiters[self.device_of[model]]
 
-    async def acquire(self, model: str, timeout: float | None = None) -> Lease:
+    async def acquire(
+        self, model: str, timeout: float | None = None, *, forced: bool = False
+    ) -> Lease:
         wait = self.config.host.queue_timeout_s if timeout is None else timeout
-        return await self.arbiter_for(model).acquire(model, wait)
+        return await self.arbiter_for(model).acquire(model, wait, forced)
 
     def acquire_remote(self, model: str) -> RemoteLease:
         config = self.config.models[model]
@@ -275,7 +317,8 @@ class Host:
                     "budget_mb": info.budget_mb,
                     "used_mb": used,
                     "gpu_used_mb": measured,
-                    "mode": "auto",
+                    "mode": self.modes.get(name, modes.AUTO),
+                    "hold": arbiter.mode_reason or None,
                     "residents": [r.name for r in residents],
                     "queue": arbiter.queue_length,
                 }
