@@ -296,6 +296,9 @@ class Store:
         request: dict[str, Any],
         priority: int,
         validation: str,
+        tier: str | None = None,
+        model: str | None = None,
+        decision: dict[str, Any] | None = None,
         reason: str = "submitted",
     ) -> TaskRow:
         """Store a new queued task and its first event in one transaction."""
@@ -306,7 +309,7 @@ class Store:
         seq = int(row[0]) if row else 1
         await self._db.execute(
             f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, 0, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?)",
             (
                 task_id,
                 seq,
@@ -317,6 +320,9 @@ class Store:
                 priority,
                 validation,
                 TaskStatus.QUEUED.value,
+                tier,
+                model,
+                json.dumps(decision) if decision is not None else None,
                 now,
                 now,
             ),
