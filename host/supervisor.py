@@ -124,9 +124,20 @@ def log_tail(path: Path, lines: int = 20) -> list[str]:
     return text.splitlines()[-lines:]
 
 
+_LOG_HEADER = "=== tierhost: "
+"""Starts each run's section of a model's log (the log is appended across runs)."""
+
+
 def _error_hint(path: Path) -> str:
-    """The most telling line of the log tail, to put in an error message."""
+    """The most telling line of this run's log tail, to put in an error message.
+
+    Only lines after the last `=== tierhost:` header count: older ones belong to an
+    earlier run, and the header itself quotes argv, whose paths may contain "error".
+    """
     tail = log_tail(path)
+    headers = [i for i, line in enumerate(tail) if line.startswith(_LOG_HEADER)]
+    if headers:
+        tail = tail[headers[-1] + 1 :]
     for line in reversed(tail):
         lowered = line.lower()
         if any(word in lowered for word in ("error", "failed", "out of memory", "abort")):
@@ -154,6 +165,9 @@ class ModelProcess:
         self.consecutive_failures = 0
         self.restarts = 0
         self.ready_since: float | None = None
+        self._finished_starts = 0
+        """Starts that ended (ready, failed or cancelled): a caller that queued behind
+        one shares its outcome instead of starting again."""
 
     @staticmethod
     def _new_client() -> httpx.AsyncClient:
@@ -196,13 +210,20 @@ class ModelProcess:
         """Bring the server up if it is not, and return its base URL."""
         if self.is_ready():
             return self.base_url
+        finished_before = self._finished_starts
         async with self._lock:
             if self.is_ready():  # a start that held the lock before us succeeded
                 return self.base_url
+            if self.state is ModelState.FAILED and self._finished_starts != finished_before:
+                # a start that held the lock before us failed: that is our answer too
+                raise StartFailed(self.name, self.last_error or "", self.spec.log_path)
             delay = self._remaining_backoff()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self._start()
+            try:
+                await self._start()
+            finally:
+                self._finished_starts += 1
             return self.base_url
 
     async def stop(self, reason: str = "stopped") -> None:
@@ -237,7 +258,7 @@ class ModelProcess:
         argv = self.spec.argv(port)
         with self.spec.log_path.open("ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"\n=== tierhost: starting {self.name} at {stamp}: {argv}\n".encode())
+            log.write(f"\n{_LOG_HEADER}starting {self.name} at {stamp}: {argv}\n".encode())
             log.flush()
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -252,6 +273,9 @@ class ModelProcess:
             except OSError as exc:
                 self._fail(f"cannot run {argv[0]}: {exc.strerror}")
                 raise StartFailed(self.name, f"cannot run {argv[0]}", self.spec.log_path) from exc
+            except BaseException:  # cancelled while spawning: asyncio has killed the child
+                self._enter(ModelState.STOPPED, "start cancelled")
+                raise
         self._proc = proc
         write_pid_file(self.spec.pid_path, proc.pid)
         try:

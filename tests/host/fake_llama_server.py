@@ -1,0 +1,246 @@
+"""A scripted stand-in for llama.cpp's `llama-server`, stdlib only, for fault tests.
+
+It takes llama-server's argv (`--model X --host H --port P ... --n-gpu-layers 0`),
+ignores the arguments it does not know, and behaves as `--fake-mode MODE` says:
+
+- `ok`: `/health` answers 503 "loading" for `--fake-ready-delay` seconds, then 200;
+  `/v1/chat/completions` and `/v1/completions` answer in OpenAI format, streamed as
+  SSE (chunked, like llama-server) or as one JSON body.
+- `crash-mid-stream`: like `ok`, but a streaming request gets a few SSE chunks and then
+  the process dies with `os._exit(1)`.
+- `never-ready`: `/health` stays 503 forever.
+- `exit-at-start`: prints `error: failed to load model '<path>'` to stderr, exits 1.
+- `oom-at-start`: prints a CUDA out-of-memory line to stderr, exits 1.
+- `exit-quietly`: exits 3 at start without a word.
+- `ignore-sigterm`: like `ok`, but SIGTERM is ignored (only SIGKILL stops it).
+
+With `--fake-state FILE` the mode applies to the first start only: that start creates
+FILE, and every later start (FILE exists) behaves `ok`. So a model configured with
+`crash-mid-stream` crashes once and then serves normally after its restart.
+
+The daemon runs `host.llama_server` directly, so tests point it at a wrapper shell
+script made by `write_wrapper()`, which execs this file with the test's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+MODES = (
+    "ok",
+    "crash-mid-stream",
+    "never-ready",
+    "exit-at-start",
+    "oom-at-start",
+    "exit-quietly",
+    "ignore-sigterm",
+)
+REPLY_WORDS = ("Hello", " from", " the", " fake", " server", ".")
+CHUNKS_BEFORE_CRASH = 3
+
+
+def write_wrapper(directory: Path) -> Path:
+    """An executable `llama-server` in `directory` that runs this fake."""
+    wrapper = directory / "llama-server"
+    wrapper.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{Path(__file__).resolve()}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def fake_args(mode: str, state: Path | None = None, ready_delay: float | None = None) -> list[str]:
+    """The model `args` that select a behaviour."""
+    args = ["--fake-mode", mode]
+    if state is not None:
+        args += ["--fake-state", str(state)]
+    if ready_delay is not None:
+        args += ["--fake-ready-delay", str(ready_delay)]
+    return args
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], mode: str, model: str, ready_at: float) -> None:
+        self.mode = mode
+        self.model = model
+        self.ready_at = ready_at
+        super().__init__(address, Handler)
+
+    def ready(self) -> bool:
+        return self.mode != "never-ready" and time.monotonic() >= self.ready_at
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log(f"srv  log_server_r: {format % args}")
+
+    # -- helpers ------------------------------------------------------------------
+
+    def send_json(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def read_body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    # -- routes -------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            if self.server.ready():
+                self.send_json(200, {"status": "ok"})
+            else:
+                self.send_json(503, {"error": {"code": 503, "message": "Loading model"}})
+        elif self.path == "/v1/models":
+            self.send_json(200, {"object": "list", "data": [{"id": self.server.model}]})
+        else:
+            self.send_json(404, {"error": {"code": 404, "message": "File Not Found"}})
+
+    def do_POST(self) -> None:
+        body = self.read_body()
+        if self.path not in ("/v1/chat/completions", "/v1/completions"):
+            self.send_json(404, {"error": {"code": 404, "message": "File Not Found"}})
+            return
+        if not self.server.ready():
+            self.send_json(503, {"error": {"code": 503, "message": "Loading model"}})
+            return
+        chat = self.path == "/v1/chat/completions"
+        if body.get("stream"):
+            self.stream(chat)
+        else:
+            self.answer(chat)
+
+    def answer(self, chat: bool) -> None:
+        text = "".join(REPLY_WORDS)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        self.send_json(
+            200,
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": self.server.model,
+                "choices": [choice],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 6, "total_tokens": 9},
+            },
+        )
+
+    def stream(self, chat: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for index, word in enumerate(REPLY_WORDS):
+            if self.server.mode == "crash-mid-stream" and index == CHUNKS_BEFORE_CRASH:
+                log("fake: crashing mid-stream")
+                os._exit(1)
+            delta: dict[str, Any] = {"content": word}
+            if chat and index == 0:
+                delta["role"] = "assistant"
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None}
+            if chat:
+                choice["delta"] = delta
+            else:
+                choice["text"] = word
+            event = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": self.server.model,
+                "choices": [choice],
+            }
+            self.send_chunk(f"data: {json.dumps(event)}\n\n".encode())
+        self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
+    parser.add_argument("--model", "-m", default="model.gguf")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--fake-mode", choices=MODES, default="ok")
+    parser.add_argument("--fake-state", type=Path)
+    parser.add_argument("--fake-ready-delay", type=float, default=0.05)
+    args, _unknown = parser.parse_known_args(argv)
+
+    mode: str = args.fake_mode
+    if args.fake_state is not None:
+        if args.fake_state.exists():
+            mode = "ok"
+        else:
+            args.fake_state.write_text(f"{os.getpid()}\n")
+    log(f"fake: pid {os.getpid()} mode {mode} port {args.port}")
+
+    if mode == "exit-at-start":
+        log(f"error: failed to load model '{args.model}'")
+        return 1
+    if mode == "oom-at-start":
+        log(
+            "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 20480.00 MiB on device 0: "
+            "cudaMalloc failed: out of memory"
+        )
+        return 1
+    if mode == "exit-quietly":
+        return 3
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        if mode == "ignore-sigterm":
+            log("fake: ignoring SIGTERM")
+            return
+        log("fake: got SIGTERM, exiting")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    server = FakeServer(
+        (args.host, args.port),
+        mode,
+        Path(args.model).name,
+        time.monotonic() + args.fake_ready_delay,
+    )
+    log(f"main: server is listening on http://{args.host}:{args.port}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    # The main thread only waits, so signal handlers run promptly.
+    while thread.is_alive():
+        thread.join(1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
