@@ -214,7 +214,10 @@ RESERVED_MODEL_NAMES = frozenset({"auto", "big"})
 def _describe(error: ValidationError, source: str) -> str:
     """Turn pydantic's report into one line: the first problem, with its dotted key."""
     first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
+    parts = [str(part) for part in first["loc"]]
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("managed", "remote"):
+        del parts[2]  # pydantic's union tag: users never write it
+    location = ".".join(parts)
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (check the spelling; see the README's config section)"

@@ -55,10 +55,14 @@ class UpstreamStream(StreamingResponse):
         )
 
     async def _relay(self) -> Any:
+        at_event_boundary = True
         try:
             async for chunk in self._upstream.aiter_raw():
+                at_event_boundary = chunk.endswith(b"\n\n")
                 yield chunk
         except httpx.TransportError as exc:
+            if not at_event_boundary:
+                yield b"\n\n"  # end the torn event so the error event parses on its own
             error = {
                 "error": {
                     "type": "upstream_failed",

@@ -147,7 +147,7 @@ class Host:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        reaped = reap_leftovers(self.run_dir)
+        reaped = await asyncio.to_thread(reap_leftovers, self.run_dir)
         if reaped:
             log.warning("stopped %d server(s) left by an earlier run: %s", len(reaped), reaped)
         if not self.processes:

@@ -89,7 +89,7 @@ Listener = Callable[[Transition], None]
 
 _BACKOFF_CAP_S = 30.0
 _STABLE_AFTER_S = 60.0
-"""A server that stayed ready this long before crashing starts again without backoff."""
+"""A server that stayed ready this long before crashing restarts with the shortest backoff."""
 
 
 def restart_delay(consecutive_failures: int) -> float:
@@ -333,7 +333,8 @@ class ModelProcess:
                 time.monotonic() - self.ready_since > _STABLE_AFTER_S
             )
             if stable:
-                self.consecutive_failures = 0
+                self.consecutive_failures = 0  # next start waits only the shortest backoff
+            _signal_group(proc.pid, signal.SIGKILL)  # helpers of the dead server go too
             hint = _error_hint(self.spec.log_path)
             self._fail(f"exited unexpectedly with code {code}" + (f": {hint}" if hint else ""))
 
@@ -391,7 +392,9 @@ def reap_leftovers(run_dir: Path) -> list[int]:
             pid_text, created_text = pid_file.read_text().split()
             pid, created = int(pid_text), float(created_text)
             proc = psutil.Process(pid)
-            if abs(proc.create_time() - created) < 0.01:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                pass  # already dead; its parent (not us) reaps it
+            elif abs(proc.create_time() - created) < 0.01:
                 _signal_group(pid, signal.SIGKILL)
                 with contextlib.suppress(psutil.Error):
                     proc.wait(timeout=5)
