@@ -85,3 +85,49 @@ class HostClient:
         result = await self._request("PUT", "/api/mode", json=body)
         modes: dict[str, str] = result["modes"]
         return modes
+
+    # -- routing ---------------------------------------------------------------------
+
+    async def route(self, prompt: str, **fields: Any) -> dict[str, Any]:
+        """The routing decision for a prompt, without running anything."""
+        body = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
+        result: dict[str, Any] = await self._request("POST", "/api/route", json=body)
+        return result
+
+    async def routing(self) -> dict[str, str]:
+        result = await self._request("GET", "/api/routing")
+        routes: dict[str, str] = result["routes"]
+        return routes
+
+    async def set_routing(self, routes: dict[str, str]) -> dict[str, str]:
+        result = await self._request("PUT", "/api/routing", json={"routes": routes})
+        updated: dict[str, str] = result["routes"]
+        return updated
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def submit_task(self, prompt: str, **fields: Any) -> dict[str, Any]:
+        """Store a task in the host's queue; returns it (status `queued`)."""
+        body = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
+        result: dict[str, Any] = await self._request("POST", "/api/tasks", json=body)
+        return result
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/api/tasks/{task_id}")
+        return result
+
+    async def list_tasks(
+        self, status: str | None = None, type: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = status
+        if type is not None:
+            params["type"] = type
+        result = await self._request("GET", "/api/tasks", params=params)
+        tasks: list[dict[str, Any]] = result["tasks"]
+        return tasks
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", f"/api/tasks/{task_id}/cancel")
+        return result
