@@ -48,6 +48,8 @@ class Policy:
     min_residency_s: float = 10.0
     slots_per_model: int = 2
     """Tasks run at once on one model (llama-server's parallel slots)."""
+    batch: bool = True
+    """False: plain arrival order (FIFO), the baseline the benchmark compares against."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def choose_model(
     """The model a contended device should serve next."""
     if not queued:
         return None
+    if not policy.batch:
+        return min(queued, key=lambda t: t.enqueued_at).model
     current = device.current
     settled = device.current_since is None or (now - device.current_since >= policy.min_residency_s)
     starving = [t for t in queued if now - t.enqueued_at >= policy.max_wait_s]
