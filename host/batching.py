@@ -114,6 +114,16 @@ def pick(
         if target is None:
             continue
         current[device.name] = target
+        if not policy.batch:
+            # FIFO: only the leading run of the oldest task's model, in arrival order
+            ordered = sorted(tasks, key=lambda t: t.enqueued_at)
+            run = []
+            for queued_task in ordered:
+                if queued_task.model != target:
+                    break
+                run.append(queued_task)
+            take(run)
+            continue
         # Tasks of the target that start while the previous model still finishes its
         # own simply wait in the device's queue; no more tasks of the previous model
         # are started, so the device swaps once.

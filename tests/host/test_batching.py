@@ -96,6 +96,6 @@ def test_forty_alternating_tasks_swap_a_handful_of_times() -> None:
 def test_fifo_policy_serves_in_arrival_order() -> None:
     fifo = Policy(max_wait_s=100.0, min_residency_s=10.0, slots_per_model=2, batch=False)
     device = DeviceState("gpu0", True, current="B", current_since=0.0)
-    queue = [task("a1", "A", at=0), task("b1", "B", at=5)]
+    queue = [task("a1", "A", at=0), task("b1", "B", at=5), task("a2", "A", at=6)]
     plan = pick(queue, {}, {"gpu0": device}, 50.0, fifo)
     assert plan.start == ("a1",) and plan.current == {"gpu0": "A"}
