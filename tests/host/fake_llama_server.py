@@ -12,6 +12,7 @@ ignores the arguments it does not know, and behaves as `--fake-mode MODE` says:
 - `exit-at-start`: prints `error: failed to load model '<path>'` to stderr, exits 1.
 - `oom-at-start`: prints a CUDA out-of-memory line to stderr, exits 1.
 - `exit-quietly`: exits 3 at start without a word.
+- `illegal-instruction`: dies of SIGILL at start, as a build for another CPU does.
 - `ignore-sigterm`: like `ok`, but SIGTERM is ignored (only SIGKILL stops it).
 
 With `--fake-state FILE` the mode applies to the first start only: that start creates
@@ -42,6 +43,7 @@ MODES = (
     "exit-at-start",
     "oom-at-start",
     "exit-quietly",
+    "illegal-instruction",
     "ignore-sigterm",
 )
 REPLY_WORDS = ("Hello", " from", " the", " fake", " server", ".")
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "exit-at-start":
         log(f"error: failed to load model '{args.model}'")
         return 1
+    if mode == "illegal-instruction":
+        signal.signal(signal.SIGILL, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGILL)
     if mode == "oom-at-start":
         log(
             "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 20480.00 MiB on device 0: "

@@ -63,6 +63,8 @@ kind = "cpu"
 {model("cpu", 100, fake_args("exit-at-start"))}
 [models.oom]
 {model("gpu0", 300, fake_args("oom-at-start"))}
+[models.sigill]
+{model("cpu", 100, fake_args("illegal-instruction"))}
 [models.steady]
 {model("cpu", 100, fake_args("ok"))}
 [tiers.architect]
@@ -159,6 +161,7 @@ def test_a_crash_mid_stream_ends_the_stream_with_an_error_and_the_next_request_r
         ("stuck", "not ready after 2 s"),
         ("broken", "exited with code 1 while starting: error: failed to load model '"),
         ("oom", "cudaMalloc failed: out of memory"),
+        ("sigill", "code -4 while starting: illegal instruction: llama-server was built for"),
     ],
 )
 def test_a_model_that_cannot_start_answers_503_to_every_queued_request(
