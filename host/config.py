@@ -133,6 +133,20 @@ class Tier(_Strict):
 
     models: list[str] = Field(min_length=1)
     fallback_tier: str | None = None
+    max_prompt_tokens: int | None = Field(None, gt=0)
+    """Prompts estimated above this go to a candidate with room (fallback), or get 413."""
+
+
+class SchedulerSettings(_Strict):
+    """How queued tasks share a GPU device (see host.batching)."""
+
+    policy: Literal["batch", "fifo"] = "batch"
+    max_wait_s: float = Field(300.0, gt=0)
+    """No task waits longer than this for another tier's batch to finish."""
+    min_residency_s: float = Field(10.0, ge=0)
+    """A model just loaded keeps the device at least this long (no thrashing)."""
+    slots_per_model: int = Field(2, ge=1)
+    """Tasks run at once on one model (match llama-server's --parallel)."""
 
 
 class Config(_Strict):
@@ -146,6 +160,17 @@ class Config(_Strict):
     """Task type → tier defaults; editable at run time."""
     standing_rules: dict[str, str] = Field(default_factory=lambda: {"infra": "operator"})
     """Task type → tier that always wins over the routing table."""
+    task_types: list[str] = Field(default_factory=list)
+    """Task types beyond the eight built-in ones."""
+    inference: dict[str, list[str]] = Field(default_factory=dict)
+    """Extra keywords per task type for inferring the type of untyped work."""
+    default_type: str = "planning"
+    """The type given to work whose rules tie and that no classifier settles."""
+    classifier: str | None = None
+    """A small (CPU) model asked to break ties between inferred types; never alone."""
+    big_tier: str = "architect"
+    """Where force-big work goes when its own tier has no GPU model."""
+    scheduler: SchedulerSettings = SchedulerSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -188,6 +213,20 @@ class Config(_Strict):
                 raise ValueError(
                     f"tiers.{tier_name}.fallback_tier: unknown tier {tier.fallback_tier!r}"
                 )
+        known_types = set(self.routing) | set(DEFAULT_ROUTES) | set(self.task_types)
+        if self.tiers and self.big_tier not in self.tiers:
+            raise ValueError(
+                f"big_tier: unknown tier {self.big_tier!r} (known: {known(self.tiers)})"
+            )
+        if self.classifier is not None and self.classifier not in self.models:
+            raise ValueError(
+                f"classifier: unknown model {self.classifier!r} (known: {known(self.models)})"
+            )
+        if self.default_type not in known_types:
+            raise ValueError(f"default_type: unknown task type {self.default_type!r}")
+        for task_type in self.inference:
+            if task_type not in known_types:
+                raise ValueError(f"inference.{task_type}: unknown task type (add it to task_types)")
         for table in ("routing", "standing_rules"):
             for task_type, tier_name in getattr(self, table).items():
                 if tier_name not in self.tiers:

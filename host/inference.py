@@ -1,0 +1,281 @@
+"""Task type inference: explicit rules whose every firing is reported. Pure.
+
+A task without a type gets one from rules a person can read and audit: keywords and
+phrases per type, code fences and code-looking lines, and the kinds of the files in its
+context. Each rule that fires adds to its type's score; the highest score wins, and the
+winning type's strongest rule is reported. When the top scores tie (or nothing fires),
+no type is chosen here: the caller may ask an optional classifier model and then calls
+`resolve_tie()`, which accepts the classifier's answer only if it is one of the tied
+types, else falls back to the configured default type. An LLM alone never decides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+DEFAULT_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "planning": (
+        "plan",
+        "planning",
+        "roadmap",
+        "milestone",
+        "milestones",
+        "break down",
+        "steps to",
+        "strategy",
+        "prioritize",
+        "prioritise",
+        "estimate",
+        "timeline",
+        "phases",
+    ),
+    "design": (
+        "design",
+        "architecture",
+        "architect",
+        "schema",
+        "interface",
+        "data model",
+        "diagram",
+        "api design",
+        "component",
+        "trade-off",
+        "tradeoffs",
+    ),
+    "audit": (
+        "audit",
+        "security",
+        "vulnerability",
+        "vulnerabilities",
+        "cve",
+        "compliance",
+        "threat model",
+        "license check",
+        "secrets",
+        "injection",
+        "pentest",
+    ),
+    "review": (
+        "review",
+        "critique",
+        "feedback",
+        "code review",
+        "pull request",
+        "look over",
+        "proofread",
+        "second opinion",
+    ),
+    "implementation": (
+        "implement",
+        "write a function",
+        "write code",
+        "write a script",
+        "fix the bug",
+        "bug fix",
+        "refactor",
+        "unit test",
+        "add a test",
+        "traceback",
+        "stack trace",
+        "compile error",
+        "function",
+        "class",
+        "method",
+        "fizzbuzz",
+    ),
+    "infra": (
+        "deploy",
+        "deployment",
+        "docker",
+        "dockerfile",
+        "kubernetes",
+        "k8s",
+        "terraform",
+        "ansible",
+        "nginx",
+        "systemd",
+        "helm",
+        "ci pipeline",
+        "dns",
+        "firewall",
+        "backup",
+        "server",
+        "cluster",
+        "vpn",
+    ),
+    "email": (
+        "email",
+        "e-mail",
+        "reply to",
+        "inbox",
+        "newsletter",
+        "draft a message",
+        "subject line",
+        "cover letter",
+        "mail",
+    ),
+    "admin": (
+        "schedule",
+        "calendar",
+        "meeting",
+        "invoice",
+        "expense",
+        "expenses",
+        "timesheet",
+        "booking",
+        "reminder",
+        "paperwork",
+        "spreadsheet",
+        "tax",
+    ),
+}
+
+FILE_KINDS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            ".py",
+            ".ts",
+            ".tsx",
+            ".js",
+            ".jsx",
+            ".go",
+            ".rs",
+            ".java",
+            ".kt",
+            ".c",
+            ".h",
+            ".cc",
+            ".cpp",
+            ".hpp",
+            ".cs",
+            ".rb",
+            ".swift",
+            ".php",
+            ".scala",
+            ".lua",
+        ),
+        "implementation",
+    ),
+    **dict.fromkeys((".tf", ".hcl", ".service", ".nomad"), "infra"),
+    **dict.fromkeys((".eml", ".msg", ".mbox"), "email"),
+}
+INFRA_FILE_NAMES = frozenset(
+    {
+        "dockerfile",
+        "docker-compose.yml",
+        "docker-compose.yaml",
+        "compose.yml",
+        "compose.yaml",
+        "nginx.conf",
+        "ansible.cfg",
+        "playbook.yml",
+        "values.yaml",
+        "chart.yaml",
+    }
+)
+
+KEYWORD_WEIGHT = 1.0
+CODE_WEIGHT = 2.0
+FILE_WEIGHT = 2.0
+
+_FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \w+ import |function |const |let |fn |func |#include|"
+    r"public (static )?\w+|return\b.*;$)",
+    re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class InferenceRules:
+    keywords: Mapping[str, Sequence[str]] = field(default_factory=lambda: DEFAULT_KEYWORDS)
+    file_kinds: Mapping[str, str] = field(default_factory=lambda: FILE_KINDS)
+
+    @classmethod
+    def with_extra(cls, extra: Mapping[str, Sequence[str]]) -> InferenceRules:
+        """The defaults plus keywords from config (new types may bring their own)."""
+        merged = {t: tuple(words) for t, words in DEFAULT_KEYWORDS.items()}
+        for task_type, words in extra.items():
+            merged[task_type] = (*merged.get(task_type, ()), *words)
+        return cls(keywords=merged)
+
+
+@dataclass(frozen=True)
+class Inference:
+    type: str | None
+    rule: str
+    """Why: the strongest rule of the winning type, or why there is no winner."""
+    scores: Mapping[str, float]
+    tied: tuple[str, ...] = ()
+
+
+@dataclass
+class _Score:
+    total: float = 0.0
+    best_rule: str = ""
+    best_weight: float = 0.0
+
+    def add(self, weight: float, rule: str) -> None:
+        self.total += weight
+        if weight > self.best_weight:
+            self.best_weight, self.best_rule = weight, rule
+
+
+def _file_kind(path: str, rules: InferenceRules) -> str | None:
+    pure = PurePosixPath(path.replace("\\", "/"))
+    if pure.name.lower() in INFRA_FILE_NAMES:
+        return "infra"
+    return rules.file_kinds.get(pure.suffix.lower())
+
+
+def infer_type(prompt: str, context_files: Sequence[str], rules: InferenceRules) -> Inference:
+    scores: dict[str, _Score] = {}
+    lowered = prompt.lower()
+    for task_type, words in rules.keywords.items():
+        for word in words:
+            if re.search(rf"(?<![\w-]){re.escape(word.lower())}(?![\w-])", lowered):
+                scores.setdefault(task_type, _Score()).add(
+                    KEYWORD_WEIGHT, f"keyword '{word}' → {task_type}"
+                )
+    if _FENCE.search(prompt):
+        scores.setdefault("implementation", _Score()).add(
+            CODE_WEIGHT, "code fence in the prompt → implementation"
+        )
+    elif _CODE_LINE.search(prompt):
+        scores.setdefault("implementation", _Score()).add(
+            CODE_WEIGHT, "code-looking line in the prompt → implementation"
+        )
+    for path in context_files:
+        kind = _file_kind(path, rules)
+        if kind is not None:
+            scores.setdefault(kind, _Score()).add(
+                FILE_WEIGHT, f"file kind of {PurePosixPath(path).name} in the context → {kind}"
+            )
+
+    totals = {t: s.total for t, s in scores.items()}
+    if not totals:
+        return Inference(None, "no rule fired", {}, tuple(rules.keywords))
+    top = max(totals.values())
+    leaders = tuple(sorted(t for t, v in totals.items() if v == top))
+    if len(leaders) > 1:
+        return Inference(None, f"rules tie between {', '.join(leaders)}", totals, leaders)
+    winner = leaders[0]
+    return Inference(winner, scores[winner].best_rule, totals)
+
+
+def resolve_tie(
+    inference: Inference, classifier_answer: str | None, default_type: str
+) -> Inference:
+    """Settle a tie: the classifier's answer if it names a tied type, else the default."""
+    if inference.type is not None:
+        return inference
+    answer = (classifier_answer or "").strip().lower().strip(".")
+    if answer in inference.tied:
+        rule = f"{inference.rule}; the classifier model chose {answer}"
+        return Inference(answer, rule, inference.scores, inference.tied)
+    asked = f"; the classifier answered {classifier_answer!r}" if classifier_answer else ""
+    rule = f"{inference.rule}{asked}; default type {default_type}"
+    return Inference(default_type, rule, inference.scores, inference.tied)
