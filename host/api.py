@@ -29,7 +29,7 @@ async def health(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    return JSONResponse(_host(request).status())
+    return JSONResponse(await _host(request).status_with_tasks())
 
 
 async def swaps(request: Request) -> Response:

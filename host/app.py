@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from host import api, proxy
+from host import api, proxy, routing_api, task_api
 from host.auth import is_loopback, token_matches
 from host.errors import ApiError, error_response, on_api_error, on_http_exception, on_unexpected
 from host.service import Host
@@ -91,7 +91,7 @@ def create_app(host: Host) -> Starlette:
             await host.close()
 
     app = Starlette(
-        routes=[*api.routes, *proxy.routes],
+        routes=[*api.routes, *task_api.routes, *routing_api.routes, *proxy.routes],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from host.config import RemoteModel
 from host.devices import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.errors import ApiError, error_response, read_json_object
+from host.routing import Decision, RouteRequest, RoutingError, strip_force_big
 from host.service import Host, RemoteLease, UnknownModel
 
 _PASSED_RESPONSE_HEADERS = ("content-type", "cache-control")
@@ -133,10 +134,12 @@ async def _forward(request: Request, path: str) -> Response:
             "invalid_request",
             "the request needs a `model`: one of " + ", ".join(host.known_names()),
         )
-    try:
-        model = host.resolve(requested)
-    except UnknownModel as exc:
-        raise ApiError(404, "model_not_found", str(exc)) from None
+    forced = _forced(request)
+    if b"#force_big" in request.state.raw_body.lower():
+        body, tagged = _strip_tag(body)
+        forced = forced or tagged
+        request.state.raw_body = json.dumps(body).encode()
+    model, decision = _route(host, request, body, requested, forced)
 
     began = time.monotonic()
     config = host.config.models[model]
@@ -156,7 +159,7 @@ async def _forward(request: Request, path: str) -> Response:
                 key = os.environ.get(config.api_key_env, "")
                 send_headers["authorization"] = f"Bearer {key}"
         else:
-            lease = await _acquire(host, request, model, _forced(request))
+            lease = await _acquire(host, request, model, forced or decision.force_big)
             url = lease.base_url + path
             log_hint = f" (log: {lease.model.spec.log_path})"
     except TooManyRequests as exc:
@@ -169,11 +172,12 @@ async def _forward(request: Request, path: str) -> Response:
         return Response(status_code=499)
 
     headers = _headers(host, model, time.monotonic() - began)
+    if decision.type is not None and requested in ("auto", "big"):
+        headers["X-Tierhost-Task-Type"] = decision.type
     http = lease.model.http if isinstance(lease, Lease) else host.http
     try:
-        upstream = await http.send(
-            http.build_request("POST", url, content=content, headers=send_headers),
-            stream=True,
+        upstream = await _send_once_more_if_dropped(
+            http, http.build_request("POST", url, content=content, headers=send_headers)
         )
     except httpx.TransportError as exc:
         lease.release()
@@ -205,6 +209,91 @@ async def _forward(request: Request, path: str) -> Response:
         if name in upstream.headers:
             headers[name] = upstream.headers[name]
     return Response(payload, status_code=upstream.status_code, headers=headers)
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    """The text a request carries, for type inference and size estimates."""
+    parts: list[str] = []
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        parts.append(prompt)
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p["text"] for p in content if isinstance(p, dict) and "text" in p)
+    return "\n".join(parts)
+
+
+def _strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Remove `#force_big` from the prompt and messages before the model sees them."""
+    found = False
+
+    def clean(text: str) -> str:
+        nonlocal found
+        stripped, tagged = strip_force_big(text)
+        found = found or tagged
+        return stripped
+
+    body = dict(body)
+    if isinstance(body.get("prompt"), str):
+        body["prompt"] = clean(body["prompt"])
+    messages = []
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            message = {**message, "content": clean(message["content"])}
+        messages.append(message)
+    if "messages" in body:
+        body["messages"] = messages
+    return body, found
+
+
+def _route(
+    host: Host, request: Request, body: dict[str, Any], requested: str, forced: bool
+) -> tuple[str, Decision]:
+    """A model name goes straight there; a tier, `auto` or `big` goes through the policy."""
+    task_type = request.headers.get("x-task-type") or None
+    if requested in host.config.models and task_type is None:
+        return requested, Decision(
+            type=None,
+            tier=host.config.tier_of(requested) or "",
+            model=requested,
+            device=None,
+            reasons=("model named by the request",),
+            prompt="",
+            force_big=forced,
+        )
+    known = {*host.config.tiers, *host.config.models, "auto", "big"}
+    if requested not in known:
+        raise ApiError(404, "model_not_found", str(UnknownModel(requested, host.known_names())))
+    try:
+        decision = host.decide(
+            RouteRequest(
+                prompt=_prompt_text(body),
+                type=task_type,
+                model=requested,
+                force_big=forced,
+            )
+        )
+    except RoutingError as exc:
+        raise ApiError(exc.status, exc.kind, exc.message) from None
+    if decision.wait_reason and not decision.force_big:
+        raise ApiError(
+            503, "model_unavailable", f"{decision.model} is held back: {decision.wait_reason}"
+        )
+    return decision.model, decision
+
+
+async def _send_once_more_if_dropped(
+    http: httpx.AsyncClient, upstream_request: httpx.Request
+) -> httpx.Response:
+    """Send, and send again once if a pooled connection was closed before any reply:
+    the server never read the request, so a second try cannot duplicate work."""
+    try:
+        return await http.send(upstream_request, stream=True)
+    except (httpx.RemoteProtocolError, httpx.ConnectError):
+        return await http.send(upstream_request, stream=True)
 
 
 async def chat_completions(request: Request) -> Response:

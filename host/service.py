@@ -11,13 +11,16 @@ from typing import Any
 
 import httpx
 
-from host import gpu, modes
+from host import gpu, modes, routing
 from host.auth import is_loopback, load_or_create_token
+from host.batching import Policy
 from host.config import Config, ConfigError, ManagedModel, RemoteModel
 from host.devices import DeviceArbiter, Lease, SwapRecord, TooManyRequests
+from host.dispatcher import Dispatcher
 from host.paths import find_llama_server, resolve_gguf
-from host.store import Store
+from host.store import Store, TaskRow
 from host.supervisor import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
+from host.tasks import TaskStatus
 
 log = logging.getLogger("tierhost")
 
@@ -75,7 +78,9 @@ class Host:
         self.store: Store | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
+        self.routes: dict[str, str] = dict(config.routing)
         self.closing = False
+        self._dispatcher: Dispatcher | None = None
 
     # -- construction ------------------------------------------------------------
 
@@ -154,6 +159,16 @@ class Host:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
         await self._restore_modes(self.store)
+        await self._restore_routes(self.store)
+        settings = self.config.scheduler
+        policy = Policy(
+            max_wait_s=settings.max_wait_s,
+            min_residency_s=settings.min_residency_s,
+            slots_per_model=settings.slots_per_model,
+            batch=settings.policy == "batch",
+        )
+        self._dispatcher = Dispatcher(self, self.store, policy)
+        await self._dispatcher.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
         for name, model in self.config.managed().items():
@@ -204,8 +219,121 @@ class Host:
             await self.store.put_setting("modes", self.modes)
         return dict(self.modes)
 
+    # -- tasks -------------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            raise RuntimeError("the host is not started")
+        return self._dispatcher
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the host is not started")
+        return self.store
+
+    async def submit_task(self, submission: dict[str, Any]) -> dict[str, Any]:
+        """Decide where the task goes, store it, then wake the dispatcher."""
+        decision = self.decide(
+            routing.RouteRequest(
+                prompt=submission["prompt"],
+                type=submission.get("type"),
+                tier=submission.get("tier"),
+                model=submission.get("model"),
+                force_big=bool(submission.get("force_big")),
+                context_files=tuple(f["path"] for f in submission["context"]["files"]),
+            )
+        )
+        validation = submission.get("validation") or "none"
+        task = await self._store().create_task(
+            prompt=decision.prompt,
+            type=decision.type,
+            context=submission["context"],
+            request={
+                "tier": submission.get("tier"),
+                "model": submission.get("model"),
+                "force_big": decision.force_big,
+                "params": {k: v for k, v in submission["params"].items() if v is not None},
+            },
+            priority=submission.get("priority", 0),
+            validation=validation,
+            tier=decision.tier,
+            model=decision.model,
+            decision=decision.as_json(),
+            reason="submitted; " + "; ".join(decision.reasons),
+        )
+        self.dispatcher.wake()
+        return self._task_json(task)
+
+    def _task_json(self, task: TaskRow, *, with_events: bool = False) -> dict[str, Any]:
+        data = task.as_json(with_events=with_events)
+        progress = self.dispatcher.progress(task.id)
+        if progress is not None:
+            data["tokens"] = progress["tokens"]
+        if task.status is TaskStatus.QUEUED and task.model is not None:
+            device = self.device_of.get(task.model)
+            hold = self.arbiters[device].mode_reason if device else ""
+            if (
+                device
+                and hold
+                and not self.arbiters[device].permits(
+                    task.model, bool(task.request.get("force_big"))
+                )
+            ):
+                data["waiting_because"] = hold
+        return data
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        task = await self._store().get_task(task_id, with_events=True)
+        data = self._task_json(task, with_events=True)
+        if task.status is TaskStatus.QUEUED:
+            queued = await self._store().list_tasks(status=TaskStatus.QUEUED.value, limit=10000)
+            ahead = [t for t in queued if t.seq < task.seq and t.model == task.model]
+            data["queue_position"] = len(ahead) + 1
+        return data
+
+    async def list_tasks(
+        self, *, status: str | None, type: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = await self._store().list_tasks(status=status, type=type, limit=limit)
+        return [self._task_json(t) for t in rows]
+
+    async def cancel_task(self, task_id: str) -> dict[str, Any]:
+        task = await self.dispatcher.cancel(task_id)
+        return self._task_json(task, with_events=True)
+
+    # -- routing -------------------------------------------------------------------
+
+    def routing_snapshot(self) -> routing.RoutingSnapshot:
+        return routing.snapshot_from_config(
+            self.config,
+            routes=self.routes,
+            modes=self.modes,
+            failed={n for n in self.processes if self.recently_failed(n)},
+        )
+
+    def decide(self, request: routing.RouteRequest) -> routing.Decision:
+        return routing.decide(request, self.routing_snapshot())
+
+    async def _restore_routes(self, store: Store) -> None:
+        saved = await store.get_setting("routes")
+        if saved is None:
+            return
+        try:
+            self.routes = routing.validate_routes(saved, self.config)
+        except routing.RoutingError as exc:
+            log.warning("ignoring the saved routing table: %s", exc)
+
+    async def set_routes(self, routes: dict[str, str]) -> dict[str, str]:
+        self.routes = routing.validate_routes(routes, self.config)
+        await self._store().put_setting("routes", self.routes)
+        log.info("routing table changed: %s", self.routes)
+        return dict(self.routes)
+
     async def close(self) -> None:
         self.closing = True
+        if self._dispatcher is not None:
+            await self._dispatcher.close()
         await asyncio.gather(*(a.close() for a in self.arbiters.values()))
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
@@ -300,6 +428,12 @@ class Host:
 
     # -- status ------------------------------------------------------------------
 
+    async def status_with_tasks(self) -> dict[str, Any]:
+        document = self.status()
+        counts = await self._store().count_tasks()
+        document["tasks"] = {"by_status": counts, "running": len(self.dispatcher.running_ids())}
+        return document
+
     def status(self) -> dict[str, Any]:
         devices = []
         for name, info in self.devices.items():
@@ -359,5 +493,5 @@ class Host:
             "uptime_s": round(time.time() - self.started_at, 3),
             "devices": devices,
             "models": models,
-            "tasks": {},
+            "tasks": {},  # filled in by status_with_tasks()
         }

@@ -1,0 +1,328 @@
+"""`tierhost submit|tasks|task|cancel|route|routing`: the task queue from the shell.
+
+Human output on a terminal (tables, a live progress line while waiting); JSON when
+`--json` is given or stdout is piped, one object per line while waiting, so scripts can
+follow a task without parsing tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from host.client import HostClient
+
+TERMINAL = {"done", "failed", "cancelled"}
+POLL_S = 0.25
+
+
+def _json_mode(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False)) or not sys.stdout.isatty()
+
+
+def _read_prompt(args: argparse.Namespace) -> str:
+    if args.prompt:
+        return " ".join(args.prompt)
+    if sys.stdin.isatty():
+        raise SystemExit("tierhost: give the prompt as an argument or on standard input")
+    return sys.stdin.read()
+
+
+def _context(files: list[Path] | None) -> dict[str, Any] | None:
+    if not files:
+        return None
+    entries = []
+    for path in files:
+        try:
+            entries.append({"path": str(path), "content": path.read_text("utf-8")})
+        except OSError as exc:
+            raise SystemExit(f"tierhost: cannot read {path}: {exc.strerror}") from None
+    return {"files": entries}
+
+
+def _phase(task: dict[str, Any], model_state: str | None) -> str:
+    status = str(task["status"])
+    if status == "queued":
+        position = task.get("queue_position")
+        held = task.get("waiting_because")
+        return f"queued (position {position})" + (f" — {held}" if held else "")
+    if status == "waiting_device":
+        return f"swapping in {task['model']}" if model_state == "starting" else "waiting for device"
+    if status == "running":
+        return f"running on {task['model']}: {task.get('tokens', 0)} tokens"
+    return status
+
+
+async def _wait(client: HostClient, task: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """Follow a task to its end, showing progress; Ctrl-C cancels it in the host."""
+    task_id = task["id"]
+    last_line = ""
+    try:
+        if as_json:
+            while task["status"] not in TERMINAL:
+                line = json.dumps(
+                    {k: task.get(k) for k in ("id", "status", "queue_position", "tokens")}
+                )
+                if line != last_line:
+                    print(line, flush=True)
+                    last_line = line
+                await asyncio.sleep(POLL_S)
+                task = await client.get_task(task_id)
+            return task
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(f"{task_id}: queued", total=None)
+            while task["status"] not in TERMINAL:
+                state = None
+                if task["status"] == "waiting_device":
+                    status = await client.status()
+                    state = next(
+                        (m["state"] for m in status["models"] if m["name"] == task["model"]), None
+                    )
+                progress.update(bar, description=f"{task_id}: {_phase(task, state)}")
+                await asyncio.sleep(POLL_S)
+                task = await client.get_task(task_id)
+        return task
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        await client.cancel_task(task_id)
+        raise
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    prompt = _read_prompt(args)
+    as_json = _json_mode(args)
+
+    async def run() -> dict[str, Any]:
+        async with HostClient(args.url) as client:
+            params = {"max_tokens": args.max_tokens} if args.max_tokens else None
+            task = await client.submit_task(
+                prompt,
+                type=args.type,
+                tier=args.tier,
+                model=args.model,
+                force_big=args.force_big or None,
+                priority=args.priority,
+                validation=args.validation,
+                context=_context(args.file),
+                params=params,
+            )
+            if not args.wait:
+                return task
+            return await _wait(client, task, as_json)
+
+    task = asyncio.run(run())
+    if as_json:
+        print(json.dumps(task))
+    elif task["status"] == "done":
+        print(task["result"])
+    elif not args.wait:
+        print(f"{task['id']} queued for {task['tier']} ({task['model']})")
+        for reason in task["decision"]["reasons"]:
+            print(f"  - {reason}")
+    else:
+        print(
+            f"tierhost: task {task['id']} {task['status']}: {task.get('error') or ''}",
+            file=sys.stderr,
+        )
+    return 0 if task["status"] != "failed" else 1
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with HostClient(args.url) as client:
+            return await client.list_tasks(args.status, args.type, args.limit)
+
+    tasks = asyncio.run(run())
+    if _json_mode(args):
+        print(json.dumps(tasks))
+        return 0
+    table = Table(title="Tasks")
+    for column in ("id", "status", "type", "tier", "model", "tokens", "age", "prompt"):
+        table.add_column(column)
+    now = time.time()
+    for task in tasks:
+        table.add_row(
+            task["id"],
+            task["status"],
+            task["type"] or "-",
+            task["tier"] or "-",
+            task["model"] or "-",
+            str(task["tokens"]),
+            f"{now - task['created']:.0f}s",
+            task["prompt"][:40].replace("\n", " "),
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_task(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any]:
+        async with HostClient(args.url) as client:
+            return await client.get_task(args.id)
+
+    task = asyncio.run(run())
+    if _json_mode(args):
+        print(json.dumps(task))
+        return 0
+    console = Console()
+    console.print(
+        f"[bold]{task['id']}[/] {task['status']} — {task['type']} → "
+        f"{task['tier']} ({task['model']})"
+    )
+    for reason in (task.get("decision") or {}).get("reasons", []):
+        console.print(f"  reason: {reason}")
+    for event in task["events"]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+        console.print(f"  {stamp} {event['status']}: {event['reason']}")
+    if task.get("result"):
+        console.print(task["result"], markup=False)
+    if task.get("error"):
+        console.print(f"[red]{task['error']}[/]")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any]:
+        async with HostClient(args.url) as client:
+            return await client.cancel_task(args.id)
+
+    task = asyncio.run(run())
+    print(json.dumps(task) if _json_mode(args) else f"{task['id']}: {task['status']}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    async def run() -> dict[str, Any]:
+        async with HostClient(args.url) as client:
+            return await client.route(
+                " ".join(args.prompt),
+                type=args.type,
+                tier=args.tier,
+                model=args.model,
+                force_big=args.force_big or None,
+            )
+
+    decision = asyncio.run(run())
+    if _json_mode(args):
+        print(json.dumps(decision))
+        return 0
+    print(
+        f"{decision['type']} → {decision['tier']} → {decision['model']} "
+        f"on {decision['device'] or 'remote'}"
+    )
+    for reason in decision["reasons"]:
+        print(f"  - {reason}")
+    return 0
+
+
+def cmd_routing(args: argparse.Namespace) -> int:
+    if args.action in ("export", "import"):
+        args.file = args.type
+
+    imported: dict[str, str] | None = None
+    if args.action == "import" and args.file is not None:
+        try:
+            data = json.loads(Path(args.file).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"tierhost: cannot read {args.file}: {exc}") from None
+        found = data.get("routes") if isinstance(data, dict) else None
+        if not isinstance(found, dict):
+            raise SystemExit(f'tierhost: {args.file} has no "routes" object')
+        imported = found
+
+    async def run() -> dict[str, str]:
+        async with HostClient(args.url) as client:
+            if args.action == "set":
+                routes = await client.routing()
+                return await client.set_routing({**routes, args.type: args.tier})
+            if imported is not None:
+                return await client.set_routing(imported)
+            return await client.routing()
+
+    if args.action == "set" and (args.type is None or args.tier is None):
+        raise SystemExit("tierhost: usage: tierhost routing set TYPE TIER")
+    if args.action == "import" and args.file is None:
+        raise SystemExit("tierhost: usage: tierhost routing import FILE")
+    routes = asyncio.run(run())
+    if args.action == "export":
+        document = json.dumps({"version": 1, "routes": routes}, indent=2) + "\n"
+        if args.file:
+            Path(args.file).write_text(document)
+            print(f"wrote {args.file}", file=sys.stderr)
+        else:
+            sys.stdout.write(document)
+        return 0
+    if _json_mode(args):
+        print(json.dumps({"routes": routes}))
+    else:
+        for task_type, tier in routes.items():
+            print(f"{task_type:>16} → {tier}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register the task commands on the main parser's subparsers."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--url", help="daemon URL (default: $TIERHOST_URL)")
+
+    submit = sub.add_parser("submit", help="queue a task (prompt as argument or on stdin)")
+    submit.add_argument("prompt", nargs="*")
+    submit.add_argument("--type", help="task type (default: inferred from the prompt)")
+    submit.add_argument("--tier", help="run on this tier, whatever the routing table says")
+    submit.add_argument("--model", help="run on this model")
+    submit.add_argument("--force-big", action="store_true", help="use the GPU even when gaming")
+    submit.add_argument("--priority", type=int, default=None, help="-100..100, higher first")
+    submit.add_argument("--validation", choices=["none", "final", "block_by_block"])
+    submit.add_argument("--max-tokens", type=int)
+    submit.add_argument("--file", type=Path, action="append", help="add a file as context")
+    submit.add_argument("--wait", action="store_true", help="wait and print the result")
+    common(submit)
+    submit.set_defaults(func=cmd_submit)
+
+    tasks = sub.add_parser("tasks", help="list tasks")
+    tasks.add_argument("--status")
+    tasks.add_argument("--type")
+    tasks.add_argument("--limit", type=int, default=50)
+    common(tasks)
+    tasks.set_defaults(func=cmd_tasks)
+
+    task = sub.add_parser("task", help="one task with its events and result")
+    task.add_argument("id")
+    common(task)
+    task.set_defaults(func=cmd_task)
+
+    cancel = sub.add_parser("cancel", help="cancel a task")
+    cancel.add_argument("id")
+    common(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+
+    route = sub.add_parser("route", help="show where a prompt would go, and why")
+    route.add_argument("prompt", nargs="+")
+    route.add_argument("--type")
+    route.add_argument("--tier")
+    route.add_argument("--model")
+    route.add_argument("--force-big", action="store_true")
+    common(route)
+    route.set_defaults(func=cmd_route)
+
+    routing = sub.add_parser("routing", help="show, set, export or import the routing table")
+    routing.add_argument("action", choices=["show", "set", "export", "import"])
+    routing.add_argument("type", nargs="?", help="set: the task type; export/import: FILE")
+    routing.add_argument("tier", nargs="?", help="set: the tier")
+    common(routing)
+    routing.set_defaults(func=cmd_routing)
