@@ -299,8 +299,8 @@ class Host:
         return [self._task_json(t) for t in rows]
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
-        task = await self.dispatcher.cancel(task_id)
-        return self._task_json(task, with_events=True)
+        await self.dispatcher.cancel(task_id)
+        return await self.get_task(task_id)
 
     # -- routing -------------------------------------------------------------------
 

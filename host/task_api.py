@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from host.errors import ApiError, read_model
+from host.routing import RoutingError
 from host.service import Host
 from host.store import UnknownTask
 from host.tasks import TaskStatus
@@ -59,7 +60,10 @@ def _host(request: Request) -> Host:
 
 async def submit(request: Request) -> Response:
     submission = await read_model(request, TaskSubmission)
-    task = await _host(request).submit_task(submission.model_dump())
+    try:
+        task = await _host(request).submit_task(submission.model_dump())
+    except RoutingError as exc:
+        raise ApiError(exc.status, exc.kind, exc.message) from None
     return JSONResponse(task, status_code=201)
 
 

@@ -125,7 +125,11 @@ def test_routing_edits_survive_a_restart(tmp_path: Path, daemon_factory: list[Da
 def test_cancel_a_queued_task(demo_daemon: Daemon) -> None:
     with demo_daemon.client() as http:
         assert http.put("/api/mode", json={"mode": "gaming"}).is_success
-        task = submit(http, "Plan it.", type="planning")
+        soft = submit(http, "Plan it.", type="planning")
+        assert soft["model"] == "operator-demo"  # gaming: fails soft to the CPU fallback
+        assert any("gaming mode" in r for r in soft["decision"]["reasons"])
+        task = submit(http, "Plan it.", model="architect-demo")  # no fallback: it waits
+        assert task["decision"]["wait_reason"] == "gpu0 is in gaming mode"
         held = http.get(f"/api/tasks/{task['id']}").json()
         assert held["status"] == "queued" and "gaming" in held["waiting_because"]
         cancelled = http.post(f"/api/tasks/{task['id']}/cancel").json()
