@@ -65,9 +65,18 @@ def _order(task: QueuedTask) -> tuple[int, float]:
 
 
 def choose_model(
-    device: DeviceState, queued: Sequence[QueuedTask], now: float, policy: Policy
+    device: DeviceState,
+    queued: Sequence[QueuedTask],
+    now: float,
+    policy: Policy,
+    running: Mapping[str, int] | None = None,
 ) -> str | None:
-    """The model a contended device should serve next."""
+    """The model a contended device should serve next.
+
+    While the current model still has tasks running, the device stays with it even when
+    it has nothing queued: the other model could not load before those tasks end anyway,
+    and tasks for the current model that arrive meanwhile join its batch instead of
+    costing two more swaps. Only a starving task moves the device on early."""
     if not queued:
         return None
     if not policy.batch:
@@ -81,6 +90,8 @@ def choose_model(
             return oldest.model
     if current is not None and any(t.model == current for t in queued):
         return current  # keep the batch going
+    if current is not None and (running or {}).get(current, 0) > 0:
+        return current  # finishing its batch; the next model starts after it
     return min(queued, key=_order).model
 
 
@@ -110,7 +121,7 @@ def pick(
         if device is None or not device.contended:
             take(tasks)
             continue
-        target = choose_model(device, tasks, now, policy)
+        target = choose_model(device, tasks, now, policy, running)
         if target is None:
             continue
         current[device.name] = target

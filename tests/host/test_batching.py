@@ -44,6 +44,49 @@ def test_the_device_moves_on_when_the_current_model_has_no_work() -> None:
     assert plan.start == ("a1",) and plan.current == {"gpu0": "A"}
 
 
+def test_the_device_waits_for_the_current_batch_to_finish_before_moving_on() -> None:
+    device = DeviceState("gpu0", True, current="A", current_since=0.0)
+    waiting = run([task("b1", "B", at=0.5)], running={"A": 1}, device=device, now=1.0)
+    assert waiting.start == () and waiting.current == {"gpu0": "A"}
+    late_a = run([task("b1", "B", at=0.5), task("a9", "A", at=0.8)], {"A": 1}, device, 1.0)
+    assert late_a.start == ("a9",)  # a late task of the current model joins its batch
+    assert run([task("b1", "B", at=0.5)], running={}, device=device, now=2.0).start == ("b1",)
+    starving = run([task("b1", "B", at=0.0)], running={"A": 2}, device=device, now=150.0)
+    assert starving.start == ("b1",) and starving.current == {"gpu0": "B"}
+
+
+def test_a_trickle_of_alternating_submissions_still_swaps_twice() -> None:
+    """Simulate the dispatcher as the daemon runs it: a submission every 0.05 s, tasks take
+    1 s on two slots, and the plan is made again at every arrival and every finish."""
+    arrivals = [task(f"t{i}", "A" if i % 2 == 0 else "B", at=0.05 * i) for i in range(40)]
+    device, queue, swaps = DeviceState("gpu0", True), [], 0
+    running: list[tuple[float, str]] = []  # (finishes at, model)
+    events = sorted({t.enqueued_at for t in arrivals})
+    now, done = 0.0, 0
+    while done < 40:
+        queue += [t for t in arrivals if t.enqueued_at == now]
+        finished = [r for r in running if r[0] <= now]
+        running = [r for r in running if r[0] > now]
+        done += len(finished)
+        counts: dict[str, int] = {}
+        for _, model in running:
+            counts[model] = counts.get(model, 0) + 1
+        plan = pick(queue, counts, {"gpu0": device}, now, POLICY)
+        target = plan.current.get("gpu0", device.current)
+        if target != device.current:
+            swaps += 1
+            device = DeviceState("gpu0", True, target, now)
+        started = set(plan.start)
+        running += [(now + 1.0, t.model) for t in queue if t.id in started]
+        queue = [t for t in queue if t.id not in started]
+        upcoming = [e for e in events if e > now] + [r[0] for r in running]
+        if not upcoming:
+            break
+        now = min(upcoming)
+    assert done == 40
+    assert swaps == 2
+
+
 def test_a_starving_task_takes_the_device_once_residency_is_served() -> None:
     device = DeviceState("gpu0", True, current="B", current_since=95.0)
     queue = [task("a1", "A", at=0), task("b1", "B", at=90)]
