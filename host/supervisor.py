@@ -305,9 +305,12 @@ class ModelProcess:
         self._enter(ModelState.FAILED, reason)
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> None:
-        """Poll /health fast (5 ms growing to 50 ms) and notice an early exit at once."""
+        """Poll /health every 5 ms for the first seconds (a small model is ready in ~0.3 s
+        and every ms late is a ms added to the swap), then back off to 100 ms for big
+        models that load for minutes; notice an early exit at once."""
         url = f"{self.base_url}/health"
         interval = 0.005
+        fast_until = time.monotonic() + 2.0
         exited = asyncio.ensure_future(proc.wait())
         try:
             while True:
@@ -324,7 +327,8 @@ class ModelProcess:
                 except httpx.TransportError:
                     pass
                 await asyncio.wait({exited}, timeout=interval)
-                interval = min(0.05, interval * 1.5)
+                if time.monotonic() > fast_until:
+                    interval = min(0.1, interval * 1.5)
         finally:
             if not exited.done():
                 exited.cancel()
