@@ -14,6 +14,7 @@ from host import api, proxy, routing_api, task_api
 from host.auth import is_loopback, token_matches
 from host.errors import ApiError, error_response, on_api_error, on_http_exception, on_unexpected
 from host.service import Host
+from mcp_server.http import McpEndpoint
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -82,16 +83,19 @@ class RequestGuard:
 
 
 def create_app(host: Host) -> Starlette:
+    mcp = McpEndpoint(host.config.host.host, host.config.host.port, host.token)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await host.start()
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await host.close()
 
     app = Starlette(
-        routes=[*api.routes, *task_api.routes, *routing_api.routes, *proxy.routes],
+        routes=[*api.routes, *task_api.routes, *routing_api.routes, *proxy.routes, *mcp.routes],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from host import cli_tasks
+from host import cli_mcp, cli_tasks
 from host.client import HostClient, HostError, HostUnreachable
 from host.config import Config, ConfigError, load_config
 from host.paths import data_dir
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--url", help="daemon URL (default: $TIERHOST_URL)")
     mode.set_defaults(func=cmd_mode)
     cli_tasks.add_commands(sub)
+    cli_mcp.add_commands(sub)
     return parser
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from mcp_server.stdio import main
+
+sys.exit(main())
