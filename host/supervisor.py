@@ -62,6 +62,8 @@ class LaunchSpec:
     stop_grace_s: float = 10.0
 
     def argv(self, port: int) -> list[str]:
+        # The alias makes llama-server answer with the model's Tierhost name, not its path.
+        alias = [] if {"-a", "--alias"} & set(self.args) else ["--alias", self.name]
         return [
             str(self.binary),
             "--model",
@@ -70,6 +72,7 @@ class LaunchSpec:
             "127.0.0.1",
             "--port",
             str(port),
+            *alias,
             *self.args,
         ]
 

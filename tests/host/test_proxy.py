@@ -51,7 +51,9 @@ def test_chat_streaming_and_not_swaps_between_architect_and_builder(demo_daemon:
     )
     assert raw.headers["x-tierhost-model"] == "architect-demo"
     assert raw.headers["x-tierhost-tier"] == "architect"
-    assert raw.parse().choices[0].message.content
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    assert completion.model == "architect-demo"  # the served name, not the GGUF path
 
     with client.chat.completions.with_streaming_response.create(
         model="builder-demo", messages=CHAT, max_tokens=8, stream=True
@@ -59,6 +61,7 @@ def test_chat_streaming_and_not_swaps_between_architect_and_builder(demo_daemon:
         assert response.headers["x-tierhost-model"] == "builder-demo"
         chunks = list(response.parse())
     assert any(c.choices and c.choices[0].delta.content for c in chunks)
+    assert {c.model for c in chunks} == {"builder-demo"}
 
     gpu0 = next(d for d in demo_daemon.status()["devices"] if d["name"] == "gpu0")
     assert gpu0["residents"] == ["builder-demo"]
