@@ -1,6 +1,8 @@
 """`make bench`: run every benchmark and write docs/BENCHMARKS.md.
 
-python -m bench [--runs N] [--only swap|tasks] [--output PATH]
+python -m bench [--runs N] [--only NAME] [--output PATH]
+
+With --only, that benchmark's section of the output file is replaced and the others kept.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ import argparse
 import datetime
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from bench import swap, tasks
+from bench import mcp, swap, tasks
 from bench.common import machine
 
 HEADER = """# Benchmarks
@@ -22,10 +25,17 @@ that run. Re-run on a quiet machine: other load shifts every figure.
 """
 
 
+BENCHMARKS: dict[str, tuple[str, Any]] = {
+    "swap": ("Swaps and proxy overhead (issue 2)", swap),
+    "tasks": ("Swap-minimising scheduling and the task store (issue 3)", tasks),
+    "mcp": ("MCP round trips (issue 4)", mcp),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--runs", type=int, default=10, help="samples per measurement")
-    parser.add_argument("--only", choices=["swap", "tasks"], help="run one benchmark")
+    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
     parser.add_argument("--output", type=Path, default=Path("docs/BENCHMARKS.md"))
     args = parser.parse_args(argv)
     if args.runs < 2:
@@ -33,31 +43,35 @@ def main(argv: list[str] | None = None) -> int:
 
     sections: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="tierhost-bench-") as tmp:
-        workdir = Path(tmp)
-        if args.only in (None, "swap"):
-            print(f"swap benchmark ({args.runs} runs each) …", flush=True)
-            sections["Swaps and proxy overhead (issue 2)"] = swap.report(
-                swap.run(args.runs, workdir)
-            )
-        if args.only in (None, "tasks"):
-            print(f"task queue benchmark ({args.runs} runs) …", flush=True)
-            sections["Swap-minimising scheduling and the task store (issue 3)"] = tasks.report(
-                tasks.run(args.runs, workdir)
-            )
+        for name, (title, module) in BENCHMARKS.items():
+            if args.only in (None, name):
+                print(f"{name} benchmark ({args.runs} runs) …", flush=True)
+                workdir = Path(tmp) / name
+                workdir.mkdir()
+                sections[title] = module.report(module.run(args.runs, workdir))
 
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    lines = [HEADER, f"Machine: {machine()}.", "", f"Date: {today}; `--runs {args.runs}`.", ""]
+    stamp = f"{today}, `--runs {args.runs}`, on {machine()}."
+    kept = _sections(args.output.read_text()) if args.output.exists() and args.only else {}
     for title, body in sections.items():
-        lines += [f"## {title}", "", *body, ""]
-    text = "\n".join(lines)
+        kept[title] = "\n".join([f"Measured {stamp}", "", *body])
+    order = [title for title, _ in BENCHMARKS.values()]
+    ordered = sorted(kept, key=lambda t: order.index(t) if t in order else len(order))
+    text = HEADER + "".join(f"\n## {title}\n\n{kept[title].strip()}\n" for title in ordered)
     print(text)
-    if args.only is None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"written to {args.output}")
-    else:
-        print("(one benchmark only: docs/BENCHMARKS.md left as it was)")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"written to {args.output}")
     return 0
+
+
+def _sections(text: str) -> dict[str, str]:
+    """The `## title` sections of an earlier report, so one benchmark can be re-run alone."""
+    found: dict[str, str] = {}
+    for chunk in text.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        found[title.strip()] = body
+    return found
 
 
 if __name__ == "__main__":
