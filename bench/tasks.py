@@ -62,7 +62,7 @@ def run_queue(policy: str, workdir: Path) -> QueueRun:
         ids = []
         for i in range(TASKS):
             kind = "planning" if i % 2 == 0 else "implementation"
-            body = {"prompt": f"Task {i}: one line, please.", "type": kind}
+            body = {"prompt": f"Task {i}: one line, please.", "type": kind, "validation": "none"}
             body["params"] = {"max_tokens": 8, "temperature": 0}
             response = client.post(f"{url}/api/tasks", json=body)
             response.raise_for_status()

@@ -22,6 +22,7 @@ from host.batching import DeviceState, Policy, QueuedTask, pick
 from host.devices import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.store import Store, TaskRow
 from host.tasks import TERMINAL, TaskStatus
+from host.validation_loop import ValidationLoop, ask_validator
 
 if TYPE_CHECKING:
     from host.service import Host
@@ -54,6 +55,16 @@ def build_messages(task: TaskRow) -> list[dict[str, str]]:
     if task.type:
         system += f" This is a {task.type} task."
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+_NO_VALIDATION_YET: dict[str, Any] = {
+    "validated": None,
+    "findings": [],
+    "patch": None,
+    "scratchpad": [],
+    "attempts": 0,
+}
+"""A validated task that starts (again, after a restart) starts with a clean record."""
 
 
 class Dispatcher:
@@ -200,9 +211,15 @@ class Dispatcher:
             self._notify(row.id)
             lease = await self._host.acquire(model, forced=forced)
             self._running[row.id].phase = "running"
-            await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}")
+            fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
+            await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)
             self._notify(row.id)
-            text, tokens = await self._generate_retrying(row, lease.base_url, lease.model.http)
+            if row.validation != "none":
+                await self._validate(row, lease.base_url, lease.model.http)
+                return
+            text, tokens = await self._generate_retrying(
+                row, build_messages(row), lease.base_url, lease.model.http
+            )
             await self._store.move_task(
                 row.id,
                 TaskStatus.DONE,
@@ -223,25 +240,58 @@ class Dispatcher:
             if lease is not None:
                 lease.release()
 
+    async def _validate(self, row: TaskRow, base_url: str, http: httpx.AsyncClient) -> None:
+        """Generate → validate → commit (host.validation_loop). Runs inside `_run`, whose
+        builder lease stays held across every attempt, so no swap can come in between."""
+        running = self._running[row.id]
+        validator = self._host.config.validator_model()
+        settings = self._host.config.validation
+
+        async def generate(messages: list[dict[str, str]]) -> tuple[str, int]:
+            return await self._generate_retrying(row, messages, base_url, http)
+
+        async def ask(messages: list[dict[str, str]]) -> str:
+            assert validator is not None
+            return await ask_validator(self._host, validator, messages, settings.verdict_max_tokens)
+
+        def changed(phase: str) -> None:
+            running.phase = phase
+            self._notify(row.id)
+
+        loop = ValidationLoop(
+            self._store,
+            row,
+            build_messages(row),
+            generate,
+            ask if validator is not None else None,
+            validator,
+            settings,
+            on_change=changed,
+        )
+        await loop.run()
+
     async def _generate_retrying(
-        self, row: TaskRow, base_url: str, http: httpx.AsyncClient
+        self, row: TaskRow, messages: list[dict[str, str]], base_url: str, http: httpx.AsyncClient
     ) -> tuple[str, int]:
         """One retry when a pooled connection was closed under us before any reply: the
         server never saw the request, so sending it again cannot duplicate work."""
+        before = self._running[row.id].tokens
         try:
-            return await self._generate(row, base_url, http)
+            return await self._generate(row, messages, base_url, http)
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
-            if self._running[row.id].tokens:
+            if self._running[row.id].tokens != before:
                 raise
             log.info("task %s: %s before a reply; sending it again once", row.id, exc)
-            return await self._generate(row, base_url, http)
+            return await self._generate(row, messages, base_url, http)
 
     async def _generate(
-        self, row: TaskRow, base_url: str, http: httpx.AsyncClient
+        self, row: TaskRow, messages: list[dict[str, str]], base_url: str, http: httpx.AsyncClient
     ) -> tuple[str, int]:
-        body = {"messages": build_messages(row), "stream": True}
+        """Stream one answer; the task's live token count carries on across attempts."""
+        body = {"messages": messages, "stream": True}
         body.update({k: v for k, v in row.request.get("params", {}).items()})
         pieces: list[str] = []
+        before = self._running[row.id].tokens
         tokens = 0
         last_saved = time.monotonic()
         async with http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
@@ -261,8 +311,8 @@ class Dispatcher:
                     if content:
                         pieces.append(content)
                         tokens += 1
-                self._running[row.id].tokens = tokens
+                self._running[row.id].tokens = before + tokens
                 if time.monotonic() - last_saved > 1.0:
                     last_saved = time.monotonic()
-                    await self._store.update_task_progress(row.id, tokens)
+                    await self._store.update_task_progress(row.id, before + tokens)
         return "".join(pieces), tokens

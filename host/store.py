@@ -20,7 +20,18 @@ import aiosqlite
 
 from host.tasks import ACTIVE, TaskStatus, check_move
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    # version 2: validator passes (issue 6)
+    ("validated", "INTEGER"),
+    ("findings", "TEXT"),
+    ("patch", "TEXT"),
+    ("scratchpad", "TEXT"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+)
+"""Task columns added after version 1, as (name, type): `ALTER TABLE ... ADD COLUMN` for
+each one an older file lacks, so a database from an older daemon opens and keeps its rows."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -60,7 +71,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     error      TEXT,
     tokens     INTEGER NOT NULL DEFAULT 0,
     created    REAL NOT NULL,
-    updated    REAL NOT NULL
+    updated    REAL NOT NULL,
+    validated  INTEGER,
+    findings   TEXT,
+    patch      TEXT,
+    scratchpad TEXT,
+    attempts   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, seq);
 CREATE TABLE IF NOT EXISTS task_events (
@@ -121,6 +137,12 @@ class TaskRow:
     tokens: int
     created: float
     updated: float
+    validated: bool | None = None
+    """None until a validator pass ends (and always for `validation = none`)."""
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    patch: str | None = None
+    scratchpad: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self, *, with_events: bool = False) -> dict[str, Any]:
@@ -141,6 +163,11 @@ class TaskRow:
             "tokens": self.tokens,
             "created": self.created,
             "updated": self.updated,
+            "validated": self.validated,
+            "findings": self.findings,
+            "patch": self.patch,
+            "scratchpad": self.scratchpad,
+            "attempts": self.attempts,
         }
         if with_events:
             data["events"] = self.events
@@ -149,8 +176,10 @@ class TaskRow:
 
 _TASK_COLUMNS = (
     "id, seq, type, prompt, context, request, priority, validation, status, tier, model, "
-    "decision, result, error, tokens, created, updated"
+    "decision, result, error, tokens, created, updated, validated, findings, patch, "
+    "scratchpad, attempts"
 )
+_JSON_FIELDS = frozenset({"decision", "findings", "scratchpad"})
 
 
 def _task_from_row(row: Iterable[Any]) -> TaskRow:
@@ -172,6 +201,11 @@ def _task_from_row(row: Iterable[Any]) -> TaskRow:
         tokens,
         created,
         updated,
+        validated,
+        findings,
+        patch,
+        scratchpad,
+        attempts,
     ) = row
     return TaskRow(
         id=id_,
@@ -191,6 +225,31 @@ def _task_from_row(row: Iterable[Any]) -> TaskRow:
         tokens=tokens,
         created=created,
         updated=updated,
+        validated=None if validated is None else bool(validated),
+        findings=json.loads(findings) if findings else [],
+        patch=patch,
+        scratchpad=json.loads(scratchpad) if scratchpad else [],
+        attempts=attempts,
+    )
+
+
+_SETTABLE = frozenset(
+    {"type", "tier", "model", "decision", "result", "error", "tokens"}
+    | {"validated", "findings", "patch", "scratchpad", "attempts"}
+)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Bring a task table from an older daemon up to this schema, in place."""
+    async with db.execute("PRAGMA table_info(tasks)") as cur:
+        have = {row[1] for row in await cur.fetchall()}
+    for name, kind in _MIGRATIONS:
+        if name not in have:
+            await db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+    await db.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
     )
 
 
@@ -218,10 +277,7 @@ class Store:
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
         await db.executescript(_SCHEMA)
-        await db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        await _migrate(db)
         await db.commit()
         return cls(db, path)
 
@@ -309,7 +365,7 @@ class Store:
         seq = int(row[0]) if row else 1
         await self._db.execute(
             f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL, NULL, NULL, NULL, 0)",
             (
                 task_id,
                 seq,
@@ -398,11 +454,10 @@ class Store:
         task = await self.get_task(task_id)
         check_move(task_id, task.status, new)
         now = time.time()
-        allowed = {"type", "tier", "model", "decision", "result", "error", "tokens"}
-        unknown = set(fields) - allowed
+        unknown = set(fields) - _SETTABLE
         if unknown:
             raise ValueError(f"cannot set task fields {sorted(unknown)}")
-        values = {k: json.dumps(v) if k == "decision" else v for k, v in fields.items()}
+        values = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values)
         await self._db.execute(
             f"UPDATE tasks SET status = ?, updated = ?{', ' + sets if sets else ''} "

@@ -71,6 +71,16 @@ class TaskEvent(_Out):
     at: float
 
 
+class Finding(_Out):
+    """A problem a validator pass found, pointing at a line of a code block (1-based)."""
+
+    line: int
+    message: str
+    severity: Literal["error", "warning"]
+    source: str
+    block: int | None = None
+
+
 class Task(_Out):
     """A task as the daemon reports it; `events` only where the daemon sends them."""
 
@@ -92,6 +102,14 @@ class Task(_Out):
     queue_position: int | None = None
     waiting_because: str | None = None
     events: list[TaskEvent] | None = None
+    validated: bool | None = Field(
+        None, description="Validator pass outcome; null when not validated (yet)"
+    )
+    attempts: int = Field(0, description="Builder attempts the validator pass took")
+    findings: list[Finding] = Field(default_factory=list)
+    patch: str | None = Field(
+        None, description="Unified diff of the accepted result against context.target_file"
+    )
 
 
 class TaskList(_Out):

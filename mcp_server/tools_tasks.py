@@ -108,7 +108,11 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
         priority: Annotated[int, Field(ge=-100, le=100, description="Higher runs first")] = 0,
         validation: Annotated[
             Literal["none", "final", "block_by_block"] | None,
-            Field(description="Validator passes over the result (default: none)"),
+            Field(
+                description="Validator passes over generated code: none, final (check the "
+                "whole answer) or block_by_block (one function/class at a time); default "
+                "from the host's config per task type (implementation: final)"
+            ),
         ] = None,
         max_tokens: Annotated[
             int | None, Field(ge=1, le=131072, description="Cap on generated tokens")

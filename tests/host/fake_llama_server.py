@@ -15,6 +15,12 @@ ignores the arguments it does not know, and behaves as `--fake-mode MODE` says:
 - `illegal-instruction`: dies of SIGILL at start, as a build for another CPU does.
 - `ignore-sigterm`: like `ok`, but SIGTERM is ignored (only SIGKILL stops it).
 
+With `--fake-script FILE` (a JSON list of strings) the chat and completion answers come
+from the script, one entry per request in order (the last one repeats once the list is
+used up), so a test can make a builder answer broken then fixed code and a validator
+answer FAIL then PASS. With `--fake-log FILE` every request body is appended to FILE as
+one JSON line, so a test can read what each model was asked, or that it was not asked.
+
 With `--fake-state FILE` the mode applies to the first start only: that start creates
 FILE, and every later start (FILE exists) behaves `ok`. So a model configured with
 `crash-mid-stream` crashes once and then serves normally after its restart.
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,9 +65,20 @@ def write_wrapper(directory: Path) -> Path:
     return wrapper
 
 
-def fake_args(mode: str, state: Path | None = None, ready_delay: float | None = None) -> list[str]:
+def fake_args(
+    mode: str,
+    state: Path | None = None,
+    ready_delay: float | None = None,
+    *,
+    script: Path | None = None,
+    request_log: Path | None = None,
+) -> list[str]:
     """The model `args` that select a behaviour."""
     args = ["--fake-mode", mode]
+    if script is not None:
+        args += ["--fake-script", str(script)]
+    if request_log is not None:
+        args += ["--fake-log", str(request_log)]
     if state is not None:
         args += ["--fake-state", str(state)]
     if ready_delay is not None:
@@ -75,14 +93,39 @@ def log(line: str) -> None:
 class FakeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], mode: str, model: str, ready_at: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        mode: str,
+        model: str,
+        ready_at: float,
+        script: Path | None = None,
+        request_log: Path | None = None,
+    ) -> None:
         self.mode = mode
         self.model = model
         self.ready_at = ready_at
+        self.script = script
+        self.request_log = request_log
+        self.served = 0
+        self.lock = threading.Lock()
         super().__init__(address, Handler)
 
     def ready(self) -> bool:
         return self.mode != "never-ready" and time.monotonic() >= self.ready_at
+
+    def next_reply(self, body: dict[str, Any]) -> list[str]:
+        """The words of the next answer; logs the request first when asked to."""
+        with self.lock:
+            if self.request_log is not None:
+                with self.request_log.open("a") as log_file:
+                    log_file.write(json.dumps(body) + "\n")
+            if self.script is None:
+                return list(REPLY_WORDS)
+            replies = json.loads(self.script.read_text())
+            text = str(replies[min(self.served, len(replies) - 1)])
+            self.served += 1
+        return re.findall(r"\s*\S+|\s+", text) or [""]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -137,13 +180,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(503, {"error": {"code": 503, "message": "Loading model"}})
             return
         chat = self.path == "/v1/chat/completions"
+        words = self.server.next_reply(body)
         if body.get("stream"):
-            self.stream(chat)
+            self.stream(chat, words)
         else:
-            self.answer(chat)
+            self.answer(chat, words)
 
-    def answer(self, chat: bool) -> None:
-        text = "".join(REPLY_WORDS)
+    def answer(self, chat: bool, words: list[str]) -> None:
+        text = "".join(words)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
@@ -161,13 +205,13 @@ class Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def stream(self, chat: bool) -> None:
+    def stream(self, chat: bool, words: list[str]) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for index, word in enumerate(REPLY_WORDS):
+        for index, word in enumerate(words):
             if self.server.mode == "crash-mid-stream" and index == CHUNKS_BEFORE_CRASH:
                 log("fake: crashing mid-stream")
                 os._exit(1)
@@ -199,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fake-mode", choices=MODES, default="ok")
     parser.add_argument("--fake-state", type=Path)
     parser.add_argument("--fake-ready-delay", type=float, default=0.05)
+    parser.add_argument("--fake-script", type=Path)
+    parser.add_argument("--fake-log", type=Path)
     args, _unknown = parser.parse_known_args(argv)
 
     mode: str = args.fake_mode
@@ -237,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         mode,
         Path(args.model).name,
         time.monotonic() + args.fake_ready_delay,
+        args.fake_script,
+        args.fake_log,
     )
     log(f"main: server is listening on http://{args.host}:{args.port}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
