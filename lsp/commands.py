@@ -1,0 +1,347 @@
+"""The command handlers: turn an editor's request into a host task and its result into
+something the editor shows.
+
+`Bridge` holds what the handlers share — the one `HostClient` of this bridge, the tasks
+it is following (so `tierhost.cancel` without arguments can stop them), and the status
+watcher. Errors leave here as `CommandError` (the caller's mistake, or the host's
+refusal) or `HostUnreachable`; `server` turns them into JSON-RPC errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from lsprotocol.converters import get_converter
+from pygls import uris
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
+
+from host.client import HostClient, HostError
+from lsp import arguments, prompts, results
+from lsp.progress import WorkDone, cancel_in_host, follow
+from lsp.status import NOTIFICATION, StatusWatcher, Summary, snapshot
+
+_VERBS = {
+    "tierhost.plan": "plan",
+    "tierhost.design": "design",
+    "tierhost.review": "review",
+    "tierhost.implement": "implement",
+    "tierhost.explain": "explain",
+}
+
+
+class CommandError(Exception):
+    """A request the bridge refuses, with the message the user should read."""
+
+
+class Bridge:
+    """State shared by the command handlers of one language server."""
+
+    def __init__(self, ls: LanguageServer, url: str, token: str | None) -> None:
+        self.ls = ls
+        self.url = url.rstrip("/")
+        self.token = token
+        self._client: HostClient | None = None
+        self.watcher: StatusWatcher | None = None
+        self.running: dict[str, str] = {}
+        """Task id → document URI, for the tasks this bridge is following now."""
+
+    @property
+    def client(self) -> HostClient:
+        """Created on first use, inside the server's event loop (httpx binds to it)."""
+        if self._client is None:
+            self._client = HostClient(self.url, token=self.token)
+        return self._client
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        if self.watcher is None:
+            self.watcher = StatusWatcher(self.client, self._notify_status)
+            self.watcher.start()
+
+    def _notify_status(self, summary: Summary) -> None:
+        self.ls.protocol.notify(NOTIFICATION, summary)
+
+    async def shutdown(self) -> None:
+        """The editor is going away: stop watching, and cancel the tasks it was waiting
+        for — nobody will see their results, and they would hold the GPU. The HTTP
+        client stays open: pygls cancels the handlers after this returns, and they still
+        tell the host (harmlessly, a second time)."""
+        if self.watcher is not None:
+            await self.watcher.stop()
+            self.watcher = None
+        if self.running:
+            await asyncio.gather(*(cancel_in_host(self.client, t) for t in list(self.running)))
+
+    # -- documents -----------------------------------------------------------------
+
+    def _document(self, uri: str) -> TextDocument:
+        document = self.ls.workspace.get_text_document(uri)
+        try:
+            document.source  # noqa: B018 - reads the file when the editor has not opened it
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read {uri}: it is not open in the editor and not readable on disk "
+                f"({exc.strerror or exc})"
+            ) from None
+        return document
+
+    def _workspace_root(self, document: TextDocument) -> Path | None:
+        root = self.ls.workspace.root_path
+        if root:
+            return Path(root)
+        if uris.to_fs_path(document.uri):
+            return Path(document.path).parent
+        return None
+
+    def _relative(self, document: TextDocument) -> str:
+        root = self.ls.workspace.root_path
+        if root and uris.to_fs_path(document.uri):
+            try:
+                return Path(os.path.relpath(document.path, root)).as_posix()
+            except ValueError:  # another drive on Windows
+                pass
+        return document.path or document.uri
+
+    @staticmethod
+    def _check_range(selection: types.Range | None, lines: Sequence[str], command: str) -> None:
+        if selection is None:
+            return
+        count = len(lines)
+        if selection.start.line > count or selection.end.line > count:
+            raise CommandError(
+                f"{command}: the range ends at line {selection.end.line} (0-based) but the "
+                f"document has {count} line(s)"
+            )
+
+    # -- task commands -------------------------------------------------------------
+
+    async def run_task(
+        self, command: str, raw: Sequence[Any], cancel: asyncio.Event | None = None
+    ) -> dict[str, Any]:
+        """Submit the command's task, follow it as progress, and show its result.
+        `cancel` (the request was cancelled) stops it like the progress' cancel button."""
+        args = arguments.task_args(command, raw)
+        document = self._document(args.uri)
+        lines = document.lines
+        self._check_range(args.range, lines, command)
+        selection_text: str | None = None
+        first = last = None
+        if args.range is not None:
+            start = document.offset_at_position(args.range.start)
+            end = document.offset_at_position(args.range.end)
+            selection_text = document.source[start:end]
+            first = args.range.start.line + 1
+            last = args.range.end.line + (0 if args.range.end.character == 0 else 1)
+            last = max(first, last)
+        path = self._relative(document)
+        request = prompts.build(
+            command,
+            path=path,
+            text=document.source,
+            selection=selection_text,
+            first_line=first,
+            last_line=last,
+        )
+        options = args.options
+        work = WorkDone(self.ls, f"Tierhost: {_VERBS[command]}", cancel)
+        await work.begin("submitting to the host", 0 if options.max_tokens else None)
+        try:
+            submitted = await self.client.submit_task(
+                request.prompt,
+                type=request.type,
+                tier=options.tier,
+                model=options.model,
+                context=request.context,
+                params=options.params() or None,
+                validation=options.validation,
+                force_big=options.force_big,
+                priority=options.priority,
+            )
+        except BaseException:
+            work.end("not submitted")
+            raise
+        task_id = str(submitted["id"])
+        self.running[task_id] = args.uri
+        # the id first: the user (or `tierhost.cancel [id]`) can refer to the task at once
+        work.report(
+            f"task {task_id} → {submitted.get('tier')} ({submitted.get('model')})",
+            0 if options.max_tokens else None,
+        )
+        outcome = "ended"
+        try:
+            final, cancelled = await follow(
+                self.client,
+                submitted,
+                work.report,
+                work.cancel_requested,
+                max_tokens=options.max_tokens,
+            )
+            outcome = "cancelled" if cancelled else str(final.get("status"))
+        finally:
+            self.running.pop(task_id, None)
+            work.end(f"task {task_id} {outcome}")
+        reply: dict[str, Any] = {
+            "taskId": task_id,
+            "status": final.get("status"),
+            "type": final.get("type"),
+            "tier": final.get("tier"),
+            "model": final.get("model"),
+            "tokens": final.get("tokens") or 0,
+            "cancelledByUser": cancelled,
+        }
+        if final.get("status") == "done" and command == "tierhost.implement":
+            reply.update(await self._offer_edit(final, document, args.range, path))
+        elif final.get("status") in ("done", "failed") and command != "tierhost.implement":
+            span = (first, last) if first is not None and last is not None else None
+            reply.update(await self._show_markdown(command, final, document, path, span))
+        if final.get("status") == "failed":
+            self._message(f"Tierhost task {task_id} failed: {final.get('error')}", error=True)
+            reply["error"] = final.get("error")
+        offset = args.range.start.line if command == "tierhost.implement" and args.range else 0
+        reply["diagnostics"] = self._publish_findings(final, document, offset, reply)
+        return reply
+
+    async def _show_markdown(
+        self,
+        command: str,
+        task: dict[str, Any],
+        document: TextDocument,
+        path: str,
+        span: tuple[int, int] | None,
+    ) -> dict[str, Any]:
+        text = results.markdown(command, task, source=path, lines=span, url=self.url)
+        root = self._workspace_root(document)
+        if root is None:
+            return {"markdown": text}  # nowhere to write: the client opens the content
+        target = results.document_path(root, command, str(task["id"]))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        uri = uris.from_fs_path(str(target)) or target.as_uri()
+        shown = False
+        window = self.ls.client_capabilities.window
+        if window and window.show_document and window.show_document.support:
+            answer = await self.ls.window_show_document_async(
+                types.ShowDocumentParams(uri=uri, take_focus=True)
+            )
+            shown = bool(answer and answer.success)
+        if not shown:
+            self._message(f"Tierhost: {command.removeprefix('tierhost.')} written to {target}")
+        return {"document": uri, "shown": shown}
+
+    async def _offer_edit(
+        self,
+        task: dict[str, Any],
+        document: TextDocument,
+        selection: types.Range | None,
+        path: str,
+    ) -> dict[str, Any]:
+        caps = self.ls.client_capabilities.workspace
+        versioned = bool(caps and caps.workspace_edit and caps.workspace_edit.document_changes)
+        try:
+            offer = results.implementation(
+                task,
+                uri=document.uri,
+                path=path,
+                version=document.version,
+                lines=document.lines,
+                selection=selection,
+                versioned=versioned,
+                units=document.position_codec.client_num_units,
+            )
+        except ValueError as exc:
+            self._message(f"Tierhost: {exc}", error=True)
+            return {"applied": False, "reason": str(exc)}
+        if offer.note:
+            self._message(f"Tierhost: {offer.note}")
+        reply: dict[str, Any] = {"origin": offer.origin}
+        if not (caps and caps.apply_edit):
+            reply.update(applied=False, edit=get_converter().unstructure(offer.edit))
+            return reply
+        answer = await self.ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(
+                edit=offer.edit, label=f"Tierhost: implementation from task {task['id']}"
+            )
+        )
+        reply["applied"] = bool(answer and answer.applied)
+        if answer and not answer.applied and answer.failure_reason:
+            reply["reason"] = answer.failure_reason
+        return reply
+
+    def _publish_findings(
+        self,
+        task: dict[str, Any],
+        document: TextDocument,
+        line_offset: int,
+        reply: dict[str, Any],
+    ) -> int:
+        """Publish the task's findings on the document. An empty list from a task that was
+        validated clears earlier ones (the code is clean now); from a task no check ran on
+        (a plan), or from a host that sends no `findings`, it leaves them alone. Returns
+        how many were published."""
+        findings = task.get("findings")
+        if findings is None or (not findings and task.get("validated") is None):
+            return 0
+        lines = self.ls.workspace.get_text_document(document.uri).lines  # after any edit
+        found = results.diagnostics(
+            findings,
+            task_id=str(task["id"]),
+            url=self.url,
+            lines=lines,
+            line_offset=line_offset,
+            units=document.position_codec.client_num_units,
+        )
+        self.ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=document.uri, diagnostics=found)
+        )
+        return len(found)
+
+    def _message(self, text: str, *, error: bool = False) -> None:
+        kind = types.MessageType.Error if error else types.MessageType.Info
+        self.ls.window_show_message(types.ShowMessageParams(type=kind, message=text))
+
+    # -- host commands -------------------------------------------------------------
+
+    async def set_mode(self, raw: Sequence[Any]) -> dict[str, Any]:
+        mode, device = arguments.mode_args(raw)
+        try:
+            modes = await self.client.set_mode(mode, device)
+        except HostError as exc:
+            raise CommandError(f"tierhost.setMode: the host refused: {exc}") from None
+        if self.watcher is not None:
+            self.watcher.refresh()
+        return {"modes": modes}
+
+    async def status(self, raw: Sequence[Any]) -> Summary:
+        arguments.no_args("tierhost.status", raw)
+        if self.watcher is not None:
+            summary = await self.watcher.poll_once()
+        else:
+            summary = await snapshot(self.client)
+        self._message(f"Tierhost: {summary['text']}", error=not summary["reachable"])
+        return summary
+
+    async def cancel(self, raw: Sequence[Any]) -> dict[str, Any]:
+        target = arguments.cancel_args(raw)
+        if target is None:
+            ids = list(self.running)
+        elif ":" in target:  # a document URI: the tasks started from it
+            ids = [t for t, uri in self.running.items() if uri == target]
+        else:
+            ids = [target]
+        cancelled = []
+        for task_id in ids:
+            try:
+                task = await self.client.cancel_task(task_id)
+            except HostError as exc:
+                if target is not None and ":" not in target:
+                    raise CommandError(f"tierhost.cancel: {exc}") from None
+                continue  # ended meanwhile
+            cancelled.append({"taskId": task_id, "status": task.get("status")})
+        return {"cancelled": cancelled}

@@ -1,0 +1,127 @@
+"""The GPU mode and resident models → the custom notification `tierhost/status`.
+
+An editor's status bar should change when the mode changes (from this editor, the
+CLI, the Discord bot) and when a swap brings another model in. The daemon has no push
+channel, so a watcher polls `/api/status` about once a second (a loopback GET, cheap)
+and notifies only when the summary changes; a mode change made through this bridge
+asks for a poll at once instead of waiting for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from host.client import HostClient, HostError, HostUnreachable
+
+NOTIFICATION = "tierhost/status"
+POLL_S = 1.0
+
+Summary = dict[str, Any]
+
+
+def summarize(status: Mapping[str, Any], url: str) -> Summary:
+    """What an editor shows: each device's mode and residents; `mode` and `resident` of
+    the first GPU device for a one-GPU box; the tiers a GPU can be pinned to (the modes
+    to offer besides auto and gaming); and a one-line `text`."""
+    devices: list[dict[str, Any]] = [
+        {
+            "name": str(d.get("name", "?")),
+            "kind": str(d.get("kind", "gpu")),
+            "mode": str(d.get("mode", "auto")),
+            "residents": [str(r) for r in d.get("residents") or []],
+            "hold": d.get("hold") or None,
+        }
+        for d in status.get("devices") or []
+        if isinstance(d, Mapping)
+    ]
+    gpus = [d for d in devices if d["kind"] != "cpu"]
+    first = gpus[0] if gpus else None
+    parts = [f"{d['name']}: {d['mode']} · {', '.join(d['residents']) or 'idle'}" for d in gpus]
+    gpu_names = {d["name"] for d in gpus}
+    tiers = sorted(
+        {
+            str(m["tier"])
+            for m in status.get("models") or []
+            if isinstance(m, Mapping) and m.get("tier") and m.get("device") in gpu_names
+        }
+    )
+    return {
+        "reachable": True,
+        "url": url,
+        "devices": devices,
+        "mode": first["mode"] if first else None,
+        "resident": first["residents"][0] if first and first["residents"] else None,
+        "tiers": tiers,
+        "text": " | ".join(parts) or "no GPU devices",
+    }
+
+
+def unreachable(url: str, reason: str) -> Summary:
+    return {
+        "reachable": False,
+        "url": url,
+        "devices": [],
+        "mode": None,
+        "resident": None,
+        "tiers": [],
+        "text": f"no daemon at {url}",
+        "error": reason,
+    }
+
+
+async def snapshot(client: HostClient) -> Summary:
+    try:
+        return summarize(await client.status(), client.base_url)
+    except (HostUnreachable, HostError) as exc:
+        return unreachable(client.base_url, str(exc))
+
+
+class StatusWatcher:
+    """Polls the daemon and calls `send` with each new summary (and the first one)."""
+
+    def __init__(
+        self,
+        client: HostClient,
+        send: Callable[[Summary], Awaitable[None] | None],
+        poll_s: float = POLL_S,
+    ) -> None:
+        self._client = client
+        self._send = send
+        self._poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.last: Summary | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="tierhost-status")
+
+    def refresh(self) -> None:
+        """Poll now (after a mode change) rather than at the next tick."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def poll_once(self) -> Summary:
+        summary = await snapshot(self._client)
+        if summary != self.last:
+            self.last = summary
+            outcome = self._send(summary)
+            if outcome is not None:
+                await outcome
+        return summary
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.poll_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
