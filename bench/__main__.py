@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import mcp, swap, tasks
+from bench import kv_slots, mcp, swap, tasks, validation, warm_pool
 from bench.common import machine
 
 HEADER = """# Benchmarks
@@ -29,6 +29,9 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "swap": ("Swaps and proxy overhead (issue 2)", swap),
     "tasks": ("Swap-minimising scheduling and the task store (issue 3)", tasks),
     "mcp": ("MCP round trips (issue 4)", mcp),
+    "validation": ("Validation overhead (issue 6)", validation),
+    "kv_slots": ("KV slots across swaps (issue 7)", kv_slots),
+    "warm_pool": ("Warm pool (issue 7)", warm_pool),
 }
 
 

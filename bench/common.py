@@ -168,6 +168,8 @@ class Timing:
     first_token_s: float
     total_s: float
     tokens: int
+    server: dict[str, float] | None = None
+    """llama-server's own `timings` from the stream's last event (prompt_ms, cache_n…)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -177,12 +179,17 @@ class Timing:
 
 
 def stream_chat(
-    client: httpx.Client, base: str, model: str, max_tokens: int, prompt: str = PROMPT
+    client: httpx.Client,
+    base: str,
+    model: str,
+    max_tokens: int,
+    prompt: str = PROMPT,
+    messages: list[dict[str, str]] | None = None,
 ) -> Timing:
     """One streamed chat completion: time to the first content token, and to the end."""
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages or [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "stream": True,
         "temperature": 0,
@@ -192,6 +199,7 @@ def stream_chat(
     started = time.perf_counter()
     first: float | None = None
     tokens = 0
+    server: dict[str, float] | None = None
     with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             response.read()
@@ -200,6 +208,7 @@ def stream_chat(
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
+            server = event.get("timings") or server
             choices = event.get("choices") or []
             if choices and choices[0].get("delta", {}).get("content"):
                 tokens += 1
@@ -208,7 +217,7 @@ def stream_chat(
     total = time.perf_counter() - started
     if first is None:
         raise RuntimeError(f"{model}: the stream carried no tokens")
-    return Timing(first, total, tokens)
+    return Timing(first, total, tokens, server)
 
 
 def plain_chat(client: httpx.Client, base: str, model: str) -> float:

@@ -1,4 +1,4 @@
-"""The control API: health, status and the swap log (`/health`, `/api/*`)."""
+"""The control API: health, status, metrics and the swap log (`/health`, `/metrics`, `/api/*`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ async def status(request: Request) -> Response:
     return JSONResponse(await _host(request).status_with_tasks())
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; read-only, so the guard lets it through like other GETs."""
+    from host.metrics import CONTENT_TYPE
+
+    return Response(_host(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
 async def swaps(request: Request) -> Response:
     host = _host(request)
     raw_limit = request.query_params.get("limit", "100")
@@ -58,6 +65,7 @@ async def put_mode(request: Request) -> Response:
 routes = [
     Route("/health", health, methods=["GET"]),
     Route("/api/status", status, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/api/swaps", swaps, methods=["GET"]),
     Route("/api/mode", get_mode, methods=["GET"]),
     Route("/api/mode", put_mode, methods=["PUT"]),

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from host import cli_mcp, cli_tasks
+from host import cli_fit, cli_lsp, cli_mcp, cli_tasks, cli_top
 from host.client import HostClient, HostError, HostUnreachable
 from host.config import Config, ConfigError, load_config
 from host.paths import data_dir
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.set_defaults(func=cmd_mode)
     cli_tasks.add_commands(sub)
     cli_mcp.add_commands(sub)
+    cli_lsp.add_commands(sub)
+    cli_fit.add_commands(sub)
+    cli_top.add_commands(sub)
     return parser
 
 

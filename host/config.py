@@ -58,6 +58,11 @@ class HostSettings(_Strict):
     """How long a request may wait for its model before it gets 503."""
     stop_grace_s: float = Field(10.0, gt=0)
     """Seconds between SIGTERM and SIGKILL when stopping a model server."""
+    slot_disk_mb: int = Field(4096, ge=0)
+    """Disk kept per model for KV slots saved across swaps (least recently saved go first)."""
+    warm_pool_mb: int | None = Field(None, ge=0)
+    """Page cache kept warm with the GGUFs of the models likely needed next; omitted means
+    a quarter of the RAM available at start, 0 turns the warm pool off."""
 
 
 class Device(_Strict):
@@ -72,6 +77,28 @@ class Device(_Strict):
     """Kept free on a measured GPU for the display and other processes."""
 
 
+RESERVED_ARGS = frozenset({"--host", "--port", "-m", "--model"})
+
+
+class FallbackProfile(_Strict):
+    """Another way to run the same model when a start fails (out of memory, say): a
+    smaller quant, more experts on the CPU, a smaller context, a quantised KV cache."""
+
+    name: str = Field(min_length=1)
+    gguf: str | None = None
+    """Another GGUF file (a smaller quant); omitted means the model's own."""
+    args: list[str] | None = None
+    """Replaces the model's args for this profile; omitted means the model's own."""
+
+    @field_validator("args")
+    @classmethod
+    def _no_reserved_args(cls, args: list[str] | None) -> list[str] | None:
+        clash = sorted(RESERVED_ARGS.intersection(args or []))
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
+        return args
+
+
 class ManagedModel(_Strict):
     """A llama-server process that Tierhost starts, watches and stops."""
 
@@ -79,8 +106,9 @@ class ManagedModel(_Strict):
     gguf: str
     """Path to the GGUF file, or `demo:smollm2` for the packaged demo model."""
     device: str
-    memory_mb: int = Field(gt=0)
-    """What the model takes on its device while resident (weights + KV cache)."""
+    memory_mb: int | None = Field(None, gt=0)
+    """What the model takes on its device while resident (weights + KV cache); omitted
+    means: estimated from the GGUF and args at start (see `tierhost fit`)."""
     args: list[str] = Field(default_factory=list)
     """Extra llama-server arguments. Host, port and model path are set by Tierhost."""
     gpu_layers: int = Field(999, ge=0)
@@ -93,12 +121,16 @@ class ManagedModel(_Strict):
     max_concurrency: int = Field(32, ge=1)
     """Requests in flight plus waiting for this model before new ones get 429."""
     context_window: int | None = Field(None, gt=0)
+    kv_slots: bool = True
+    """Save the KV slots before a swap and restore them when the conversation comes back."""
+    fallbacks: list[FallbackProfile] = Field(default_factory=list)
+    """Tried in order when a start fails, before the tier's next model. The device budget
+    keeps counting `memory_mb`: a fallback should need no more."""
 
     @field_validator("args")
     @classmethod
     def _no_reserved_args(cls, args: list[str]) -> list[str]:
-        reserved = {"--host", "--port", "-m", "--model"}
-        clash = sorted(reserved.intersection(args))
+        clash = sorted(RESERVED_ARGS.intersection(args))
         if clash:
             raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
         return args
@@ -149,6 +181,29 @@ class SchedulerSettings(_Strict):
     """Tasks run at once on one model (match llama-server's --parallel)."""
 
 
+ValidationPolicy = Literal["none", "final", "block_by_block"]
+
+
+def _default_policies() -> dict[str, ValidationPolicy]:
+    return {"implementation": "final"}
+
+
+class ValidationSettings(_Strict):
+    """Validator passes over generated code (see host.validation_loop)."""
+
+    model: str | None = None
+    """The validator model; omitted means the first model of tier `validator`, if any.
+    It must be persistent or on a CPU device, so that asking it never forces a swap."""
+    max_retries: int = Field(3, ge=0, le=20)
+    """Regenerations after a failed check, per answer (`final`) or per block."""
+    max_blocks: int = Field(20, ge=1, le=500)
+    """`block_by_block`: the most blocks one task may commit before it is stopped."""
+    verdict_max_tokens: int = Field(160, ge=8, le=4096)
+    """Room for `FAIL: reason`; a longer answer is cut and read as it stands."""
+    defaults: dict[str, ValidationPolicy] = Field(default_factory=_default_policies)
+    """Task type → the policy a task gets when its submission names none."""
+
+
 class Config(_Strict):
     """The whole file."""
 
@@ -171,6 +226,7 @@ class Config(_Strict):
     big_tier: str = "architect"
     """Where force-big work goes when its own tier has no GPU model."""
     scheduler: SchedulerSettings = SchedulerSettings()
+    validation: ValidationSettings = ValidationSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -197,7 +253,11 @@ class Config(_Strict):
                         f"(known: {known(self.devices)})"
                     )
                 device = self.devices[model.device]
-                if device.memory_mb is not None and model.memory_mb > device.memory_mb:
+                if (
+                    device.memory_mb is not None
+                    and model.memory_mb is not None
+                    and model.memory_mb > device.memory_mb
+                ):
                     raise ValueError(
                         f"models.{name}.memory_mb: {model.memory_mb} MiB can never fit "
                         f"device {model.device} ({device.memory_mb} MiB budget)"
@@ -227,6 +287,12 @@ class Config(_Strict):
         for task_type in self.inference:
             if task_type not in known_types:
                 raise ValueError(f"inference.{task_type}: unknown task type (add it to task_types)")
+        for task_type in self.validation.defaults:
+            if task_type not in known_types:
+                raise ValueError(
+                    f"validation.defaults.{task_type}: unknown task type (add it to task_types)"
+                )
+        self._check_validator()
         for table in ("routing", "standing_rules"):
             for task_type, tier_name in getattr(self, table).items():
                 if tier_name not in self.tiers:
@@ -235,6 +301,38 @@ class Config(_Strict):
                         f"(known: {known(self.tiers)})"
                     )
         return self
+
+    def _check_validator(self) -> None:
+        name = self.validation.model
+        if name is None:
+            return
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ValueError(f"validation.model: unknown model {name!r} (known: {known})")
+        if not isinstance(model, ManagedModel):
+            raise ValueError(f"validation.model: {name} must be a managed model, not remote")
+        if not model.persistent and self.devices[model.device].kind != "cpu":
+            raise ValueError(
+                f"validation.model: {name} must be persistent or on a CPU device, "
+                "so that validating never forces a swap"
+            )
+
+    def validator_model(self) -> str | None:
+        """`validation.model`, else the first model of tier `validator` that could be one."""
+        if self.validation.model is not None:
+            return self.validation.model
+        tier = self.tiers.get("validator")
+        for name in tier.models if tier else []:
+            model = self.models[name]
+            if isinstance(model, ManagedModel) and (
+                model.persistent or self.devices[model.device].kind == "cpu"
+            ):
+                return name
+        return None
+
+    def validation_default(self, task_type: str | None) -> ValidationPolicy:
+        return self.validation.defaults.get(task_type or "", "none")
 
     def managed(self) -> dict[str, ManagedModel]:
         return {n: m for n, m in self.models.items() if isinstance(m, ManagedModel)}

@@ -1,9 +1,11 @@
 """The OpenAI-compatible endpoint: `/v1/*`, streamed through, waiting out swaps.
 
 A request names a model or a tier; it waits in its device's queue until the model is
-ready (joining a load already under way), then its body goes upstream unchanged and
-the answer comes back chunk by chunk. A client that leaves while queued leaves the
-queue; one that leaves mid-stream closes the upstream request, which frees the slot.
+ready (joining a load already under way), then its body goes upstream and the answer
+comes back chunk by chunk. A chat request is pinned to a KV slot (`id_slot`), which
+host.kv_slots may first have restored from before a swap. A client that leaves while
+queued leaves the queue; one that leaves mid-stream closes the upstream request, which
+frees the slot.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from host.config import RemoteModel
 from host.devices import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.errors import ApiError, error_response, read_json_object
+from host.kv_slots import Claim, SlotKeeper
 from host.routing import Decision, RouteRequest, RoutingError, strip_force_big
 from host.service import Host, RemoteLease, UnknownModel
 
@@ -43,11 +48,15 @@ class UpstreamStream(StreamingResponse):
         model: str,
         log_hint: str,
         headers: dict[str, str],
+        on_end: Callable[[dict[str, Any] | None, bool], None],
     ) -> None:
         self._upstream = upstream
         self._lease = lease
         self._model = model
         self._log_hint = log_hint
+        self._on_end = on_end
+        self._tail = b""
+        self._torn = False
         super().__init__(
             self._relay(),
             status_code=upstream.status_code,
@@ -60,8 +69,10 @@ class UpstreamStream(StreamingResponse):
         try:
             async for chunk in self._upstream.aiter_raw():
                 at_event_boundary = chunk.endswith(b"\n\n")
+                self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
                 yield chunk
         except httpx.TransportError as exc:
+            self._torn = True
             if not at_event_boundary:
                 yield b"\n\n"  # end the torn event so the error event parses on its own
             error = {
@@ -79,7 +90,60 @@ class UpstreamStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._upstream.aclose()
+            timings = None if self._torn else _timings_in_stream(self._tail)
+            self._on_end(timings, timings is not None)
             self._lease.release()
+
+
+_TAIL_BYTES = 4096
+"""Enough of a stream's end to hold its last event, where llama-server puts `timings`."""
+
+
+@dataclass
+class SlotUse:
+    """A KV slot claimed for one chat request; `finish` tells the keeper how it went."""
+
+    keeper: SlotKeeper
+    claim: Claim
+    messages: list[dict[str, Any]]
+
+    def finish(self, answered: bool, timings: dict[str, Any] | None) -> int:
+        """Hand the slot back; the number of prompt tokens a restore saved, else 0."""
+        if not answered:
+            self.keeper.abandon(self.claim)
+            return 0
+        self.keeper.release(self.claim, self.messages, timings)
+        if self.claim.restored is None:
+            return 0
+        return int((timings or {}).get("cache_n", 0))
+
+
+async def _claim_slot(host: Host, model: str, lease: Lease, body: dict[str, Any]) -> SlotUse | None:
+    """Pin the request to a slot (restoring a saved one it continues), unless the client
+    chose a slot itself or the model keeps no slots."""
+    keeper = host.slot_keepers.get(model)
+    messages = body.get("messages")
+    if keeper is None or "id_slot" in body or not isinstance(messages, list):
+        return None
+    if not all(isinstance(m, dict) for m in messages):
+        return None
+    claim = await keeper.claim(lease.model.http, lease.base_url, messages)
+    return SlotUse(keeper, claim, messages) if claim is not None else None
+
+
+def _timings_in_body(payload: bytes) -> dict[str, Any] | None:
+    try:
+        timings = json.loads(payload).get("timings")
+    except (ValueError, AttributeError):
+        return None
+    return timings if isinstance(timings, dict) else None
+
+
+def _timings_in_stream(tail: bytes) -> dict[str, Any] | None:
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data: {") and b'"timings"' in line:
+            return _timings_in_body(line[6:])
+    return None
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -175,11 +239,28 @@ async def _forward(request: Request, path: str) -> Response:
     if decision.type is not None and requested in ("auto", "big"):
         headers["X-Tierhost-Task-Type"] = decision.type
     http = lease.model.http if isinstance(lease, Lease) else host.http
+    slot_use = None
+    if isinstance(lease, Lease) and path == "/v1/chat/completions":
+        slot_use = await _claim_slot(host, model, lease, body)
+        if slot_use is not None:
+            content = json.dumps({**body, "id_slot": slot_use.claim.slot}).encode()
+    waited_s = time.monotonic() - began
+
+    def on_end(timings: dict[str, Any] | None, answered: bool) -> None:
+        """Every request's end, whatever its path: metrics, and the slot's new content."""
+        host.metrics.observe_request(model, timings, waited_s)
+        if slot_use is not None:
+            restored = slot_use.finish(answered, timings)
+            if restored:
+                host.metrics.kv_restores_total.labels(model=model).inc()
+                host.metrics.kv_tokens_saved_total.labels(model=model).inc(restored)
+
     try:
         upstream = await _send_once_more_if_dropped(
             http, http.build_request("POST", url, content=content, headers=send_headers)
         )
     except httpx.TransportError as exc:
+        on_end(None, False)
         lease.release()
         return error_response(
             502,
@@ -191,10 +272,11 @@ async def _forward(request: Request, path: str) -> Response:
     if body.get("stream") and upstream.headers.get("content-type", "").startswith(
         "text/event-stream"
     ):
-        return UpstreamStream(upstream, lease, model, log_hint, headers)
+        return UpstreamStream(upstream, lease, model, log_hint, headers, on_end)
     try:
         payload = await upstream.aread()
     except httpx.TransportError as exc:
+        on_end(None, False)
         return error_response(
             502,
             "upstream_failed",
@@ -205,6 +287,8 @@ async def _forward(request: Request, path: str) -> Response:
     finally:
         await upstream.aclose()
         lease.release()
+    timings = _timings_in_body(payload) if upstream.status_code == 200 else None
+    on_end(timings, upstream.status_code == 200)
     for name in _PASSED_RESPONSE_HEADERS:
         if name in upstream.headers:
             headers[name] = upstream.headers[name]

@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 
-from host import gpu, modes, routing
+from host import gguf_memory, gpu, modes, routing, warm_pool
 from host.auth import is_loopback, load_or_create_token
 from host.batching import Policy
-from host.config import Config, ConfigError, ManagedModel, RemoteModel
+from host.config import Config, ConfigError, FallbackProfile, ManagedModel, RemoteModel
 from host.devices import DeviceArbiter, Lease, SwapRecord, TooManyRequests
 from host.dispatcher import Dispatcher
+from host.kv_slots import SlotKeeper, fingerprint
+from host.metrics import HostMetrics
 from host.paths import find_llama_server, resolve_gguf
 from host.store import Store, TaskRow
 from host.supervisor import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
@@ -72,6 +74,7 @@ class Host:
         self.devices = self._measure_devices()
         self.token = load_or_create_token(data_dir) if not is_loopback(config.host.host) else None
         self.processes: dict[str, ModelProcess] = {}
+        self.slot_keepers: dict[str, SlotKeeper] = {}
         self.arbiters: dict[str, DeviceArbiter] = {}
         self.device_of: dict[str, str] = {}
         self.remote_in_flight: dict[str, int] = {}
@@ -81,6 +84,14 @@ class Host:
         self.routes: dict[str, str] = dict(config.routing)
         self.closing = False
         self._dispatcher: Dispatcher | None = None
+        self.memory_of: dict[str, int] = {}
+        """What each managed model counts on its device: memory_mb, else the GGUF estimate."""
+        self.metrics = HostMetrics(self.status)
+        self.warm_pool = warm_pool.WarmPool(
+            {},
+            warm_pool.default_budget_mb(config.host.warm_pool_mb),
+            lambda: warm_pool.outlook_of(self.arbiters.values()),
+        )
 
     # -- construction ------------------------------------------------------------
 
@@ -103,19 +114,28 @@ class Host:
                 devices[name] = DeviceInfo(name, "gpu", budget, device.index)
         return devices
 
-    def _launch_spec(self, name: str, model: ManagedModel, binary: Path) -> LaunchSpec:
+    def _launch_spec(
+        self,
+        name: str,
+        model: ManagedModel,
+        binary: Path,
+        profile: FallbackProfile | None = None,
+    ) -> LaunchSpec:
         device = self.devices[model.device]
         env: dict[str, str] = {}
+        own_args = model.args if profile is None or profile.args is None else profile.args
         if device.gpu_index is not None:
-            args = ["--n-gpu-layers", str(model.gpu_layers), *model.args]
+            args = ["--n-gpu-layers", str(model.gpu_layers), *own_args]
             env["CUDA_VISIBLE_DEVICES"] = str(device.gpu_index)
         else:
             # budget-only or CPU device: the model runs on the CPU whatever args say
-            args = [*model.args, "--n-gpu-layers", "0"]
+            args = [*own_args, "--n-gpu-layers", "0"]
+        if model.kv_slots and "--slot-save-path" not in args:
+            args += ["--slot-save-path", str(self.data_dir / "slots" / name)]
         return LaunchSpec(
             name=name,
             binary=binary,
-            gguf=resolve_gguf(model.gguf, name),
+            gguf=resolve_gguf(profile.gguf if profile and profile.gguf else model.gguf, name),
             args=args,
             log_path=self.logs_dir / f"{name}.log",
             pid_path=self.run_dir / f"{name}.pid",
@@ -123,24 +143,57 @@ class Host:
             env=env,
             start_timeout_s=model.start_timeout_s,
             stop_grace_s=self.config.host.stop_grace_s,
+            profile=profile.name if profile else "default",
         )
+
+    def _keep_slots(self, name: str, process: ModelProcess) -> None:
+        """Save a model's KV slots before each stop; forget live slots at each start."""
+        args = list(process.spec.args)
+        directory = Path(args[args.index("--slot-save-path") + 1])
+        directory.mkdir(parents=True, exist_ok=True)  # llama-server refuses a missing one
+        profiles = process.profiles()
+        keeper = SlotKeeper(
+            name,
+            directory,
+            [fingerprint(p.gguf, p.args) for p in profiles],
+            self.config.host.slot_disk_mb * 1024 * 1024,
+        )
+
+        async def save() -> None:
+            await keeper.save_changed(process.http, process.base_url)
+
+        def on_transition(transition: Transition) -> None:
+            if transition.new is ModelState.STARTING:
+                keeper.server_started(fingerprint(process.spec.gguf, process.spec.args))
+
+        process.before_stop.append(save)
+        process.subscribe(on_transition)
+        self.slot_keepers[name] = keeper
 
     def build(self) -> None:
         """Create processes and arbiters; raises ConfigError before anything starts."""
         managed = self.config.managed()
         binary = find_llama_server(self.config.host.llama_server) if managed else Path()
         for name, model in managed.items():
-            process = ModelProcess(self._launch_spec(name, model, binary))
+            fallbacks = [self._launch_spec(name, model, binary, p) for p in model.fallbacks]
+            process = ModelProcess(self._launch_spec(name, model, binary), fallbacks)
             process.subscribe(self._on_transition)
             self.processes[name] = process
             self.device_of[name] = model.device
+            info = self.devices[model.device]
+            self.memory_of[name] = gguf_memory.memory_for(
+                name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
+            )
+            self.warm_pool.files[name] = process.spec.gguf
+            if model.kv_slots:
+                self._keep_slots(name, process)
         for device_name, info in self.devices.items():
             names = [n for n, m in managed.items() if m.device == device_name]
             self.arbiters[device_name] = DeviceArbiter(
                 device_name,
                 info.budget_mb,
                 {n: self.processes[n] for n in names},
-                {n: managed[n].memory_mb for n in names},
+                {n: self.memory_of[n] for n in names},
                 {n for n in names if managed[n].persistent},
                 {n: managed[n].max_concurrency for n in names},
                 max_queue=self.config.host.max_queue,
@@ -169,6 +222,7 @@ class Host:
         )
         self._dispatcher = Dispatcher(self, self.store, policy)
         await self._dispatcher.start()
+        self.warm_pool.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
         for name, model in self.config.managed().items():
@@ -244,7 +298,7 @@ class Host:
                 context_files=tuple(f["path"] for f in submission["context"]["files"]),
             )
         )
-        validation = submission.get("validation") or "none"
+        validation = submission.get("validation") or self.config.validation_default(decision.type)
         task = await self._store().create_task(
             prompt=decision.prompt,
             type=decision.type,
@@ -337,6 +391,7 @@ class Host:
         await asyncio.gather(*(a.close() for a in self.arbiters.values()))
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
+        await self.warm_pool.close()
         await self.http.aclose()
         for process in self.processes.values():
             await process.http.aclose()
@@ -346,6 +401,7 @@ class Host:
     # -- events ------------------------------------------------------------------
 
     def _on_transition(self, transition: Transition) -> None:
+        self.warm_pool.on_transition(transition)
         level = logging.WARNING if transition.new is ModelState.FAILED else logging.INFO
         log.log(
             level,
@@ -367,6 +423,7 @@ class Host:
             )
 
     async def _record_swap(self, record: SwapRecord) -> None:
+        self.metrics.observe_swap(record)
         if self.store is not None:
             await self.store.record_swap(
                 model=record.model,
@@ -471,12 +528,16 @@ class Host:
                     port=process.port if process.pid else None,
                     in_flight=arbiter.in_flight[name],
                     queued=arbiter.queued(name),
-                    memory_mb=model.memory_mb,
+                    memory_mb=self.memory_of.get(name, model.memory_mb),
+                    warm=self.warm_pool.residency(name),
                     persistent=model.persistent,
                     restarts=process.restarts,
                     last_error=process.last_error,
                     log=str(process.spec.log_path),
                 )
+                entry["profile"] = process.spec.profile
+                keeper = self.slot_keepers.get(name)
+                entry["kv_slots"] = keeper.status() if keeper is not None else None
             else:
                 entry.update(
                     kind="remote",

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class LaunchSpec:
     env: dict[str, str] = field(default_factory=dict)
     start_timeout_s: float = 120.0
     stop_grace_s: float = 10.0
+    profile: str = "default"
+    """Which of the model's profiles this is (see `fallbacks` in the config)."""
 
     def argv(self, port: int) -> list[str]:
         # The alias makes llama-server answer with the model's Tierhost name, not its path.
@@ -90,7 +93,10 @@ class Transition:
 
 Listener = Callable[[Transition], None]
 
+log = logging.getLogger("tierhost.supervisor")
+
 _BACKOFF_CAP_S = 30.0
+_BEFORE_STOP_TIMEOUT_S = 30.0
 _STABLE_AFTER_S = 60.0
 """A server that stayed ready this long before crashing restarts with the shortest backoff."""
 
@@ -151,8 +157,10 @@ def _error_hint(path: Path) -> str:
 class ModelProcess:
     """The owner of one managed model server."""
 
-    def __init__(self, spec: LaunchSpec) -> None:
+    def __init__(self, spec: LaunchSpec, fallbacks: Sequence[LaunchSpec] = ()) -> None:
         self.spec = spec
+        self._profiles = (spec, *fallbacks)
+        """The primary spec, then the fallback profiles a failed start moves on to."""
         self.name = spec.name
         self.http = self._new_client()
         """This server's own connection pool. It is closed before each stop: llama-server
@@ -161,6 +169,8 @@ class ModelProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
+        """Run while a ready server still answers, just before it is told to stop."""
         self.state = ModelState.STOPPED
         self.port: int | None = None
         self.last_error: str | None = None
@@ -188,6 +198,9 @@ class ModelProcess:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def profiles(self) -> tuple[LaunchSpec, ...]:
+        return self._profiles
 
     def is_ready(self) -> bool:
         return self.state is ModelState.READY
@@ -224,10 +237,28 @@ class ModelProcess:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                await self._start()
+                await self._start_with_fallbacks()
             finally:
                 self._finished_starts += 1
             return self.base_url
+
+    async def _start_with_fallbacks(self) -> None:
+        """Start on the current profile; when that fails, move to the next profile at
+        once (the failure is logged with its reason) until one starts or none is left.
+        A profile that worked stays in use: the reason it was needed (VRAM taken by
+        something else) usually still holds at the next start."""
+        reason = "start requested"
+        while True:
+            try:
+                await self._start(reason)
+                return
+            except StartFailed as failed:
+                index = self._profiles.index(self.spec)
+                if index + 1 >= len(self._profiles):
+                    raise
+                self.spec = self._profiles[index + 1]
+                reason = f"trying profile {self.spec.profile} after: {failed.reason}"
+                log.warning("%s: %s", self.name, reason)
 
     async def stop(self, reason: str = "stopped") -> None:
         """SIGTERM to the process group, SIGKILL after the grace period."""
@@ -237,7 +268,10 @@ class ModelProcess:
                     return
                 self._enter(ModelState.STOPPED, reason)
                 return
+            was_ready = self.state is ModelState.READY
             self._enter(ModelState.STOPPING, reason)
+            if was_ready:
+                await self._run_before_stop()
             await self._terminate(self._proc)
             self._proc = None
             self.consecutive_failures = 0
@@ -245,18 +279,26 @@ class ModelProcess:
 
     # -- internals ---------------------------------------------------------------
 
+    async def _run_before_stop(self) -> None:
+        """Hooks (saving KV slots) are bounded and can never keep a server from stopping."""
+        for hook in self.before_stop:
+            try:
+                await asyncio.wait_for(hook(), _BEFORE_STOP_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("%s: before-stop hook failed: %s", self.name, exc)
+
     def _remaining_backoff(self) -> float:
         if self.last_failure_at is None:
             return 0.0
         waited = time.monotonic() - self.last_failure_at
         return max(0.0, restart_delay(self.consecutive_failures) - waited)
 
-    async def _start(self) -> None:
+    async def _start(self, reason: str = "start requested") -> None:
         if self.state is ModelState.FAILED:
             self.restarts += 1
         port = self.spec.port or free_port()
         self.port = port
-        self._enter(ModelState.STARTING, "start requested")
+        self._enter(ModelState.STARTING, reason)
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.spec.argv(port)
         with self.spec.log_path.open("ab") as log:

@@ -69,7 +69,10 @@ def test_a_remote_model_needs_an_http_url() -> None:
             '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 5000\n',
             r"models\.m2\.memory_mb: 5000 MiB can never fit device gpu0 \(1000 MiB budget\)",
         ),
-        ('[models.m2]\ngguf = "x"\ndevice = "gpu0"\n', r"models\.m2\.memory_mb: required"),
+        (
+            '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 0\n',
+            r"models\.m2\.memory_mb: Input should be greater than 0",
+        ),
         (
             '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\nargs = ["--port", "1"]\n',
             r"args: --port is set by Tierhost",

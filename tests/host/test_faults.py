@@ -65,6 +65,14 @@ kind = "cpu"
 {model("gpu0", 300, fake_args("oom-at-start"))}
 [models.sigill]
 {model("cpu", 100, fake_args("illegal-instruction"))}
+[models.squeezed]
+{model("gpu0", 300, fake_args("oom-at-start"))}
+[[models.squeezed.fallbacks]]
+name = "fewer-layers"
+args = {json.dumps(fake_args("exit-at-start"))}
+[[models.squeezed.fallbacks]]
+name = "small-context"
+args = {json.dumps(fake_args("ok"))}
 [models.steady]
 {model("cpu", 100, fake_args("ok"))}
 [tiers.architect]
@@ -302,3 +310,19 @@ def test_a_bad_config_exits_2_with_one_line_naming_the_key(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("tierhost: ")
     assert re.search(expected, lines[0]), lines[0]
+
+
+# -- fallback profiles ---------------------------------------------------------------
+
+
+def test_a_failed_start_moves_through_the_fallback_profiles(daemon: Daemon) -> None:
+    response = chat(daemon, "squeezed")
+    assert response.status_code == 200, response.text
+    status = model_status(daemon, "squeezed")
+    assert status["state"] == "ready" and status["profile"] == "small-context"
+    log = daemon.log()
+    assert "trying profile fewer-layers after: exited with code 1 while starting: " in log
+    assert "cudaMalloc failed: out of memory" in log
+    assert "trying profile small-context after: exited with code 1 while starting: error: " in log
+    assert chat(daemon, "squeezed").status_code == 200  # the working profile stays in use
+    assert model_status(daemon, "squeezed")["restarts"] == 2
