@@ -106,6 +106,7 @@ class DeviceArbiter:
         *,
         max_queue: int = 256,
         on_swap: SwapSink | None = None,
+        before_load: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.budget_mb = budget_mb
@@ -115,6 +116,8 @@ class DeviceArbiter:
         self._max_concurrency = max_concurrency
         self.max_queue = max_queue
         self._on_swap = on_swap
+        self._before_load = before_load
+        """On a real card: wait until the memory a load needs is really free (NVML)."""
         self._waiters: list[_Waiter] = []
         self._ids = itertools.count(1)
         self.in_flight: dict[str, int] = dict.fromkeys(models, 0)
@@ -304,6 +307,8 @@ class DeviceArbiter:
         process = self.models[model]
         reason = "evicted " + ", ".join(swap.evicted) if swap.evicted else "device had room"
         try:
+            if self._before_load is not None:
+                await self._before_load(model, self._memory[model])
             await process.ensure_ready()
         except StartFailed as exc:
             self._loading.discard(model)

@@ -6,8 +6,11 @@ GPU-less box (a budget-only `gpu0`) and a real card the same way.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,3 +68,39 @@ def read_memory(index: int) -> GpuMemory | None:
         used_mb=int(info.used) // mib,
         free_mb=int(info.free) // mib,
     )
+
+
+@dataclass(frozen=True)
+class FreeWait:
+    """How waiting for free GPU memory ended: the last reading, and whether it sufficed."""
+
+    enough: bool
+    free_mb: int | None
+    waited_s: float
+
+
+async def wait_for_free(
+    read: Callable[[], GpuMemory | None],
+    need_mb: int,
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
+) -> FreeWait:
+    """Poll the card until `need_mb` is free, at most `timeout_s`.
+
+    A stopped llama-server's VRAM is not free the moment its process exits: the driver
+    releases it a little later. Loading into memory that is still taken fails with an
+    out-of-memory error, and a fixed delay is either too long or too short; so the next
+    load waits for the reading instead. Without NVML (`read` answers None) there is
+    nothing to wait for."""
+    started = time.monotonic()
+    while True:
+        reading = read()
+        waited = time.monotonic() - started
+        if reading is None:
+            return FreeWait(True, None, waited)
+        if reading.free_mb >= need_mb:
+            return FreeWait(True, reading.free_mb, waited)
+        if waited >= timeout_s:
+            return FreeWait(False, reading.free_mb, waited)
+        await asyncio.sleep(interval_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,33 @@ class Host:
         process.subscribe(on_transition)
         self.slot_keepers[name] = keeper
 
+    def _vram_gate(
+        self, device: str, gpu_index: int | None
+    ) -> Callable[[str, int], Awaitable[None]] | None:
+        """On a real card, a load first waits (bounded) until NVML shows its memory free:
+        the VRAM of a server just stopped is released by the driver a little later."""
+        if gpu_index is None:
+            return None
+        index = gpu_index
+
+        async def wait(model: str, need_mb: int) -> None:
+            result = await gpu.wait_for_free(lambda: gpu.read_memory(index), need_mb)
+            if not result.enough:
+                log.warning(
+                    "%s: only %s MiB free on %s after %.1f s, %d MiB needed; loading anyway",
+                    model,
+                    result.free_mb,
+                    device,
+                    result.waited_s,
+                    need_mb,
+                )
+            elif result.waited_s > 0.05:
+                log.info(
+                    "%s: waited %.2f s for %s to free its memory", model, result.waited_s, device
+                )
+
+        return wait
+
     def build(self) -> None:
         """Create processes and arbiters; raises ConfigError before anything starts."""
         managed = self.config.managed()
@@ -198,6 +226,7 @@ class Host:
                 {n: managed[n].max_concurrency for n in names},
                 max_queue=self.config.host.max_queue,
                 on_swap=self._record_swap,
+                before_load=self._vram_gate(device_name, info.gpu_index),
             )
         for name, entry in self.config.models.items():
             if isinstance(entry, RemoteModel):
