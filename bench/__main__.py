@@ -1,8 +1,8 @@
 """`make bench`: run every benchmark and write docs/BENCHMARKS.md.
 
-python -m bench [--runs N] [--only NAME] [--output PATH]
+python -m bench [--runs N] [--only NAME...] [--output PATH]
 
-With --only, that benchmark's section of the output file is replaced and the others kept.
+With --only, those benchmarks' sections of the output file are replaced, the others kept.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import kv_slots, mcp, swap, tasks, validation, warm_pool
+from bench import kv_slots, lsp, mcp, swap, tasks, validation, warm_pool
 from bench.common import machine
 
 HEADER = """# Benchmarks
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "swap": ("Swaps and proxy overhead (issue 2)", swap),
     "tasks": ("Swap-minimising scheduling and the task store (issue 3)", tasks),
     "mcp": ("MCP round trips (issue 4)", mcp),
+    "lsp": ("LSP bridge latency (issue 5)", lsp),
     "validation": ("Validation overhead (issue 6)", validation),
     "kv_slots": ("KV slots across swaps (issue 7)", kv_slots),
     "warm_pool": ("Warm pool (issue 7)", warm_pool),
@@ -38,7 +39,9 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--runs", type=int, default=10, help="samples per measurement")
-    parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted(BENCHMARKS), help="run these benchmarks only"
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/BENCHMARKS.md"))
     args = parser.parse_args(argv)
     if args.runs < 2:
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="tierhost-bench-") as tmp:
         for name, (title, module) in BENCHMARKS.items():
-            if args.only in (None, name):
+            if args.only is None or name in args.only:
                 print(f"{name} benchmark ({args.runs} runs) …", flush=True)
                 workdir = Path(tmp) / name
                 workdir.mkdir()
