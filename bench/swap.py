@@ -11,6 +11,7 @@ proxy adds to a request that does not swap.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ from bench.common import (
 
 MODEL_ARGS = ["--ctx-size", "8192", "--parallel", "2", "--no-warmup", "--n-gpu-layers", "0"]
 FIRST_TOKEN_MAX = 4
+_prompts = itertools.count()
+
+
+def fresh_prompt() -> str:
+    """A new conversation each time, all of one length: every path prefills the same
+    tokens, and Tierhost has no saved KV slot to restore (bench.kv_slots measures that)."""
+    return f"Write one sentence about the sea, number {next(_prompts) % 1000:03d}."
+
+
 STREAM_TOKENS = 128
 
 
@@ -62,7 +72,7 @@ def measure_floor(runs: int, workdir: Path) -> tuple[list[float], list[float]]:
                 ["--model", str(demo_gguf()), *MODEL_ARGS], workdir / "floor.log"
             ) as server:
                 healthy.append(server.start_s)
-                stream_chat(client, server.url, "any", FIRST_TOKEN_MAX)
+                stream_chat(client, server.url, "any", FIRST_TOKEN_MAX, fresh_prompt())
                 first_token.append(time.perf_counter() - spawned)
     return healthy, first_token
 
@@ -99,8 +109,10 @@ def measure_router(runs: int, workdir: Path) -> tuple[list[float], list[float]]:
             stream_chat(client, url, "builder", FIRST_TOKEN_MAX)  # first load is not a swap
             for i in range(runs):
                 model = "architect" if i % 2 == 0 else "builder"
-                swapping.append(stream_chat(client, url, model, FIRST_TOKEN_MAX).first_token_s)
-                staying.append(stream_chat(client, url, model, FIRST_TOKEN_MAX).first_token_s)
+                timing = stream_chat(client, url, model, FIRST_TOKEN_MAX, fresh_prompt())
+                swapping.append(timing.first_token_s)
+                timing = stream_chat(client, url, model, FIRST_TOKEN_MAX, fresh_prompt())
+                staying.append(timing.first_token_s)
     finally:
         stop(process)
     return swapping, staying
@@ -119,7 +131,8 @@ def measure_tierhost(
         stream_chat(client, url, "builder-demo", FIRST_TOKEN_MAX)  # first load is not a swap
         for i in range(runs):
             model = "architect-demo" if i % 2 == 0 else "builder-demo"
-            swapping.append(stream_chat(client, url, model, FIRST_TOKEN_MAX).first_token_s)
+            timing = stream_chat(client, url, model, FIRST_TOKEN_MAX, fresh_prompt())
+            swapping.append(timing.first_token_s)
 
         status = client.get(f"{url}/api/status").json()
         resident = next(
