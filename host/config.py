@@ -80,6 +80,13 @@ class Device(_Strict):
 RESERVED_ARGS = frozenset({"--host", "--port", "-m", "--model"})
 
 
+def _refuse_reserved(args: list[str]) -> None:
+    """Tierhost sets the server's address and model file; args may not override them."""
+    clash = sorted(RESERVED_ARGS.intersection(args))
+    if clash:
+        raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
+
+
 class FallbackProfile(_Strict):
     """Another way to run the same model when a start fails (out of memory, say): a
     smaller quant, more experts on the CPU, a smaller context, a quantised KV cache."""
@@ -93,9 +100,7 @@ class FallbackProfile(_Strict):
     @field_validator("args")
     @classmethod
     def _no_reserved_args(cls, args: list[str] | None) -> list[str] | None:
-        clash = sorted(RESERVED_ARGS.intersection(args or []))
-        if clash:
-            raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
+        _refuse_reserved(args or [])
         return args
 
 
@@ -130,9 +135,7 @@ class ManagedModel(_Strict):
     @field_validator("args")
     @classmethod
     def _no_reserved_args(cls, args: list[str]) -> list[str]:
-        clash = sorted(RESERVED_ARGS.intersection(args))
-        if clash:
-            raise ValueError(f"{', '.join(clash)} is set by Tierhost; remove it from args")
+        _refuse_reserved(args)
         return args
 
 
@@ -273,7 +276,7 @@ class Config(_Strict):
                 raise ValueError(
                     f"tiers.{tier_name}.fallback_tier: unknown tier {tier.fallback_tier!r}"
                 )
-        known_types = set(self.routing) | set(DEFAULT_ROUTES) | set(self.task_types)
+        known_types = set(self.task_type_names())
         if self.tiers and self.big_tier not in self.tiers:
             raise ValueError(
                 f"big_tier: unknown tier {self.big_tier!r} (known: {known(self.tiers)})"
@@ -333,6 +336,10 @@ class Config(_Strict):
 
     def validation_default(self, task_type: str | None) -> ValidationPolicy:
         return self.validation.defaults.get(task_type or "", "none")
+
+    def task_type_names(self) -> list[str]:
+        """The built-in types, then those the routing table and `task_types` add."""
+        return list(dict.fromkeys([*DEFAULT_ROUTES, *self.routing, *self.task_types]))
 
     def managed(self) -> dict[str, ManagedModel]:
         return {n: m for n, m in self.models.items() if isinstance(m, ManagedModel)}

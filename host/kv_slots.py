@@ -165,8 +165,15 @@ class SlotKeeper:
         idle = [s for s in range(n_slots) if s not in self._busy]
         if not idle:
             return None
+        # Held conversations are stored canonical: canonicalise the request once, then
+        # each candidate is a plain prefix comparison.
+        wanted = canonical(messages)
+
+        def held_by(held: list[dict[str, Any]]) -> bool:
+            return 0 < len(held) <= len(wanted) and wanted[: len(held)] == held
+
         live_match = max(
-            (s for s in idle if s in self._live and continues(self._live[s].messages, messages)),
+            (s for s in idle if s in self._live and held_by(self._live[s].messages)),
             key=lambda s: len(self._live[s].messages),
             default=None,
         )
@@ -177,7 +184,7 @@ class SlotKeeper:
             (
                 r
                 for r in self.saved.values()
-                if r.fingerprint == self.fingerprint and continues(r.messages, messages)
+                if r.fingerprint == self.fingerprint and held_by(r.messages)
             ),
             key=lambda r: len(r.messages),
             default=None,

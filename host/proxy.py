@@ -11,6 +11,7 @@ frees the slot.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import time
@@ -55,7 +56,7 @@ class UpstreamStream(StreamingResponse):
         self._model = model
         self._log_hint = log_hint
         self._on_end = on_end
-        self._tail = b""
+        self._tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
         self._torn = False
         super().__init__(
             self._relay(),
@@ -69,7 +70,7 @@ class UpstreamStream(StreamingResponse):
         try:
             async for chunk in self._upstream.aiter_raw():
                 at_event_boundary = chunk.endswith(b"\n\n")
-                self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
+                self._tail.append(chunk)  # no copy per chunk: joined once at the end
                 yield chunk
         except httpx.TransportError as exc:
             self._torn = True
@@ -90,13 +91,14 @@ class UpstreamStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._upstream.aclose()
-            timings = None if self._torn else _timings_in_stream(self._tail)
+            timings = None if self._torn else _timings_in_stream(b"".join(self._tail))
             self._on_end(timings, timings is not None)
             self._lease.release()
 
 
-_TAIL_BYTES = 4096
-"""Enough of a stream's end to hold its last event, where llama-server puts `timings`."""
+_TAIL_CHUNKS = 16
+"""Enough of a stream's last chunks to hold its last event, where llama-server puts
+`timings` (that event and `[DONE]` usually come in one or two chunks)."""
 
 
 @dataclass

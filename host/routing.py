@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.config import DEFAULT_ROUTES, Config, ManagedModel
+from host.config import Config, ManagedModel
 from host.inference import InferenceRules, infer_type, resolve_tie
 
 FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
@@ -76,8 +76,7 @@ class RoutingSnapshot:
     models: Mapping[str, ModelView]
 
     def known_types(self) -> list[str]:
-        types = dict.fromkeys([*DEFAULT_ROUTES, *self.config.routing, *self.config.task_types])
-        return list(types)
+        return self.config.task_type_names()
 
 
 @dataclass(frozen=True)
@@ -394,7 +393,7 @@ def validate_routes(routes: Mapping[str, Any], config: Config) -> dict[str, str]
     """A routing table from a client or a file, checked: every type and tier must exist."""
     if not isinstance(routes, Mapping):
         raise RoutingError(422, "invalid_routes", "routes must be an object of type → tier")
-    known_types = list(dict.fromkeys([*DEFAULT_ROUTES, *config.routing, *config.task_types]))
+    known_types = config.task_type_names()
     table: dict[str, str] = {}
     for task_type, tier in routes.items():
         if task_type not in known_types:

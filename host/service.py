@@ -474,18 +474,6 @@ class Host:
     def known_names(self) -> list[str]:
         return sorted(self.config.models) + sorted(self.config.tiers)
 
-    def resolve(self, requested: str) -> str:
-        """A model or tier name → the model to use (a tier's first healthy model)."""
-        if requested in self.config.models:
-            return requested
-        tier = self.config.tiers.get(requested)
-        if tier is None:
-            raise UnknownModel(requested, self.known_names())
-        for name in tier.models:
-            if not self.recently_failed(name):
-                return name
-        return tier.models[0]
-
     def recently_failed(self, name: str) -> bool:
         process = self.processes.get(name)
         if process is None or process.state is not ModelState.FAILED:

@@ -86,6 +86,36 @@ def fake_args(
     return args
 
 
+def config_head(directory: Path, queue_timeout_s: float) -> tuple[str, Path]:
+    """The `[host]` and `[devices]` part of a test config that runs this fake (a 400 MiB
+    budget-only gpu0 and the cpu), and a placeholder GGUF for its models."""
+    gguf = directory / "fake.gguf"
+    gguf.write_bytes(b"GGUF")
+    head = (
+        f'[host]\nllama_server = "{write_wrapper(directory)}"\n'
+        f"queue_timeout_s = {queue_timeout_s}\nstop_grace_s = 5\n\n"
+        '[devices.gpu0]\nkind = "gpu"\nmemory_mb = 400\n\n[devices.cpu]\nkind = "cpu"\n'
+    )
+    return head, gguf
+
+
+def model_entry(
+    gguf: Path,
+    device: str,
+    memory_mb: int,
+    args: list[str],
+    *,
+    start_timeout_s: float = 10,
+    persistent: bool = False,
+) -> str:
+    """The keys of one `[models.NAME]` table that runs this fake."""
+    return (
+        f'gguf = "{gguf}"\ndevice = "{device}"\nmemory_mb = {memory_mb}\n'
+        f"args = {json.dumps(args)}\nstart_timeout_s = {start_timeout_s}\n"
+        f"persistent = {str(persistent).lower()}\n"
+    )
+
+
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 

@@ -23,7 +23,7 @@ import pytest
 
 from host.supervisor import write_pid_file
 from tests.conftest import Daemon, alive, free_port, start_daemon, wait_until_gone
-from tests.host.fake_llama_server import fake_args, write_wrapper
+from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
 BOUND_S = 30.0
 """The longest any one request or wait of these tests may take."""
@@ -32,29 +32,13 @@ CHAT = [{"role": "user", "content": "Say hello."}]
 
 def config_text(tmp_path: Path) -> str:
     """Models like the demo's, one per fault, on a budget device gpu0 and the cpu."""
-    wrapper = write_wrapper(tmp_path)
-    gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(b"GGUF")
+    head, gguf = config_head(tmp_path, BOUND_S)
 
     def model(device: str, memory_mb: int, args: list[str], start_timeout_s: float = 10) -> str:
-        return (
-            f'gguf = "{gguf}"\ndevice = "{device}"\nmemory_mb = {memory_mb}\n'
-            f"args = {json.dumps(args)}\nstart_timeout_s = {start_timeout_s}\n"
-        )
+        return model_entry(gguf, device, memory_mb, args, start_timeout_s=start_timeout_s)
 
     return f"""
-[host]
-llama_server = "{wrapper}"
-queue_timeout_s = {BOUND_S}
-stop_grace_s = 5
-
-[devices.gpu0]
-kind = "gpu"
-memory_mb = 400
-
-[devices.cpu]
-kind = "cpu"
-
+{head}
 [models.crashy]
 {model("gpu0", 300, fake_args("crash-mid-stream", tmp_path / "crashy.state"))}
 [models.stuck]

@@ -19,7 +19,7 @@ import pytest
 
 from host.store import Store
 from tests.conftest import Daemon, start_daemon, wait_for_models
-from tests.host.fake_llama_server import fake_args, write_wrapper
+from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
 BOUND_S = 30.0
 TERMINAL = {"done", "failed", "cancelled"}
@@ -71,9 +71,7 @@ def start_fakes(
     max_retries: int = 3,
     validator_mode: str = "ok",
 ) -> Fakes:
-    wrapper = write_wrapper(tmp_path)
-    gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(b"GGUF")
+    head, gguf = config_head(tmp_path, BOUND_S)
     for name, replies in (("coder", builder), ("judge", validator)):
         (tmp_path / f"{name}.json").write_text(json.dumps(replies))
 
@@ -82,25 +80,10 @@ def start_fakes(
         args = fake_args(
             mode, script=tmp_path / f"{name}.json", request_log=tmp_path / f"{name}.log"
         )
-        return (
-            f'gguf = "{gguf}"\ndevice = "{device}"\nmemory_mb = 100\n'
-            f"args = {json.dumps(args)}\nstart_timeout_s = 10\n"
-            f"persistent = {str(persistent).lower()}\n"
-        )
+        return model_entry(gguf, device, 100, args, persistent=persistent)
 
     config = f"""
-[host]
-llama_server = "{wrapper}"
-queue_timeout_s = {BOUND_S}
-stop_grace_s = 5
-
-[devices.gpu0]
-kind = "gpu"
-memory_mb = 400
-
-[devices.cpu]
-kind = "cpu"
-
+{head}
 [models.coder]
 {model("coder", "gpu0", False)}
 [models.judge]

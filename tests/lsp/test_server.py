@@ -20,8 +20,9 @@ from tests.lsp.conftest import SOURCE, WAIT_S, Editor, wait_until
 
 pytestmark = pytest.mark.real
 
-TODO = {"start": {"line": 5, "character": 0}, "end": {"line": 8, "character": 0}}
-"""`def mean(values):` … `pass`: the selection an editor sends (0-based, end exclusive)."""
+MEAN_STUB = {"start": {"line": 5, "character": 0}, "end": {"line": 8, "character": 0}}
+"""The unfinished `def mean(values):` … `pass` in SOURCE: the selection an editor sends
+(0-based, end exclusive) when it asks for the function to be written."""
 
 SMALL = {"maxTokens": 12, "temperature": 0, "seed": 1}
 
@@ -83,7 +84,7 @@ async def test_initialize_advertises_commands_and_code_actions(editor: Editor) -
 
 
 async def test_code_actions_on_a_selection(editor: Editor) -> None:
-    selection = as_range(TODO)
+    selection = as_range(MEAN_STUB)
     params = types.CodeActionParams(
         text_document=types.TextDocumentIdentifier(uri=editor.uri),
         range=selection,
@@ -111,7 +112,7 @@ async def test_code_actions_on_a_selection(editor: Editor) -> None:
 
 
 async def test_plan_reports_progress_and_opens_markdown(editor: Editor, lsp_daemon: Daemon) -> None:
-    reply = await editor.command("tierhost.plan", editor.uri, TODO, SMALL)
+    reply = await editor.command("tierhost.plan", editor.uri, MEAN_STUB, SMALL)
 
     assert reply["status"] == "done", reply
     assert reply["tier"] == "architect"
@@ -139,7 +140,7 @@ async def test_plan_reports_progress_and_opens_markdown(editor: Editor, lsp_daem
 async def test_implement_offers_a_workspace_edit(editor: Editor, lsp_daemon: Daemon) -> None:
     # no validator pass: this test is about the edit, whatever SmolLM2 writes in 12 tokens
     options = {**SMALL, "validation": "none"}
-    reply = await editor.command("tierhost.implement", editor.uri, TODO, options)
+    reply = await editor.command("tierhost.implement", editor.uri, MEAN_STUB, options)
 
     assert reply["status"] == "done", reply
     assert reply["tier"] == "builder"
@@ -156,7 +157,7 @@ async def test_implement_offers_a_workspace_edit(editor: Editor, lsp_daemon: Dae
     (edit,) = change.edits
     assert isinstance(edit, types.TextEdit)
     if reply["origin"] == "code block":
-        assert edit.range == as_range(TODO)
+        assert edit.range == as_range(MEAN_STUB)
         assert edit.new_text.endswith("\n")  # whole lines selected: the next line stays put
     new_text = diff.apply(SOURCE, [edit])
     assert new_text.startswith("def add(a, b):")  # the code outside the selection is kept
@@ -170,7 +171,7 @@ async def test_progress_cancel_cancels_the_task_in_the_host(
     flight when the user presses cancel, whatever the machine's speed."""
     await editor.command("tierhost.setMode", "builder", "gpu0")
     try:
-        running = asyncio.create_task(editor.command("tierhost.plan", editor.uri, TODO, SMALL))
+        running = asyncio.create_task(editor.command("tierhost.plan", editor.uri, MEAN_STUB, SMALL))
 
         def held_token() -> Any:
             for token, reports in editor.client.progress_reports.items():
@@ -313,7 +314,7 @@ async def test_bad_arguments_are_invalid_params_with_a_clear_message(
 
 async def test_findings_are_published_as_diagnostics(editor: Editor, lsp_daemon: Daemon) -> None:
     options = {**SMALL, "maxTokens": 48, "validation": "final"}
-    reply = await editor.command("tierhost.implement", editor.uri, TODO, options)
+    reply = await editor.command("tierhost.implement", editor.uri, MEAN_STUB, options)
     task = host_task(lsp_daemon, reply["taskId"])
     assert "findings" in task, "the host sent no findings field"
     await wait_until(lambda: editor.uri in editor.client.diagnostics, "published diagnostics")
