@@ -7,10 +7,18 @@ winning type's strongest rule is reported. When the top scores tie (or nothing f
 no type is chosen here: the caller may ask an optional classifier model and then calls
 `resolve_tie()`, which accepts the classifier's answer only if it is one of the tied
 types, else falls back to the configured default type. An LLM alone never decides.
+
+Routing runs on every request, on the event loop, so the rules must cost the same for a
+hostile prompt as for a polite one: they read only the head and the tail of a prompt
+(`SCAN_HEAD_CHARS` + `SCAN_TAIL_CHARS`: what a prompt asks for is said at its start or
+its end, the middle is material), every pattern is linear (line-start patterns skip only
+spaces and tabs, never newlines, so blank lines cannot make them quadratic), and a
+keyword is looked for with a substring test before its word-boundary pattern runs.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,10 +189,15 @@ KEYWORD_WEIGHT = 1.0
 CODE_WEIGHT = 2.0
 FILE_WEIGHT = 2.0
 
-_FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
+SCAN_HEAD_CHARS = 12_288
+SCAN_TAIL_CHARS = 4_096
+
+# `[ \t]*`, not `\s*`: under MULTILINE `^\s*` at each of n blank lines runs over all the
+# blank lines after it, which is quadratic in n (48 KB of newlines took 22 s).
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.MULTILINE)
 _CODE_LINE = re.compile(
-    r"^\s*(def |class |import |from \w+ import |function |const |let |fn |func |#include|"
-    r"public (static )?\w+|return\b.*;$)",
+    r"^[ \t]*(def |class |import |from \w+ import |function |const |let |fn |func |#include|"
+    r"public (static )?\w+|return\b[^\n]*;$)",
     re.MULTILINE,
 )
 
@@ -231,12 +244,26 @@ def _file_kind(path: str, rules: InferenceRules) -> str | None:
     return rules.file_kinds.get(pure.suffix.lower())
 
 
+def scanned_part(prompt: str) -> str:
+    """What the rules read of a prompt: all of it when short, else its head and tail."""
+    if len(prompt) <= SCAN_HEAD_CHARS + SCAN_TAIL_CHARS:
+        return prompt
+    return prompt[:SCAN_HEAD_CHARS] + "\n" + prompt[-SCAN_TAIL_CHARS:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _keyword_pattern(word: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])")
+
+
 def infer_type(prompt: str, context_files: Sequence[str], rules: InferenceRules) -> Inference:
     scores: dict[str, _Score] = {}
+    prompt = scanned_part(prompt)
     lowered = prompt.lower()
     for task_type, words in rules.keywords.items():
         for word in words:
-            if re.search(rf"(?<![\w-]){re.escape(word.lower())}(?![\w-])", lowered):
+            key = word.lower()
+            if key in lowered and _keyword_pattern(key).search(lowered):
                 scores.setdefault(task_type, _Score()).add(
                     KEYWORD_WEIGHT, f"keyword '{word}' → {task_type}"
                 )

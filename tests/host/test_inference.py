@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host.inference import InferenceRules, infer_type, resolve_tie
+from host.inference import (
+    SCAN_HEAD_CHARS,
+    SCAN_TAIL_CHARS,
+    InferenceRules,
+    infer_type,
+    resolve_tie,
+    scanned_part,
+)
 
 RULES = InferenceRules()
 
@@ -98,3 +105,34 @@ def test_inference_always_explains_itself(prompt: str, files: list[str]) -> None
     settled = resolve_tie(result, None, "planning")
     assert settled.type is not None
     assert settled.rule
+
+
+def test_the_rules_read_the_head_and_the_tail_of_a_long_prompt() -> None:
+    filler = "lorem ipsum " * 10_000
+    assert infer_type("Reply to this email. " + filler, [], RULES).type == "email"
+    assert infer_type(filler + " Put it on my calendar.", [], RULES).type == "admin"
+    assert infer_type(filler[:60_000] + " deploy " + filler[:60_000], [], RULES).type is None
+    assert len(scanned_part(filler)) == SCAN_HEAD_CHARS + SCAN_TAIL_CHARS + 1
+    assert scanned_part("short") == "short"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "\n" * 1_000_000,  # was quadratic: 48 KB of these froze the host for 22 s
+        " \n" * 500_000,
+        "\n\t \n" * 250_000 + "```",
+        "return " + "x" * 1_000_000,
+        "x" * 10_000_000,
+    ],
+)
+def test_hostile_prompts_are_inferred_in_linear_time(prompt: str) -> None:
+    """A liveness bound, not a speed target (bench/ measures speed): each of these took
+    seconds to minutes when the line-start patterns could run over newlines."""
+    assert infer_type(prompt, [], RULES).rule
+
+
+def test_line_start_patterns_still_allow_indentation() -> None:
+    assert infer_type("Why?\n\t  def f(x):\n", [], RULES).type == "implementation"
+    assert infer_type("See:\n   ```\nx\n```", [], RULES).type == "implementation"
