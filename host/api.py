@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from host.errors import ApiError, read_model
+from host.errors import ApiError, query_int, read_model
 from host.modes import ModeError
 from host.service import Host
 
@@ -41,11 +41,9 @@ async def metrics(request: Request) -> Response:
 
 async def swaps(request: Request) -> Response:
     host = _host(request)
-    raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10000:
-        raise ApiError(400, "invalid_request", f"limit must be 1..10000, not {raw_limit!r}")
+    limit = query_int(request, "limit", default=100, low=1, high=10000)
     assert host.store is not None
-    rows = await host.store.swaps(int(raw_limit))
+    rows = await host.store.swaps(limit)
     return JSONResponse({"swaps": [row.as_json() for row in rows]})
 
 

@@ -7,6 +7,7 @@ user changes what runs where without touching code. The packaged demo config
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -57,12 +58,40 @@ class HostSettings(_Strict):
     queue_timeout_s: float = Field(600.0, gt=0)
     """How long a request may wait for its model before it gets 503."""
     stop_grace_s: float = Field(10.0, gt=0)
-    """Seconds between SIGTERM and SIGKILL when stopping a model server."""
+    """Seconds between SIGTERM and SIGKILL when stopping a model server, and the bound on
+    the daemon's own stop: requests in flight get half of it to finish, then end with an
+    error (uvicorn's graceful shutdown is capped at three quarters)."""
     slot_disk_mb: int = Field(4096, ge=0)
     """Disk kept per model for KV slots saved across swaps (least recently saved go first)."""
     warm_pool_mb: int | None = Field(None, ge=0)
     """Page cache kept warm with the GGUFs of the models likely needed next; omitted means
     a quarter of the RAM available at start, 0 turns the warm pool off."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Extra names (or addresses) clients may use in `Host` to reach the daemon, e.g. the
+    name a reverse proxy forwards; the bind address and the box's own names always are."""
+    max_body_mb: int = Field(8, ge=1, le=1024)
+    """The largest request body accepted (413 above it)."""
+    max_json_depth: int = Field(64, ge=2, le=256)
+    """How deeply a JSON body may nest arrays and objects (400 beyond it)."""
+    max_int_digits: int = Field(100, ge=1, le=4300)
+    """The most digits a JSON integer may have (400 beyond it)."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        """Names as a Host header carries them: no scheme, port or path."""
+        cleaned = []
+        for name in names:
+            bare = name.strip().strip("[]").rstrip(".").lower()
+            if not bare or not all(c.isascii() and (c.isalnum() or c in "-._:") for c in bare):
+                raise ValueError(f"{name!r} is not a host name or address (no scheme or port)")
+            if ":" in bare:
+                try:
+                    ipaddress.IPv6Address(bare)
+                except ValueError:
+                    raise ValueError(f"{name!r}: give the name without a port") from None
+            cleaned.append(bare)
+        return cleaned
 
 
 class Device(_Strict):
@@ -169,7 +198,8 @@ class Tier(_Strict):
     models: list[str] = Field(min_length=1)
     fallback_tier: str | None = None
     max_prompt_tokens: int | None = Field(None, gt=0)
-    """Prompts estimated above this go to a candidate with room (fallback), or get 413."""
+    """Prompts above this go to a candidate with room (fallback), or get a 400
+    `context_length_exceeded`."""
 
 
 class SchedulerSettings(_Strict):

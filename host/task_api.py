@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from host.errors import ApiError, read_model
+from host.errors import ApiError, query_int, query_text, read_model, shorten
 from host.routing import RoutingError
 from host.service import Host
 from host.store import UnknownTask
@@ -68,15 +68,13 @@ async def submit(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    status = request.query_params.get("status")
+    status = query_text(request, "status")
     if status is not None and status not in {s.value for s in TaskStatus}:
         valid = ", ".join(s.value for s in TaskStatus)
-        raise ApiError(422, "invalid_request", f"unknown status {status!r}; one of: {valid}")
-    raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 10000:
-        raise ApiError(422, "invalid_request", f"limit must be 1..10000, not {raw_limit!r}")
+        raise ApiError(422, "invalid_request", f"unknown status {shorten(status)}; one of: {valid}")
+    limit = query_int(request, "limit", default=100, low=1, high=10000)
     tasks = await _host(request).list_tasks(
-        status=status, type=request.query_params.get("type"), limit=int(raw_limit)
+        status=status, type=query_text(request, "type"), limit=limit
     )
     return JSONResponse({"tasks": tasks})
 

@@ -1,11 +1,15 @@
 """The daemon's `/mcp` endpoint: the same MCP server over streamable HTTP.
 
-Mounted inside the daemon's own Starlette app, behind its RequestGuard (Host and
-Origin checks against DNS rebinding). The tools reach the daemon's API over loopback
-HTTP with the same `HostClient` the stdio server uses: one code path for both
-transports. When the daemon listens beyond loopback, every `/mcp` request, reads
-included, needs the bearer token: an MCP session can change the GPU mode and the
-routing table, and even its GET stream carries task results.
+Mounted inside the daemon's own Starlette app, behind its RequestGuard: the same
+Host, Origin, Content-Type and body-size rules as every other route, so the SDK's own
+DNS-rebinding list (loopback names only) is switched off rather than kept as a second
+list that would refuse the names `host.allowed_hosts` adds. The tools reach the
+daemon's API over loopback HTTP with the same `HostClient` the stdio server uses: one
+code path for both transports. When the daemon listens beyond loopback, every `/mcp`
+request, reads included, needs the bearer token: an MCP session can change the GPU mode
+and the routing table, and even its GET stream carries task results. The guard asks
+for it already; `BearerRequired` asks again here, with the same rules, so `/mcp` stays
+closed even if it is ever mounted without the guard.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import contextlib
 import ipaddress
 from collections.abc import AsyncIterator
 
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from host.auth import token_matches
+from host.auth import bearer_value, token_matches
 from host.errors import error_response
 from mcp_server.server import build_server
 
@@ -41,7 +46,8 @@ def loopback_url(bind_host: str, port: int) -> str:
 
 
 class BearerRequired:
-    """Refuses every request without `Authorization: Bearer <token>` (constant-time)."""
+    """Refuses every request without `Authorization: Bearer <token>`: exact, constant-time
+    (host.auth), one Authorization header only."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -49,11 +55,8 @@ class BearerRequired:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            auth = ""
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    auth = value.decode("latin-1")
-            presented = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            values = [v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"]
+            presented = bearer_value(values[0]) if len(values) == 1 else None
             if not token_matches(presented, self.token):
                 refusal = error_response(
                     401,
@@ -70,11 +73,19 @@ class BearerRequired:
 class McpEndpoint:
     """The `/mcp` route plus the session manager the app's lifespan must run."""
 
-    def __init__(self, bind_host: str, port: int, token: str | None) -> None:
-        self.server = build_server(loopback_url(bind_host, port), token=token)
+    def __init__(
+        self, bind_host: str, port: int, token: str | None, *, max_body_bytes: int = 8 << 20
+    ) -> None:
+        # `""`, not None: the daemon's own tools send the daemon's token or none, never
+        # a token file that the daemon's environment happens to point at.
+        self.server = build_server(loopback_url(bind_host, port), token=token or "")
         # Built for its side effect: it creates the session manager that handles /mcp.
-        # `host` switches the SDK's own DNS-rebinding check on for loopback binds.
-        sub_app = self.server.streamable_http_app(streamable_http_path=PATH, host=bind_host)
+        sub_app = self.server.streamable_http_app(
+            streamable_http_path=PATH,
+            host=bind_host,
+            max_request_body_size=max_body_bytes,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
         endpoint: ASGIApp = next(
             r.app for r in sub_app.routes if isinstance(r, Route) and r.path == PATH
         )
