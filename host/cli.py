@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from host import cli_fit, cli_lsp, cli_mcp, cli_tasks, cli_top
-from host.client import HostClient, HostError, HostUnreachable
+from host.client import HostClient, HostError, HostUnreachable, TokenError
 from host.config import Config, ConfigError, load_config
 from host.paths import data_dir
 
@@ -34,8 +35,14 @@ def _apply_overrides(config: Config, host: str | None, port: int | None) -> Conf
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import contextlib
+    import math
+    import socket
+    from types import FrameType
+
     import uvicorn
 
+    from host import proxy
     from host.app import create_app
     from host.service import Host
 
@@ -55,7 +62,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
+    grace_s = config.host.stop_grace_s
+    stopping = proxy.shutdown_of(app)
+
+    class BoundedServer(uvicorn.Server):
+        """uvicorn's server, stopped within `host.stop_grace_s` whatever is in flight.
+
+        At the first SIGTERM or SIGINT, proxied requests get half the grace to finish and
+        then end with an error (proxy.Shutdown); anything else still running (an event
+        stream, an MCP wait) is cancelled at three quarters. The lifespan shutdown
+        (host.close(), which stops the model servers) always runs after: a second signal
+        ends the requests at once instead of skipping it, as uvicorn's force exit would.
+        """
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+            with contextlib.suppress(RuntimeError):  # no loop running: nothing in flight
+                asyncio.get_running_loop().call_soon_threadsafe(stopping.begin, 0.0)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            stopping.begin(grace_s / 2)
+            await super().shutdown(sockets)
+
+    server = BoundedServer(
         uvicorn.Config(
             app,
             host=config.host.host,
@@ -63,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             lifespan="on",
+            timeout_graceful_shutdown=math.ceil(grace_s * 3 / 4),
         )
     )
     server.run()
@@ -187,7 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+EXIT_CLOSED_PIPE = 141
+"""What a command whose reader went away (`tierhost tasks | head -1`) exits with: 128 +
+SIGPIPE, as the shell reports for a C tool that SIGPIPE ended, so a script under
+`set -o pipefail` can tell a cut-short listing from a failure (1) or a bad config (2)."""
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
@@ -195,11 +237,25 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tierhost: {exc}", file=sys.stderr)
         return 2
-    except (HostUnreachable, HostError) as exc:
-        print(f"tierhost: {exc}", file=sys.stderr)
+    except (HostUnreachable, HostError, TokenError) as exc:
+        print(f"tierhost: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; quietly stop when stdout's reader has gone (the Python docs'
+    recipe: point stdout at /dev/null so the flush at exit cannot raise again)."""
+    try:
+        try:
+            return _run_command(argv)
+        finally:  # output still buffered would otherwise fail at exit, loudly
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ Evaluated in this order, each step that applies adding a reason a person can aud
 4. mode gate — a device in gaming mode takes no work unless forced (the work fails soft
    to its CPU or remote fallbacks, or waits when there are none); a device pinned to
    another tier makes the work wait for its own model (`wait_reason`);
-5. size — the estimated prompt tokens against each candidate's context window and its
-   tier's threshold; too big → the next candidate with room, or a 413;
+5. size — the prompt's tokens (counted by the model's own tokenizer when the shell could,
+   else estimated from its length) against each candidate's context window and its tier's
+   threshold; too big → the next candidate with room, or a 400 `context_length_exceeded`
+   (OpenAI's code, which clients read as "shorten the prompt", not "retry");
 6. health — a model that failed recently, or a remote that is not reachable, is skipped
    in favour of the tier's next model, then the fallback tier.
 
@@ -34,7 +36,7 @@ FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
 
 
 class RoutingError(Exception):
-    """A request that cannot be routed; `status` says whose fault (422, 413, 503)."""
+    """A request that cannot be routed; `status` says whose fault (422, 400, 503)."""
 
     def __init__(self, status: int, kind: str, message: str, reasons: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -55,6 +57,9 @@ class RouteRequest:
     context_files: tuple[str, ...] = ()
     classifier_answer: str | None = None
     """Set by the shell after asking the classifier model to break a tie."""
+    prompt_tokens: int | None = None
+    """The prompt's tokens as counted by a model's own tokenizer, set by the shell when it
+    could ask one (a resident llama-server's `/tokenize`); None: estimated from its length."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,65 @@ class Decision:
         }
 
 
+TYPICAL_CHARS_PER_TOKEN = 4
+"""English prose and code average 3 to 5 characters a token with the usual BPE
+vocabularies (SmolLM2's: 3.2 to 3.8 on this project's docs and code)."""
+
+MOST_CHARS_PER_TOKEN = 16
+"""More than any text but a degenerate one packs into a token. A token is at most about
+one word with its space: measured with SmolLM2's tokenizer, docs and code take 3.2 to
+3.8 characters a token, a config file 2.6, a random run of long common words 11.4
+(each one token); only runs of one character go beyond (64 for spaces), and those the
+model's own tokenizer counts when it is resident."""
+
+
 def estimate_tokens(text: str) -> int:
-    """About four characters a token for English and code: cheap and deterministic."""
-    return math.ceil(len(text) / 4)
+    """The likely token count: four characters a token, cheap and deterministic. Used to
+    prefer a candidate that surely has room, never on its own to refuse a prompt."""
+    return math.ceil(len(text) / TYPICAL_CHARS_PER_TOKEN)
+
+
+def fewest_tokens(text: str) -> int:
+    """A count the prompt is all but sure to reach: sixteen characters a token.
+
+    Refusing on the likely count refused prompts that fit (a 3,431-token prompt of over
+    16,384 characters for a 4,096-token window: 4.8 characters a token). A refusal is
+    final for the client, while a prompt let through that does not fit costs at most a
+    model load and is then refused by llama-server itself, with the same error. So an
+    estimate refuses only what even this count puts over every window: for a 4,096-token
+    window, over 65,536 characters, the gross cases (a whole log pasted into a small
+    model). Everything in between is for the model's tokenizer to count (see
+    `RouteRequest.prompt_tokens`) or for the model to refuse.
+    """
+    return math.ceil(len(text) / MOST_CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class PromptSize:
+    """What the size step knows of a prompt: the likely count and the count it surely
+    reaches (both the tokenizer's count when `counted`)."""
+
+    likely: int
+    fewest: int
+    counted: bool
+
+    @classmethod
+    def of(cls, prompt: str, counted: int | None) -> PromptSize:
+        if counted is not None:
+            return cls(counted, counted, True)
+        return cls(estimate_tokens(prompt), fewest_tokens(prompt), False)
+
+
+def context_length_message(largest: int, size: PromptSize, considered: Sequence[str]) -> str:
+    """OpenAI's wording, which client libraries match to recognise the error (LiteLLM's
+    ContextWindowExceededError looks for "maximum context length")."""
+    resulted = f"{size.likely}" if size.counted else f"at least {size.fewest}"
+    detail = "" if size.counted else f" (about {size.likely}, estimated from their length)"
+    return (
+        f"This model's maximum context length is {largest} tokens. However, your messages "
+        f"resulted in {resulted} tokens{detail}. Please reduce the length of the messages. "
+        f"(the largest context window among {', '.join(considered)})"
+    )
 
 
 def context_window_of(model: ManagedModel) -> int | None:
@@ -157,9 +218,40 @@ def snapshot_from_config(
     return RoutingSnapshot(config, dict(routes or config.routing), dict(modes or {}), views)
 
 
+_TAG = "#force_big"
+_TAGS_CUT_BY_INDEX = 32
+
+
 def strip_force_big(prompt: str) -> tuple[str, bool]:
-    stripped, count = FORCE_BIG_TAG.subn("", prompt)
-    return (stripped.strip() if count else prompt), count > 0
+    """The prompt without its `#force_big` tags, and whether it had one.
+
+    Every request's prompt passes here, up to the body limit: the tag is looked for with
+    `str` searches (C speed, linear whatever the text), and a few tags are cut out by
+    index. The regex (linear too, but many times slower per character) runs only for a
+    prompt full of tags, or one where lowercasing changes the length so indexes would
+    not line up.
+    """
+    lowered = prompt.lower()
+    found = lowered.count(_TAG)
+    if not found:
+        return prompt, False
+    if found > _TAGS_CUT_BY_INDEX or len(lowered) != len(prompt):
+        stripped, count = FORCE_BIG_TAG.subn("", prompt)
+        return (stripped.strip() if count else prompt), count > 0
+    pieces: list[str] = []
+    kept_from = 0
+    at = lowered.find(_TAG)
+    while at != -1:
+        end = at + len(_TAG)
+        after = lowered[end : end + 1]
+        if (at == 0 or lowered[at - 1].isspace()) and not (after.isalnum() or after == "_"):
+            pieces.append(prompt[kept_from:at])
+            kept_from = end + 1 if after in (" ", "\t") else end
+        at = lowered.find(_TAG, end)
+    if not pieces:
+        return prompt, False
+    pieces.append(prompt[kept_from:])
+    return "".join(pieces).strip(), True
 
 
 def _tier_chain(config: Config, tier: str) -> list[str]:
@@ -196,7 +288,7 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
     prompt, tagged = strip_force_big(request.prompt)
     requested = request.model if request.model not in (None, "auto", "big") else None
     force_big = request.force_big or tagged or request.model == "big"
-    tokens = estimate_tokens(prompt)
+    tokens = PromptSize.of(prompt, request.prompt_tokens)
 
     # 1. override
     explicit_model: str | None = None
@@ -279,13 +371,14 @@ def _choose(
     task_type: str,
     tier: str,
     prompt: str,
-    tokens: int,
+    tokens: PromptSize,
     force_big: bool,
 ) -> Decision:
     config = snap.config
     held: list[tuple[str, str]] = []
     waits: dict[str, str] = {}
     fitting: list[str] = []
+    may_fit: list[str] = []
     too_small: list[tuple[str, int]] = []
 
     # 4. mode gate
@@ -318,20 +411,29 @@ def _choose(
         limits = [v for v in (snap.models[name].context_window, threshold) if v is not None]
         return min(limits) if limits else None
 
+    approx = "" if tokens.counted else "~"
     for name in passed:
         limit = limit_of(name)
-        if limit is not None and tokens > limit:
-            too_small.append((name, limit))
-            reasons.append(f"size: ~{tokens} tokens is over {name}'s {limit}")
-        else:
+        if limit is None or tokens.likely <= limit:
             fitting.append(name)
+        elif tokens.fewest <= limit:
+            may_fit.append(name)
+            reasons.append(
+                f"size: ~{tokens.likely} tokens may be over {name}'s {limit} "
+                f"(estimated; at least {tokens.fewest})"
+            )
+        else:
+            too_small.append((name, limit))
+            reasons.append(f"size: {approx}{tokens.likely} tokens is over {name}'s {limit}")
+    if may_fit and not fitting:
+        reasons.append(f"size: no candidate surely has room; trying {', '.join(may_fit)}")
+    fitting += may_fit  # a sure fit first; the model itself refuses a prompt that is too long
     if not fitting:
         largest = max(limit for _, limit in too_small)
         raise RoutingError(
-            413,
-            "prompt_too_large",
-            f"the prompt is about {tokens} tokens; the largest context among "
-            f"{', '.join(n for n, _ in too_small)} is {largest}",
+            400,
+            "context_length_exceeded",
+            context_length_message(largest, tokens, [n for n, _ in too_small]),
             reasons,
         )
 
@@ -351,7 +453,7 @@ def _choose(
         for n, _ in held
         if n not in fitting
         and not snap.models[n].failed_recently
-        and ((limit := limit_of(n)) is None or tokens <= limit)
+        and ((limit := limit_of(n)) is None or tokens.fewest <= limit)
     ]
     if healthy:
         chosen = healthy[0]
@@ -377,7 +479,7 @@ def _choose(
         prompt=prompt,
         force_big=force_big,
         wait_reason=wait_reason,
-        estimated_tokens=tokens,
+        estimated_tokens=tokens.likely,
         candidates=tuple(candidates),
     )
 

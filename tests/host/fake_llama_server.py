@@ -7,7 +7,8 @@ ignores the arguments it does not know, and behaves as `--fake-mode MODE` says:
   `/v1/chat/completions` and `/v1/completions` answer in OpenAI format, streamed as
   SSE (chunked, like llama-server) or as one JSON body.
 - `crash-mid-stream`: like `ok`, but a streaming request gets a few SSE chunks and then
-  the process dies with `os._exit(1)`.
+  the process dies with `os._exit(1)`. Here `max_tokens` is honoured, so a request with
+  `max_tokens` under 3 ends before the crash (a test makes the server resident with it).
 - `never-ready`: `/health` stays 503 forever.
 - `exit-at-start`: prints `error: failed to load model '<path>'` to stderr, exits 1.
 - `oom-at-start`: prints a CUDA out-of-memory line to stderr, exits 1.
@@ -211,6 +212,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         chat = self.path == "/v1/chat/completions"
         words = self.server.next_reply(body)
+        limit = body.get("max_tokens")
+        if self.server.mode == "crash-mid-stream" and isinstance(limit, int):
+            words = words[:limit]
         if body.get("stream"):
             self.stream(chat, words)
         else:

@@ -103,7 +103,12 @@ def daemon(tmp_path: Path, daemon_factory: list[Daemon]) -> Daemon:
 def test_a_crash_mid_stream_ends_the_stream_with_an_error_and_the_next_request_restarts(
     daemon: Daemon,
 ) -> None:
-    assert chat(daemon, "crashy").status_code == 200  # resident; it crashes on a stream
+    # Resident first: two words end before the fake's crash, which comes at the third.
+    with daemon.client(timeout=BOUND_S) as client:
+        warm = client.post(
+            "/v1/chat/completions", json={"model": "crashy", "messages": CHAT, "max_tokens": 2}
+        )
+    assert warm.status_code == 200, warm.text
     crashed_pid = model_status(daemon, "crashy")["pid"]
     assert crashed_pid in daemon.note_children()
     events: list[str] = []

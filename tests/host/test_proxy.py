@@ -244,8 +244,9 @@ def test_a_client_that_leaves_mid_stream_frees_the_upstream_slot(demo_daemon: Da
 def test_bad_requests_get_json_errors(
     demo_daemon: Daemon, method: str, path: str, content: bytes | None, status: int, kind: str
 ) -> None:
+    headers = {"content-type": "application/json"} if content is not None else {}
     with demo_daemon.client() as http:
-        response = http.request(method, path, content=content)
+        response = http.request(method, path, content=content, headers=headers)
     assert response.status_code == status
     error = response.json()["error"]
     assert error["type"] == kind and error["message"]
@@ -264,4 +265,41 @@ def test_dns_rebinding_is_refused(demo_daemon: Daemon) -> None:
         assert http.get("/api/status", headers={"Host": "evil.example:8788"}).status_code == 421
         cross = http.get("/api/status", headers={"Origin": "http://evil.example"})
         assert cross.status_code == 403
-        assert http.get("/api/status", headers={"Origin": "http://localhost:3000"}).is_success
+        assert http.get("/api/status", headers={"Origin": demo_daemon.url}).is_success
+
+
+PLAIN_BODIES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/chat/completions", {"messages": CHAT}),
+    ("/v1/chat/completions", {"messages": CHAT, "n": 2}),
+    ("/v1/chat/completions", {"messages": CHAT, "logprobs": True, "top_logprobs": 2}),
+    ("/v1/completions", {"prompt": "The capital of France is"}),
+    ("/v1/completions", {"prompt": ["The sky is", "Grass is"]}),
+]
+
+
+def test_a_plain_answer_is_what_llama_server_itself_answers(demo_daemon: Daemon) -> None:
+    # The proxy asks a managed model for a stream (so that a client leaving can stop it)
+    # and puts the plain answer back together: compare with llama-server's own, greedy.
+    port = model_status(demo_daemon, "operator-demo")["port"]
+    with demo_daemon.client() as http:
+        for path, body in PLAIN_BODIES:
+            request = {**body, "max_tokens": 6, "temperature": 0}
+            ours = http.post(path, json={"model": "operator-demo", **request})
+            theirs = httpx.post(f"http://127.0.0.1:{port}{path}", json=request, timeout=60)
+            assert ours.status_code == theirs.status_code == 200, (body, ours.text)
+            assert ours.headers["content-type"].startswith("application/json")
+            mine, native = ours.json(), theirs.json()
+            assert set(mine) == set(native), body
+            assert mine["object"] == native["object"]
+            assert len(mine["choices"]) == len(native["choices"])
+            for got, want in zip(mine["choices"], native["choices"], strict=True):
+                assert set(got) == set(want), body
+                assert got["finish_reason"] == want["finish_reason"]
+                if "message" in want:
+                    assert got["message"]["content"] == want["message"]["content"]
+                    assert got["message"]["role"] == want["message"]["role"]
+                else:
+                    assert got["text"] == want["text"]
+                if want.get("logprobs"):
+                    assert len(got["logprobs"]["content"]) == len(want["logprobs"]["content"])
+            assert mine["usage"]["completion_tokens"] == native["usage"]["completion_tokens"]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from host.config import Config, load_config, parse_config
 from host.routing import (
+    FORCE_BIG_TAG,
     Decision,
     RouteRequest,
     RoutingError,
@@ -214,18 +215,55 @@ def test_a_device_pinned_to_another_tier_makes_the_work_wait_with_a_reason() -> 
 
 def test_oversize_goes_to_a_candidate_with_a_bigger_context() -> None:
     # ~20,000 tokens: over the builder tier's 12,000 threshold, within qwen-moe's 32,768.
+    # Both builders may still fit it (at least 5,000): the candidate that surely has room wins.
     decision = route("x" * 80_000, type="implementation")
     assert decision.model == "qwen-moe" and decision.estimated_tokens == 20_000
-    assert said(decision, "size: ~20000 tokens is over coder's 12000")
-    assert said(decision, "size: ~20000 tokens is over coder-small's 8192")
+    assert said(
+        decision, "size: ~20000 tokens may be over coder's 12000 (estimated; at least 5000)"
+    )
+    assert said(decision, "size: ~20000 tokens may be over coder-small's 8192")
+    # At least 12,288: surely over both builders; qwen-moe may fit it, hosted surely does.
+    decision = route("x" * 16 * 12_288, type="implementation")
+    assert decision.model == "hosted"
+    assert said(decision, "size: ~49152 tokens is over coder's 12000")
+    assert said(decision, "size: ~49152 tokens is over coder-small's 8192")
+    assert said(decision, "size: ~49152 tokens may be over qwen-moe's 32768")
 
 
-def test_too_big_for_every_candidate_is_a_413_saying_how_big() -> None:
+def test_too_big_for_every_candidate_is_openais_context_length_error_saying_how_big() -> None:
     with pytest.raises(RoutingError) as caught:
         route("x" * 1_000_000, type="admin")
-    assert caught.value.status == 413
-    assert "about 250000 tokens" in caught.value.message
-    assert "largest context among helper is 4096" in caught.value.message
+    # 400, not 413: OpenAI-style clients retry a 413 as transient, and recognise this one.
+    assert (caught.value.status, caught.value.kind) == (400, "context_length_exceeded")
+    assert "This model's maximum context length is 4096 tokens" in caught.value.message
+    assert "resulted in at least 62500 tokens (about 250000" in caught.value.message
+    assert "(the largest context window among helper)" in caught.value.message
+
+
+def test_the_estimate_never_refuses_a_prompt_that_may_fit() -> None:
+    # 20,000 characters: ~5,000 tokens at four a token, but prose of five characters a
+    # token is 4,000 and fits helper's 4,096. Only a tokenizer's count may refuse it.
+    decision = route("x" * 20_000, type="admin")
+    assert decision.model == "helper" and decision.estimated_tokens == 5000
+    assert said(decision, "size: ~5000 tokens may be over helper's 4096 (estimated; at least 1250)")
+    assert said(decision, "size: no candidate surely has room; trying helper")
+    # Over every window even at sixteen characters a token: refused on the estimate.
+    with pytest.raises(RoutingError, match="resulted in at least 4097 tokens"):
+        route("x" * (16 * 4096 + 1), type="admin")
+
+
+def test_a_count_by_the_models_tokenizer_decides_exactly() -> None:
+    text = "x" * 20_000
+    fits = route(text, type="admin", prompt_tokens=4096)
+    assert fits.model == "helper" and fits.estimated_tokens == 4096
+    assert not said(fits, "may be over")
+    with pytest.raises(RoutingError) as caught:
+        route("short", type="admin", prompt_tokens=4097)
+    assert caught.value.kind == "context_length_exceeded"
+    assert "However, your messages resulted in 4097 tokens. Please" in caught.value.message
+    moved = route(text, type="implementation", prompt_tokens=12_001)
+    assert moved.model == "qwen-moe"
+    assert said(moved, "size: 12001 tokens is over coder's 12000")
 
 
 def test_a_recently_failed_model_is_skipped_for_the_next_one() -> None:
@@ -309,7 +347,7 @@ def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
             routes={**BOX.routing, **routes},
         )
     except RoutingError as error:
-        assert error.status in (413, 422)
+        assert error.status in (400, 422)
         assert error.message
         return
     assert decision.model in BOX.models
@@ -319,3 +357,16 @@ def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
         assert decision.tier == "operator"
     if decision.wait_reason is not None:
         assert not decision.force_big
+
+
+TAG_PIECES = ["#force_big", "#FORCE_BIG", "#Force_Big", " ", "\t", "\n", "x", "_", "-", "#"]
+TAG_PIECES += ["é", "İ", "1", "#force_bigx", "a#force_big"]
+
+
+@given(st.lists(st.sampled_from(TAG_PIECES), max_size=50).map("".join))
+def test_the_tag_is_stripped_as_the_tag_pattern_says(prompt: str) -> None:
+    """The fast path (str searches, cut by index) agrees with the one regex that defines
+    the tag: whitespace or the start before it, no word character after it, one space
+    or tab after it taken with it, the rest trimmed."""
+    stripped, count = FORCE_BIG_TAG.subn("", prompt)
+    assert strip_force_big(prompt) == ((stripped.strip() if count else prompt), count > 0)

@@ -1,0 +1,157 @@
+"""OpenAI request bodies: checked before anything reads them, and the text they carry.
+
+The proxy reads a few fields of every `/v1` body (`model`, `stream`, `messages`,
+`prompt`) to route it, size it and strip `#force_big` from it; a field of a shape no
+OpenAI-compatible server accepts is a 400 that names it, here, before any of that code
+can trip over it. What the proxy does not read is llama-server's to judge. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from host.errors import ApiError
+from host.routing import strip_force_big
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+
+
+def _shape(value: object) -> str:
+    """A JSON value's kind, as a client would say it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def _check_messages(messages: object) -> None:
+    if not isinstance(messages, list):
+        raise _invalid(f"`messages` must be a list of messages, not {_shape(messages)}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid(
+                f"`messages[{i}]` must be an object with `role` and `content`, "
+                f"not {_shape(message)}"
+            )
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            continue  # null: an assistant turn that only calls tools
+        if not isinstance(content, list):
+            raise _invalid(
+                f"`messages[{i}].content` must be a string or a list of content parts, "
+                f"not {_shape(content)}"
+            )
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise _invalid(
+                    f"`messages[{i}].content[{j}]` must be a content part object "
+                    f'(e.g. {{"type": "text", "text": "..."}}), not {_shape(part)}'
+                )
+            if "text" in part and not isinstance(part["text"], str):
+                raise _invalid(
+                    f"`messages[{i}].content[{j}].text` must be a string, "
+                    f"not {_shape(part['text'])}"
+                )
+
+
+def _is_token_list(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value
+    )
+
+
+def _check_prompt(prompt: object) -> None:
+    """OpenAI's `prompt`: a string, a list of strings, or tokens (a list of integers, or
+    a list of such lists)."""
+    if isinstance(prompt, str) or _is_token_list(prompt):
+        return
+    accepted = "`prompt` must be a string, a list of strings or a list of token ids"
+    if not isinstance(prompt, list):
+        raise _invalid(f"{accepted}, not {_shape(prompt)}")
+    if all(isinstance(p, str) for p in prompt) or all(_is_token_list(p) for p in prompt):
+        return
+    first = next(i for i, p in enumerate(prompt) if not isinstance(p, str))
+    raise _invalid(f"{accepted}; `prompt[{first}]` is {_shape(prompt[first])}")
+
+
+def check_body(body: dict[str, Any], path: str) -> None:
+    """A 400 naming the first field whose shape no OpenAI-compatible server accepts.
+
+    Only the fields this proxy reads (or that decide how it answers) are checked; the rest
+    is llama-server's to judge, which answers them with its own 400."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _invalid(f"`stream` must be true or false, not {_shape(stream)}")
+    if path == CHAT_PATH and "messages" not in body:
+        raise _invalid('the request needs `messages`: a list of {"role", "content"} objects')
+    if path == COMPLETIONS_PATH and "prompt" not in body:
+        raise _invalid("the request needs a `prompt`")
+    if "messages" in body:
+        _check_messages(body["messages"])
+    if "prompt" in body:
+        _check_prompt(body["prompt"])
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a checked request carries, for type inference and size estimates."""
+    parts: list[str] = []
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        parts.append(prompt)
+    elif isinstance(prompt, list):
+        parts.extend(p for p in prompt if isinstance(p, str))
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
+    return "\n".join(parts)
+
+
+def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Remove `#force_big` from the prompt and messages before the model sees them."""
+    found = False
+
+    def clean(text: str) -> str:
+        nonlocal found
+        stripped, tagged = strip_force_big(text)
+        found = found or tagged
+        return stripped
+
+    def clean_part(part: Any) -> Any:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            return {**part, "text": clean(part["text"])}
+        return part
+
+    body = dict(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        body["prompt"] = clean(prompt)
+    elif isinstance(prompt, list):
+        body["prompt"] = [clean(p) if isinstance(p, str) else p for p in prompt]
+    if isinstance(body.get("messages"), list):
+        messages = []
+        for message in body["messages"]:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                message = {**message, "content": clean(content)}
+            elif isinstance(content, list):
+                message = {**message, "content": [clean_part(p) for p in content]}
+            messages.append(message)
+        body["messages"] = messages
+    return body, found
