@@ -7,8 +7,12 @@ checks its language has (Python: `ast` then `ruff`; JSON, TOML, YAML: parse; she
 finding fails without costing a model call. Warnings (ruff's style and undefined-name
 notes) do not fail a block; they travel on to the validator model as hints.
 
-Everything here is a function of the text. The two external tools (`ruff`, `bash`) run
-as bounded subprocesses and, when missing, are skipped with a reason instead of failing.
+Everything here is a function of the text, and a total one: whatever the text (nested
+ten thousand deep, megabytes long), a check answers with findings and never raises, so a
+task being validated always moves on. Nesting is measured before a recursive parser sees
+it, a parser that still overflows is a finding, and a check that breaks in another way is
+skipped with the reason. The two external tools (`ruff`, `bash`) run as bounded
+subprocesses and, when missing, are skipped with a reason instead of failing.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -31,6 +36,16 @@ Source = Literal["ast", "ruff", "json", "toml", "yaml", "bash", "structure", "va
 
 TOOL_TIMEOUT_S = 10.0
 """The longest `ruff` or `bash -n` may take on one block before the check is skipped."""
+
+MAX_NESTING = 200
+"""The deepest nesting of brackets a JSON block may have before it is parsed: Python's
+parsers recurse, and a block nested thousands deep would overflow them."""
+
+MAX_BLOCK_CHARS = 1_000_000
+"""A longer block is a finding, not a parse: no model writes a megabyte of code that
+should pass, and the checks stay bounded in time."""
+
+log = logging.getLogger("tierhost.checks")
 
 RUFF_ERRORS = frozenset({"E902", "E999", "F631", "F632", "F701", "F702", "F704", "F706", "F707"})
 """ruff rules that mean the code cannot run as written; every other rule is a warning."""
@@ -48,7 +63,9 @@ _ALIASES: dict[str, str] = {
     "bash": "bash",
     "shell": "bash",
 }
-_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")
+_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}+|~{3,}+)\s*+(?P<info>[^`\s]*+)[^`]*+$")
+"""An opening fence line. The quantifiers are possessive: with plain ones a long line that
+ends in a backtick made the engine try every split of it (quadratic time)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,39 @@ def normalise_language(word: str) -> str:
     return _ALIASES.get(word, word)
 
 
+_JSON_TOKEN = re.compile(r'\\.|["\[\]{}]', re.S)
+
+
+def json_too_deep(text: str, limit: int = MAX_NESTING) -> int | None:
+    """The offset of the first bracket that opens level `limit + 1`, or None.
+
+    Brackets inside strings do not count. One linear pass over the quotes, escapes and
+    brackets, so it is safe on any text, unlike `json.loads`, which recurses per level.
+    """
+    depth = 0
+    in_string = False
+    for match in _JSON_TOKEN.finditer(text):
+        token = match[0]
+        if token[0] == "\\":
+            continue  # an escaped character: never a quote or a bracket of the document
+        if token == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif token in "[{":
+            depth += 1
+            if depth > limit:
+                return match.start()
+        else:
+            depth = max(0, depth - 1)
+    return None
+
+
+def line_at(text: str, offset: int) -> int:
+    """The 1-based line of a character offset."""
+    return text.count("\n", 0, offset) + 1
+
+
 def guess_language(code: str) -> str:
     """A language for unlabelled code, from cheap and conservative signs; "" when unsure."""
     stripped = code.strip()
@@ -157,9 +207,11 @@ def guess_language(code: str) -> str:
         if re.search(r"\b(ba|z|da)?sh\b", first):
             return "bash"
     if stripped[0] in "{[":
+        if json_too_deep(stripped) is not None:
+            return "json"  # brackets nested this deep: the JSON check says why it fails
         try:
             json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         else:
             return "json"
@@ -236,6 +288,17 @@ def check_structure(block: CodeBlock) -> list[Finding]:
     return findings
 
 
+def too_complex(what: str, source: Source, exc: BaseException) -> Finding:
+    """The finding for a document that overflows its parser (RecursionError, MemoryError):
+    the language's own tools would fail on it the same way, so it is an error."""
+    return Finding(
+        1,
+        f"{what} is nested too deeply or is too complex to parse ({type(exc).__name__})",
+        "error",
+        source,
+    )
+
+
 def check_python(code: str) -> CheckResult:
     try:
         ast.parse(code)
@@ -244,6 +307,8 @@ def check_python(code: str) -> CheckResult:
         if exc.text:
             detail += f": {exc.text.strip()[:80]}"
         return [Finding(max(1, exc.lineno or 1), detail, "error", "ast")], []
+    except (RecursionError, MemoryError) as exc:  # CPython's compiler fails the same way
+        return [too_complex("the Python code", "ast", exc)], []
     return run_ruff(code)
 
 
@@ -298,10 +363,16 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
 
 
 def check_json(code: str) -> CheckResult:
+    deep = json_too_deep(code)
+    if deep is not None:
+        message = f"JSON nested deeper than {MAX_NESTING} levels; not parsed"
+        return [Finding(line_at(code, deep), message, "error", "json")], []
     try:
         json.loads(code)
     except json.JSONDecodeError as exc:
         return [Finding(max(1, exc.lineno), exc.msg, "error", "json")], []
+    except (RecursionError, MemoryError) as exc:
+        return [too_complex("the JSON", "json", exc)], []
     return [], []
 
 
@@ -313,6 +384,8 @@ def check_toml(code: str) -> CheckResult:
         position = _TOML_POSITION.search(message)
         line = int(position[1]) if position else 1
         return [Finding(line, _TOML_POSITION.sub("", message).strip(), "error", "toml")], []
+    except (RecursionError, MemoryError) as exc:
+        return [too_complex("the TOML", "toml", exc)], []
     return [], []
 
 
@@ -329,6 +402,8 @@ def check_yaml(code: str) -> CheckResult:
         line = int(mark.line) + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return [Finding(line, str(problem), "error", "yaml")], []
+    except (RecursionError, MemoryError) as exc:
+        return [too_complex("the YAML", "yaml", exc)], []
     return [], []
 
 
@@ -350,6 +425,8 @@ def check_bash(code: str) -> CheckResult:
         )
     except subprocess.TimeoutExpired:
         return [], [f"bash: no answer within {TOOL_TIMEOUT_S:g} s"]
+    except OSError as exc:
+        return [], [f"bash: cannot run {bash}: {exc.strerror}"]
     if done.returncode == 0:
         return [], []
     findings: list[Finding] = []
@@ -380,14 +457,31 @@ CHECKERS: dict[str, Checker] = {
 
 def check_block(block: CodeBlock, checkers: dict[str, Checker] | None = None) -> BlockReport:
     """Structure first; the language check only on a block that is complete and not empty
-    (a truncated block would only repeat the truncation as a syntax error)."""
+    (a truncated block would only repeat the truncation as a syntax error), and not too
+    long to check. A check that raises all the same is skipped with the reason (and the
+    trace in the log): an answer under validation always gets a report."""
     structure = check_structure(block)
     if structure:
         return BlockReport(block, tuple(structure))
+    if len(block.code) > MAX_BLOCK_CHARS:
+        message = (
+            f"the code block has {len(block.code):,} characters; the checks take at most "
+            f"{MAX_BLOCK_CHARS:,}"
+        )
+        return BlockReport(block, (Finding(1, message, "error", "structure"),))
     checker = (checkers if checkers is not None else CHECKERS).get(block.language)
     if checker is None:
         return BlockReport(block, ())
-    found, skipped = checker(block.code)
+    try:
+        found, skipped = checker(block.code)
+    except (RecursionError, MemoryError) as exc:
+        return BlockReport(block, (too_complex(f"the {block.language} code", "structure", exc),))
+    except Exception as exc:
+        log.exception(
+            "the %s check raised on a block of %d characters", block.language, len(block.code)
+        )
+        reason = f"{block.language}: the check failed ({type(exc).__name__}: {exc}); not checked"
+        return BlockReport(block, (), (reason,))
     return BlockReport(block, tuple(found), tuple(skipped))
 
 

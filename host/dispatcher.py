@@ -1,9 +1,16 @@
 """The task dispatcher: runs persisted tasks on their decided model, batched by model.
 
 The loop wakes on every event that can change what should run next (a submission, a
-task ending, a mode change), asks the pure `host.batching.pick()` which queued tasks to
-start, and runs each as an asyncio task through the same device arbiter as the proxy.
-All status changes go through the store, which checks them against `host.tasks`.
+task ending, a mode or route change, a model becoming ready), asks the pure
+`host.batching.pick()` which queued tasks to start, and runs each as an asyncio task
+through the same device arbiter as the proxy (or on its remote endpoint). All status
+changes go through the store, which checks them against `host.tasks`.
+
+Two promises hold whatever happens. A task is started once: a task already under way is
+never picked again, and a job only proceeds after its own move out of `queued` succeeded
+in the store (the move is the claim). And no task is stranded: any exception in a task's
+run ends it `failed` with the reason (the trace goes to the log), a row the loop cannot
+schedule fails alone, and tasks under way when the daemon stops go back to the queue.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ import httpx
 from host.batching import DeviceState, Policy, QueuedTask, pick
 from host.devices import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.store import Store, TaskRow
-from host.tasks import TERMINAL, TaskStatus
+from host.tasks import TERMINAL, IllegalTransition, TaskStatus
 from host.validation_loop import ValidationLoop, ask_validator
 
 if TYPE_CHECKING:
-    from host.service import Host
+    from host.service import ChatEndpoint, Host
 
 log = logging.getLogger("tierhost.dispatcher")
 
@@ -67,6 +74,38 @@ _NO_VALIDATION_YET: dict[str, Any] = {
 """A validated task that starts (again, after a restart) starts with a clean record."""
 
 
+class UnreadableAnswer(Exception):
+    """The model's stream is not what an OpenAI-compatible server sends, or it reports an
+    error: the task fails with what was wrong."""
+
+
+def _content_of(model: str, line: str) -> list[str]:
+    """The text pieces of one `data:` event of a chat completion stream."""
+    try:
+        chunk = json.loads(line[6:])
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableAnswer(
+            f"model {model} sent a stream event that is not JSON ({type(exc).__name__}): "
+            f"{line[:120]!r}"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise UnreadableAnswer(f"model {model} sent a stream event that is not an object")
+    if chunk.get("error") is not None:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UnreadableAnswer(f"model {model} reported an error mid-answer: {message}")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return []
+    pieces = []
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            pieces.append(content)
+    return pieces
+
+
 class Dispatcher:
     def __init__(self, host: Host, store: Store, policy: Policy) -> None:
         self._host = host
@@ -77,6 +116,7 @@ class Dispatcher:
         self._current: dict[str, tuple[str, float]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._listeners: list[TaskListener] = []
+        self._closing = False
         self.enqueued_at: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -91,13 +131,27 @@ class Dispatcher:
         self.wake()
 
     async def close(self) -> None:
+        """Stop the loop and every task under way, and put those tasks back in the queue
+        now, each with an event saying why (the next start requeues whatever a kill -9
+        left behind)."""
+        self._closing = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        # Tasks under way stay `running` in the store: the next start requeues them.
-        for running in list(self._running.values()):
-            running.task.cancel()
-        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+        jobs = [running.task for running in self._running.values()]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            requeued = await self._store.requeue_interrupted(
+                "the daemon stopped while this task was under way; it runs again from the "
+                "start when the daemon starts"
+            )
+        except Exception:
+            log.exception("could not requeue the tasks under way; the next start requeues them")
+            return
+        if requeued:
+            log.warning("the daemon stops: requeued %d task(s): %s", len(requeued), requeued)
 
     def wake(self) -> None:
         self._wake.set()
@@ -147,27 +201,38 @@ class Dispatcher:
                 log.exception("dispatch failed; retrying on the next event")
 
     async def _dispatch_once(self) -> None:
-        queued = await self._store.list_tasks(status=TaskStatus.QUEUED.value, limit=10000)
+        queued, unreadable = await self._store.queued_tasks()
+        for task_id in unreadable:
+            log.error("task %s: its stored row cannot be read; it fails", task_id)
+            try:
+                await self._store.fail_unreadable(
+                    task_id, "the stored task cannot be read (a damaged row); submit it again"
+                )
+            except Exception:
+                log.exception("task %s: could not record that it fails", task_id)
+            self._notify(task_id)
         if not queued:
             return
-        queued.sort(key=lambda t: t.seq)
         now = time.monotonic()
         entries: list[QueuedTask] = []
         rows: dict[str, TaskRow] = {}
         for row in queued:
-            model = row.model
-            if model is None:
+            if row.id in self._running:
+                continue  # started by an earlier pass; its job has not moved it yet
+            try:
+                entry = self._entry(row, now)
+            except Exception as exc:  # one bad row must not keep the others from starting
+                log.exception("task %s cannot be scheduled", row.id)
+                await self._end(
+                    row.id,
+                    TaskStatus.FAILED,
+                    f"the dispatcher cannot schedule this task: {type(exc).__name__}: {exc}",
+                )
+                self._notify(row.id)
                 continue
-            self.enqueued_at.setdefault(row.id, now)
-            device = self._host.device_of.get(model)
-            if device is not None and not self._host.arbiters[device].permits(
-                model, bool(row.request.get("force_big"))
-            ):
-                continue  # the device's mode holds it back; it stays queued
-            entries.append(
-                QueuedTask(row.id, model, device, row.priority, self.enqueued_at[row.id])
-            )
-            rows[row.id] = row
+            if entry is not None:
+                entries.append(entry)
+                rows[row.id] = row
         running: dict[str, int] = {}
         for item in self._running.values():
             running[item.model] = running.get(item.model, 0) + 1
@@ -187,39 +252,80 @@ class Dispatcher:
         for task_id in plan.start:
             self._start(rows[task_id])
 
+    def _entry(self, row: TaskRow, now: float) -> QueuedTask | None:
+        """The batching view of a queued task; None while its device's mode holds it back."""
+        model = row.model
+        if model is None:
+            raise ValueError("the task has no model (its routing decision named none)")
+        self.enqueued_at.setdefault(row.id, now)
+        device = self._host.device_of.get(model)
+        if device is not None and not self._host.arbiters[device].permits(
+            model, bool(row.request.get("force_big"))
+        ):
+            return None  # the device's mode holds it back; it stays queued
+        return QueuedTask(row.id, model, device, row.priority, self.enqueued_at[row.id])
+
     def _start(self, row: TaskRow) -> None:
         assert row.model is not None
+        if row.id in self._running or self._closing:
+            return
         self.enqueued_at.pop(row.id, None)
         job = asyncio.create_task(self._run(row), name=f"task-{row.id}")
         self._running[row.id] = _Running(job, row.model)
-        job.add_done_callback(lambda _: self._finished(row.id))
+        job.add_done_callback(lambda done: self._finished(row.id, done))
 
-    def _finished(self, task_id: str) -> None:
-        self._running.pop(task_id, None)
+    def _finished(self, task_id: str, job: asyncio.Task[None]) -> None:
+        running = self._running.get(task_id)
+        if running is not None and running.task is job:
+            del self._running[task_id]
+        if not job.cancelled() and job.exception() is not None:
+            # _run catches everything; this is the last line of defence, and a bug
+            log.error("task %s: its job ended with an error", task_id, exc_info=job.exception())
         self._notify(task_id)
         self.wake()
+
+    async def _end(self, task_id: str, status: TaskStatus, reason: str, **fields: Any) -> None:
+        """Record how a task ended. This never raises: a task that cannot be moved is
+        logged, so nothing is stuck silently (the next start requeues an active one)."""
+        if status is TaskStatus.FAILED:
+            fields.setdefault("error", reason)
+        try:
+            await self._store.move_task(task_id, status, reason, **fields)
+        except IllegalTransition as exc:
+            log.warning("task %s: not recorded as %s (%s): %s", task_id, status, reason, exc)
+        except Exception:
+            log.exception(
+                "task %s: could not record it as %s (%s); it stays as the store has it "
+                "until the next start requeues it",
+                task_id,
+                status,
+                reason,
+            )
 
     async def _run(self, row: TaskRow) -> None:
         assert row.model is not None
         model = row.model
         forced = bool(row.request.get("force_big"))
-        lease = None
+        endpoint: ChatEndpoint | None = None
         try:
-            await self._store.move_task(
-                row.id, TaskStatus.WAITING_DEVICE, f"waiting for model {model}"
-            )
+            try:
+                await self._store.move_task(
+                    row.id, TaskStatus.WAITING_DEVICE, f"waiting for model {model}"
+                )
+            except IllegalTransition as exc:
+                # another job claimed it, or it was cancelled first: it is not ours to run
+                log.info("task %s not started: %s", row.id, exc)
+                return
             self._notify(row.id)
-            lease = await self._host.acquire(model, forced=forced)
+            endpoint = await self._host.chat_endpoint(model, forced=forced)
             self._running[row.id].phase = "running"
             fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
             await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)
             self._notify(row.id)
             if row.validation != "none":
-                await self._validate(row, lease.base_url, lease.model.http)
+                await self._validate(row, endpoint)
                 return
-            text, tokens = await self._generate_retrying(
-                row, build_messages(row), lease.base_url, lease.model.http
-            )
+            text, tokens = await self._generate_retrying(row, build_messages(row), endpoint)
             await self._store.move_task(
                 row.id,
                 TaskStatus.DONE,
@@ -228,19 +334,30 @@ class Dispatcher:
                 tokens=tokens,
             )
         except asyncio.CancelledError:
-            if self._host.closing:
-                raise  # left as it is: the next start requeues it
-            await self._store.move_task(row.id, TaskStatus.CANCELLED, "cancelled by a client")
-        except (ModelUnavailable, WaitTimedOut, QueueFull, TooManyRequests) as exc:
-            await self._store.move_task(row.id, TaskStatus.FAILED, str(exc), error=str(exc))
+            if self._closing or self._host.closing:
+                raise  # close() requeues it
+            await self._end(row.id, TaskStatus.CANCELLED, "cancelled by a client")
+        except (
+            ModelUnavailable,
+            WaitTimedOut,
+            QueueFull,
+            TooManyRequests,
+            UnreadableAnswer,
+        ) as exc:
+            await self._end(row.id, TaskStatus.FAILED, str(exc))
         except httpx.HTTPError as exc:
-            message = f"model {model} failed while generating: {type(exc).__name__}: {exc}"
-            await self._store.move_task(row.id, TaskStatus.FAILED, message, error=message)
+            where = f" ({endpoint.where()})" if endpoint is not None else ""
+            message = f"model {model} failed while generating{where}: {type(exc).__name__}: {exc}"
+            await self._end(row.id, TaskStatus.FAILED, message)
+        except Exception as exc:
+            log.exception("task %s failed unexpectedly on %s", row.id, model)
+            message = f"internal error while running on {model}: {type(exc).__name__}: {exc}"
+            await self._end(row.id, TaskStatus.FAILED, message)
         finally:
-            if lease is not None:
-                lease.release()
+            if endpoint is not None:
+                endpoint.release()
 
-    async def _validate(self, row: TaskRow, base_url: str, http: httpx.AsyncClient) -> None:
+    async def _validate(self, row: TaskRow, endpoint: ChatEndpoint) -> None:
         """Generate → validate → commit (host.validation_loop). Runs inside `_run`, whose
         builder lease stays held across every attempt, so no swap can come in between."""
         running = self._running[row.id]
@@ -248,7 +365,7 @@ class Dispatcher:
         settings = self._host.config.validation
 
         async def generate(messages: list[dict[str, str]]) -> tuple[str, int]:
-            return await self._generate_retrying(row, messages, base_url, http)
+            return await self._generate_retrying(row, messages, endpoint)
 
         async def ask(messages: list[dict[str, str]]) -> str:
             assert validator is not None
@@ -271,30 +388,32 @@ class Dispatcher:
         await loop.run()
 
     async def _generate_retrying(
-        self, row: TaskRow, messages: list[dict[str, str]], base_url: str, http: httpx.AsyncClient
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
     ) -> tuple[str, int]:
         """One retry when a pooled connection was closed under us before any reply: the
         server never saw the request, so sending it again cannot duplicate work."""
         before = self._running[row.id].tokens
         try:
-            return await self._generate(row, messages, base_url, http)
+            return await self._generate(row, messages, endpoint)
         except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
             if self._running[row.id].tokens != before:
                 raise
             log.info("task %s: %s before a reply; sending it again once", row.id, exc)
-            return await self._generate(row, messages, base_url, http)
+            return await self._generate(row, messages, endpoint)
 
     async def _generate(
-        self, row: TaskRow, messages: list[dict[str, str]], base_url: str, http: httpx.AsyncClient
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
     ) -> tuple[str, int]:
         """Stream one answer; the task's live token count carries on across attempts."""
-        body = {"messages": messages, "stream": True}
+        body: dict[str, Any] = {"messages": messages, "stream": True}
         body.update({k: v for k, v in row.request.get("params", {}).items()})
         pieces: list[str] = []
         before = self._running[row.id].tokens
         tokens = 0
         last_saved = time.monotonic()
-        async with http.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
+        async with endpoint.http.stream(
+            "POST", endpoint.url, json=endpoint.body(body), headers=endpoint.headers
+        ) as response:
             if response.status_code >= 400:
                 detail = (await response.aread()).decode(errors="replace")[:300]
                 raise httpx.HTTPStatusError(
@@ -305,12 +424,9 @@ class Dispatcher:
             async for line in response.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[6:])
-                for choice in chunk.get("choices", []):
-                    content = choice.get("delta", {}).get("content")
-                    if content:
-                        pieces.append(content)
-                        tokens += 1
+                for piece in _content_of(endpoint.model, line):
+                    pieces.append(piece)
+                    tokens += 1
                 self._running[row.id].tokens = before + tokens
                 if time.monotonic() - last_saved > 1.0:
                     last_saved = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from host import gguf_memory, gpu, modes, routing, warm_pool
 from host.auth import is_loopback, load_or_create_token
 from host.batching import Policy
 from host.config import Config, ConfigError, FallbackProfile, ManagedModel, RemoteModel
-from host.devices import DeviceArbiter, Lease, SwapRecord, TooManyRequests
+from host.devices import DeviceArbiter, Lease, ModelUnavailable, SwapRecord, TooManyRequests
 from host.dispatcher import Dispatcher
 from host.kv_slots import SlotKeeper, fingerprint
 from host.metrics import HostMetrics
@@ -57,6 +58,46 @@ class RemoteLease:
         if not self._released:
             self._released = True
             self._host.remote_in_flight[self.model] -= 1
+
+
+def remote_headers(model: RemoteModel) -> dict[str, str]:
+    """The headers a request to a remote model carries: its API key, when it has one
+    (read from the environment variable the config names, never from the config)."""
+    if not model.api_key_env:
+        return {}
+    return {"authorization": f"Bearer {os.environ.get(model.api_key_env, '')}"}
+
+
+@dataclass(frozen=True)
+class ChatEndpoint:
+    """Where one chat request to a model goes, for the dispatcher and the validator.
+
+    A managed model is reached through its device lease, a remote one through its own
+    in-flight count; both come back as the same few facts, and `release()` frees
+    whichever it was. (The fleet's one `lease(model)` for every kind replaces this.)
+    """
+
+    model: str
+    url: str
+    """The full `/v1/chat/completions` URL."""
+    http: httpx.AsyncClient
+    headers: dict[str, str]
+    upstream_model: str | None
+    """The `model` a remote endpoint is sent; None for a managed llama-server."""
+    lease: Lease | RemoteLease
+
+    def body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A request body with the model name the other end expects."""
+        return body if self.upstream_model is None else {**body, "model": self.upstream_model}
+
+    def where(self) -> str:
+        """For error messages: the remote's URL, or the managed model's log."""
+        if isinstance(self.lease, Lease):
+            return f"log: {self.lease.model.spec.log_path}"
+        return f"remote endpoint {self.url}"
+
+    def release(self) -> None:
+        self.lease.release()
 
 
 class Host:
@@ -300,7 +341,12 @@ class Host:
                     )
         if self.store is not None:
             await self.store.put_setting("modes", self.modes)
+        self._wake_dispatcher()  # a task the old mode held back may start now
         return dict(self.modes)
+
+    def _wake_dispatcher(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
 
     # -- tasks -------------------------------------------------------------------
 
@@ -370,9 +416,7 @@ class Host:
         task = await self._store().get_task(task_id, with_events=True)
         data = self._task_json(task, with_events=True)
         if task.status is TaskStatus.QUEUED:
-            queued = await self._store().list_tasks(status=TaskStatus.QUEUED.value, limit=10000)
-            ahead = [t for t in queued if t.seq < task.seq and t.model == task.model]
-            data["queue_position"] = len(ahead) + 1
+            data["queue_position"] = await self._store().queue_position(task)
         return data
 
     async def list_tasks(
@@ -411,6 +455,7 @@ class Host:
         self.routes = routing.validate_routes(routes, self.config)
         await self._store().put_setting("routes", self.routes)
         log.info("routing table changed: %s", self.routes)
+        self._wake_dispatcher()
         return dict(self.routes)
 
     async def close(self) -> None:
@@ -440,6 +485,8 @@ class Host:
             transition.new,
             transition.reason,
         )
+        if transition.new is ModelState.READY:
+            self._wake_dispatcher()  # tasks waiting on this model's batch may start
         if self.store is not None:
             self._spawn(
                 self.store.record_model_event(
@@ -489,6 +536,33 @@ class Host:
     ) -> Lease:
         wait = self.config.host.queue_timeout_s if timeout is None else timeout
         return await self.arbiter_for(model).acquire(model, wait, forced)
+
+    async def chat_endpoint(
+        self, model: str, timeout: float | None = None, *, forced: bool = False
+    ) -> ChatEndpoint:
+        """Wait for `model` (managed: through its device; remote: at once) and say where
+        its chat requests go. Raises what acquiring raises, and ModelUnavailable for a
+        model the config no longer has (a task queued under an older config)."""
+        entry = self.config.models.get(model)
+        if entry is None:
+            raise ModelUnavailable(
+                f"model {model} is not in the config (any more); known models: "
+                + ", ".join(sorted(self.config.models))
+            )
+        if isinstance(entry, RemoteModel):
+            remote = self.acquire_remote(model)
+            return ChatEndpoint(
+                model,
+                f"{entry.base_url}/chat/completions",
+                self.http,
+                remote_headers(entry),
+                entry.remote_model or model,
+                remote,
+            )
+        lease = await self.acquire(model, timeout, forced=forced)
+        return ChatEndpoint(
+            model, f"{lease.base_url}/v1/chat/completions", lease.model.http, {}, None, lease
+        )
 
     def acquire_remote(self, model: str) -> RemoteLease:
         config = self.config.models[model]

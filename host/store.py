@@ -18,9 +18,9 @@ from typing import Any
 
 import aiosqlite
 
-from host.tasks import ACTIVE, TaskStatus, check_move
+from host.tasks import ACTIVE, IllegalTransition, TaskStatus, check_move
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: tuple[tuple[str, str], ...] = (
     # version 2: validator passes (issue 6)
@@ -32,6 +32,11 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
 )
 """Task columns added after version 1, as (name, type): `ALTER TABLE ... ADD COLUMN` for
 each one an older file lacks, so a database from an older daemon opens and keeps its rows."""
+
+_SEQ_INDEX = "tasks_seq"
+"""Version 3: queue order numbers are unique. Before it, `seq` was read and written in two
+statements, so concurrent submissions could share one; such a file is renumbered in its
+existing order (seq, then creation) before the unique index is made."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -246,11 +251,36 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     for name, kind in _MIGRATIONS:
         if name not in have:
             await db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind}")
+    async with db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (_SEQ_INDEX,)
+    ) as cur:
+        indexed = await cur.fetchone() is not None
+    if not indexed:
+        await _renumber_duplicate_seqs(db)
+        await db.execute(f"CREATE UNIQUE INDEX {_SEQ_INDEX} ON tasks (seq)")
     await db.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (str(SCHEMA_VERSION),),
     )
+
+
+async def _renumber_duplicate_seqs(db: aiosqlite.Connection) -> None:
+    """Give every task a distinct seq, keeping the order (seq, created, rowid), when some
+    share one; a file without duplicates is left as it is."""
+    async with db.execute("SELECT COUNT(*) - COUNT(DISTINCT seq) FROM tasks") as cur:
+        row = await cur.fetchone()
+    if not row or not row[0]:
+        return
+    await db.execute("CREATE TEMP TABLE renumbered (id TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+    await db.execute(
+        "INSERT INTO renumbered (id, seq) "
+        "SELECT id, ROW_NUMBER() OVER (ORDER BY seq, created, rowid) FROM tasks"
+    )
+    await db.execute(
+        "UPDATE tasks SET seq = (SELECT r.seq FROM renumbered AS r WHERE r.id = tasks.id)"
+    )
+    await db.execute("DROP TABLE temp.renumbered")
 
 
 def new_task_id() -> str:
@@ -357,18 +387,17 @@ class Store:
         decision: dict[str, Any] | None = None,
         reason: str = "submitted",
     ) -> TaskRow:
-        """Store a new queued task and its first event in one transaction."""
+        """Store a new queued task and its first event in one transaction. Its queue
+        order number is assigned by the INSERT itself, so concurrent submissions never
+        share one (the unique index would refuse it anyway)."""
         now = time.time()
         task_id = new_task_id()
-        async with self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks") as cur:
-            row = await cur.fetchone()
-        seq = int(row[0]) if row else 1
         await self._db.execute(
-            f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL, NULL, NULL, NULL, 0)",
+            f"INSERT INTO tasks ({_TASK_COLUMNS}) SELECT ?, COALESCE(MAX(seq), 0) + 1, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, ?, NULL, NULL, NULL, NULL, 0 "
+            "FROM tasks",
             (
                 task_id,
-                seq,
                 type,
                 prompt,
                 json.dumps(context),
@@ -436,6 +465,72 @@ class Store:
             rows = await cur.fetchall()
         return [_task_from_row(r) for r in rows]
 
+    async def queued_tasks(self) -> tuple[list[TaskRow], list[str]]:
+        """Every queued task in queue order, and apart the ids of those whose row cannot
+        be read (damaged JSON), so that one bad row does not hold up the others."""
+        async with self._db.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE status = ? ORDER BY seq",
+            (TaskStatus.QUEUED.value,),
+        ) as cur:
+            rows = await cur.fetchall()
+        readable: list[TaskRow] = []
+        unreadable: list[str] = []
+        for row in rows:
+            try:
+                readable.append(_task_from_row(row))
+            except (ValueError, TypeError, RecursionError):
+                unreadable.append(row[0])
+        return readable, unreadable
+
+    async def fail_unreadable(self, task_id: str, reason: str) -> None:
+        """End a queued task whose row cannot be read, as failed with `reason`. Its
+        unreadable JSON columns are reset to empty values, so it reads again (the event
+        names them); a task that is no longer queued is left alone."""
+        columns = ("context", "request", *_JSON_FIELDS)
+        async with self._db.execute(
+            f"SELECT {', '.join(columns)} FROM tasks WHERE id = ? AND status = ?",
+            (task_id, TaskStatus.QUEUED.value),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return
+        damaged = []
+        for name, value in zip(columns, row, strict=True):
+            try:
+                if value is not None:
+                    json.loads(value)
+            except (ValueError, TypeError, RecursionError):
+                damaged.append(name)
+        resets = {name: "{}" if name in ("context", "request") else None for name in damaged}
+        sets = "".join(f", {name} = ?" for name in resets)
+        now = time.time()
+        await self._db.execute(
+            f"UPDATE tasks SET status = ?, error = ?, updated = ?{sets} "
+            "WHERE id = ? AND status = ?",
+            (
+                TaskStatus.FAILED.value,
+                reason,
+                now,
+                *resets.values(),
+                task_id,
+                TaskStatus.QUEUED.value,
+            ),
+        )
+        await self._db.execute(
+            "INSERT INTO task_events (task_id, at, status, reason, data) VALUES (?, ?, ?, ?, ?)",
+            (task_id, now, TaskStatus.FAILED.value, reason, json.dumps({"damaged": damaged})),
+        )
+        await self._db.commit()
+
+    async def queue_position(self, task: TaskRow) -> int:
+        """1 for the next queued task of its model, 2 for the one after it, and so on."""
+        async with self._db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE status = ? AND model IS ? AND seq < ?",
+            (TaskStatus.QUEUED.value, task.model, task.seq),
+        ) as cur:
+            row = await cur.fetchone()
+        return (int(row[0]) if row else 0) + 1
+
     async def count_tasks(self) -> dict[str, int]:
         async with self._db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status") as cur:
             rows = await cur.fetchall()
@@ -450,7 +545,11 @@ class Store:
         data: dict[str, Any] | None = None,
         **fields: Any,
     ) -> TaskRow:
-        """Change a task's status (checked against host.tasks) and record the event."""
+        """Change a task's status (checked against host.tasks) and record the event.
+
+        The UPDATE only applies while the task still has the status that was checked, so
+        of two callers racing to move it, one wins and the other gets IllegalTransition
+        (with the status it lost to) and writes no event: a move is also a claim."""
         task = await self.get_task(task_id)
         check_move(task_id, task.status, new)
         now = time.time()
@@ -459,11 +558,14 @@ class Store:
             raise ValueError(f"cannot set task fields {sorted(unknown)}")
         values = {k: json.dumps(v) if k in _JSON_FIELDS else v for k, v in fields.items()}
         sets = ", ".join(f"{k} = ?" for k in values)
-        await self._db.execute(
+        cursor = await self._db.execute(
             f"UPDATE tasks SET status = ?, updated = ?{', ' + sets if sets else ''} "
             "WHERE id = ? AND status = ?",
             (new.value, now, *values.values(), task_id, task.status.value),
         )
+        if cursor.rowcount != 1:
+            current = await self.get_task(task_id)
+            raise IllegalTransition(task_id, current.status, new)
         await self._db.execute(
             "INSERT INTO task_events (task_id, at, status, reason, data) VALUES (?, ?, ?, ?, ?)",
             (task_id, now, new.value, reason, json.dumps(data) if data else None),
@@ -479,13 +581,19 @@ class Store:
         await self._db.commit()
 
     async def requeue_interrupted(self, reason: str) -> list[str]:
-        """After a restart: every task that was under way goes back to queued, with why."""
+        """Every task under way goes back to queued, with why: at a start (after a kill
+        the last daemon could not clean up) and when the daemon stops."""
         placeholders = ", ".join("?" for _ in ACTIVE)
         async with self._db.execute(
             f"SELECT id FROM tasks WHERE status IN ({placeholders}) ORDER BY seq",
             tuple(s.value for s in ACTIVE),
         ) as cur:
             ids = [row[0] for row in await cur.fetchall()]
+        requeued = []
         for task_id in ids:
-            await self.move_task(task_id, TaskStatus.QUEUED, reason)
-        return ids
+            try:
+                await self.move_task(task_id, TaskStatus.QUEUED, reason)
+            except IllegalTransition:
+                continue  # it ended meanwhile: nothing to requeue
+            requeued.append(task_id)
+        return requeued

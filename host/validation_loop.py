@@ -3,10 +3,11 @@
 The dispatcher hands a task here once the builder's lease is held, and keeps that
 lease until this returns: every attempt (and every block) is generated on the same
 resident builder, so the scheduler cannot swap it out between attempts. Each answer
-goes through the deterministic checks (`host.checks`, in a thread: ruff and bash are
-subprocesses) and, only when they pass, through the validator model (`host.validator`),
-which is persistent or on the CPU (config refuses anything else), so asking it never
-forces a swap either.
+goes through the deterministic checks (`host.checks`, in a thread, like the extraction
+of its code blocks and the diff of the result: none may hold up the event loop) and,
+only when they pass, through the validator model (`host.validator`), which is
+persistent or on the CPU (config refuses anything else), so asking it never forces a
+swap either.
 
 Every attempt is a task event — RUNNING → VALIDATING for the check, then VALIDATING →
 RUNNING (a retry, with the verdict and reason), DONE (accepted) or FAILED (no retries
@@ -255,7 +256,7 @@ class ValidationLoop:
                 f"attempt {attempt} of {limit}: checking {self.tokens} tokens of answer",
                 {"attempt": attempt, "phase": "validate"},
             )
-            blocks = checks.extract_blocks(text)
+            blocks = await asyncio.to_thread(checks.extract_blocks, text)
             judgement = await self.judge(blocks, attempt)
             data = self._event_data(judgement, attempt, None)
             if judgement.passed:
@@ -267,7 +268,7 @@ class ValidationLoop:
                     result=text,
                     validated=True,
                     findings=judgement.findings,
-                    patch=self._patch(code),
+                    patch=await asyncio.to_thread(self._patch, code),
                 )
                 return
             what = _verdict_text(judgement)
@@ -309,7 +310,7 @@ class ValidationLoop:
             for attempt in range(1, limit + 1):
                 text = await self._build(messages, attempt, index)
                 code_text, finished = split_reply(text)
-                blocks = checks.extract_blocks(code_text)
+                blocks = await asyncio.to_thread(checks.extract_blocks, code_text)
                 if finished and not blocks:  # after a FAIL too: the failed block is dropped
                     await self._finish_blocks(committed, findings, index, attempt)
                     return
@@ -419,7 +420,7 @@ class ValidationLoop:
             result=self._block_result(committed),
             validated=True,
             findings=findings,
-            patch=self._patch(code),
+            patch=await asyncio.to_thread(self._patch, code),
         )
 
 
@@ -440,7 +441,7 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
     """One verdict from the validator model. The lease is held only for the request; the
     model is persistent or on the CPU, so acquiring it never evicts the builder."""
     try:
-        lease = await host.acquire(model)
+        endpoint = await host.chat_endpoint(model)
     except (ModelUnavailable, WaitTimedOut, QueueFull, TooManyRequests) as exc:
         raise ValidatorUnavailable(f"validator {model} unavailable: {exc}") from exc
     body = {
@@ -451,7 +452,9 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
         "grammar": validator.VERDICT_GRAMMAR,  # llama-server: a verdict in form, whatever the model
     }
     try:
-        response = await lease.model.http.post(f"{lease.base_url}/v1/chat/completions", json=body)
+        response = await endpoint.http.post(
+            endpoint.url, json=endpoint.body(body), headers=endpoint.headers
+        )
         if response.status_code >= 400:
             raise ValidatorUnavailable(
                 f"validator {model} answered HTTP {response.status_code}: {response.text[:200]}"
@@ -459,9 +462,10 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
         choices = response.json().get("choices") or [{}]
         content = (choices[0].get("message") or {}).get("content")
         return content if isinstance(content, str) else ""
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError, IndexError) as exc:
+        # an answer of the wrong shape (`choices` not a list of objects) is no verdict
         raise ValidatorUnavailable(
             f"validator {model} failed: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
-        lease.release()
+        endpoint.release()

@@ -9,12 +9,15 @@ import pytest
 
 from host.checks import (
     CHECKERS,
+    MAX_BLOCK_CHARS,
+    MAX_NESTING,
     CodeBlock,
     check_answer,
     check_block,
     code_of,
     extract_blocks,
     guess_language,
+    json_too_deep,
     ruff_binary,
 )
 
@@ -183,3 +186,82 @@ def test_one_bad_block_of_several_is_pointed_at_by_its_index() -> None:
     assert not report.passed
     assert [(f["block"], f["line"]) for f in report.findings_json()] == [(1, 1)]
     assert report.errors()[0].startswith("block 2, line 1:")
+
+
+# -- the checks are total: any text gets a report, never an exception (issue 17) ------------
+
+DEEP = 10_000
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "message"),
+    [
+        (fenced("json", "[" * DEEP + "]" * DEEP + "\n"), "json", "JSON nested deeper than 200"),
+        (fenced("json", '{"a": ' * DEEP + "1" + "}" * DEEP + "\n"), "json", "nested deeper"),
+        ("[" * DEEP + "]" * DEEP, "json", "JSON nested deeper than 200"),  # unlabelled
+        (fenced("toml", "a = " + "[" * DEEP + "]" * DEEP + "\n"), "toml", "nested too deeply"),
+        (fenced("yaml", "a: " + "[" * DEEP + "]" * DEEP + "\n"), "yaml", "nested too deeply"),
+        (fenced("python", "x = 1" + " + 1" * 100_000 + "\n"), "ast", "nested too deeply"),
+        (fenced("python", "x = " + "-" * 100_000 + "1\n"), "ast", "too complex"),
+        (fenced("python", "x = " + "a." * 100_000 + "b\n"), "ast", "nested too deeply"),
+    ],
+)
+def test_a_document_nested_too_deeply_is_an_error_finding(
+    text: str, source: str, message: str
+) -> None:
+    if source == "yaml":
+        pytest.importorskip("yaml")
+    report = check_answer(text)
+    assert not report.passed
+    errors = [f for f in report.findings_json() if f["severity"] == "error"]
+    assert [f["source"] for f in errors] == [source]
+    assert message in errors[0]["message"]
+
+
+def test_json_nesting_is_counted_outside_strings_only() -> None:
+    brackets_in_a_string = '{"a": "' + "[" * 1000 + '\\"' + "{" * 1000 + '"}'
+    assert json_too_deep(brackets_in_a_string) is None
+    assert check_answer(fenced("json", brackets_in_a_string + "\n")).passed
+    at_the_limit = "[" * MAX_NESTING + "]" * MAX_NESTING
+    assert json_too_deep(at_the_limit) is None
+    assert check_answer(fenced("json", at_the_limit + "\n")).passed
+    one_more = "\n[" + at_the_limit + "]"
+    assert json_too_deep(one_more) == 1 + MAX_NESTING  # the bracket that opens level 201
+    found = check_answer(fenced("json", one_more + "\n")).findings_json()
+    assert [f["line"] for f in found] == [2]
+
+
+def test_a_block_too_long_to_check_is_a_finding_not_a_parse() -> None:
+    code = '{"k": "' + "x" * MAX_BLOCK_CHARS + '"}\n'
+    report = check_block(CodeBlock(code, "json", True, True))
+    assert not report.passed
+    assert report.findings[0].source == "structure"
+    assert f"at most {MAX_BLOCK_CHARS:,}" in report.findings[0].message
+
+
+def test_a_check_that_raises_is_skipped_with_the_reason_and_an_overflow_is_a_finding() -> None:
+    def broken(code: str) -> tuple[list[Any], list[str]]:
+        raise ValueError("a bug in a checker")
+
+    def overflowing(code: str) -> tuple[list[Any], list[str]]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    block = CodeBlock("x = 1\n", "python", True, True)
+    skipped = check_block(block, {"python": broken})
+    assert skipped.passed
+    assert skipped.skipped == (
+        "python: the check failed (ValueError: a bug in a checker); not checked",
+    )
+    overflowed = check_block(block, {"python": overflowing})
+    assert not overflowed.passed
+    assert "nested too deeply" in overflowed.findings[0].message
+
+
+def test_long_lines_and_huge_answers_are_split_in_linear_time() -> None:
+    # With backtracking quantifiers these took time quadratic in the line length; at
+    # this size they would not end within the test's timeout.
+    line = FENCE + " " * 400_000 + "x`"
+    assert extract_blocks(line) == [CodeBlock(line + "\n", "", False, True)]
+    many = fenced("python", "x = 1\n") * 2_000 + FENCE + "python\n" + "y\n" * 100_000
+    blocks = extract_blocks(many)
+    assert len(blocks) == 2_001 and not blocks[-1].closed

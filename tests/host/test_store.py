@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -120,3 +123,75 @@ async def test_the_swap_log_keeps_order_and_durations(store: Store) -> None:
         ("a", [], 0.5),
         ("b", ["a"], None),
     ]
+
+
+# -- queue order and claims under concurrency (issue 17) ---------------------------------
+
+
+async def new_task_for(store: Store, model: str, prompt: str) -> str:
+    task = await store.create_task(
+        prompt=prompt,
+        type=None,
+        context={"files": []},
+        request={},
+        priority=0,
+        validation="none",
+        model=model,
+    )
+    return task.id
+
+
+async def test_two_thousand_concurrent_submissions_get_distinct_seqs_and_right_positions(
+    store: Store,
+) -> None:
+    ids = await asyncio.gather(
+        *(new_task_for(store, "a" if i % 2 else "b", f"task {i}") for i in range(2000))
+    )
+    tasks = [await store.get_task(i) for i in ids]
+    assert len({t.seq for t in tasks}) == 2000
+    for model in ("a", "b"):
+        mine = sorted((t for t in tasks if t.model == model), key=lambda t: t.seq)
+        positions = [await store.queue_position(t) for t in mine]
+        assert positions == list(range(1, len(mine) + 1))
+    first_a = min((t for t in tasks if t.model == "a"), key=lambda t: t.seq)
+    second_a = sorted((t for t in tasks if t.model == "a"), key=lambda t: t.seq)[1]
+    await store.move_task(first_a.id, TaskStatus.WAITING_DEVICE, "dispatched")
+    assert await store.queue_position(second_a) == 1
+
+
+async def test_a_database_with_duplicate_seqs_is_renumbered_in_order_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    store = await Store.open(path)
+    late, early, last = [await new_task(store, p) for p in ("late", "early", "last")]
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # as an older daemon left it
+        db.execute("DROP INDEX tasks_seq")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        for task_id, seq, created in ((late, 1, 10.0), (early, 1, 5.0), (last, 2, 1.0)):
+            db.execute(
+                "UPDATE tasks SET seq = ?, created = ? WHERE id = ?", (seq, created, task_id)
+            )
+    reopened = await Store.open(path)
+    try:
+        seqs = {t: (await reopened.get_task(t)).seq for t in (late, early, last)}
+        assert seqs == {early: 1, late: 2, last: 3}
+        assert (await reopened.get_task(await new_task(reopened, "new"))).seq == 4
+    finally:
+        await reopened.close()
+    with contextlib.closing(sqlite3.connect(path)) as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute("UPDATE tasks SET seq = 1 WHERE id = ?", (last,))
+
+
+async def test_of_two_racing_moves_one_wins_and_only_it_is_an_event(store: Store) -> None:
+    task_id = await new_task(store)
+    results = await asyncio.gather(
+        *(store.move_task(task_id, TaskStatus.WAITING_DEVICE, f"job {n}") for n in range(5)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, IllegalTransition) for r in results if r not in winners)
+    events = await store.task_events(task_id)
+    assert [e["status"] for e in events] == ["queued", "waiting_device"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,47 @@ def test_bad_input_is_a_4xx_json_error(
         response = http.request(method, path, json=body)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
+
+
+def test_sigterm_requeues_tasks_under_way_at_once_and_the_next_start_finishes_them(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    first = start_daemon(tmp_path)
+    daemon_factory.append(first)
+    with first.client() as http:
+        ids = [
+            submit(
+                http, f"Write a long story number {i}.", type="planning", params={"max_tokens": 64}
+            )["id"]
+            for i in range(4)
+        ]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            statuses = [http.get(f"/api/tasks/{i}").json()["status"] for i in ids]
+            if "running" in statuses:
+                break
+            time.sleep(0.02)
+        assert "running" in statuses
+    first.stop(signal.SIGTERM)
+
+    # Requeued by the daemon that stopped, not only by the next one: read the file itself.
+    with contextlib.closing(sqlite3.connect(first.data_dir / "tierhost.sqlite3")) as db:
+        stored = dict(db.execute("SELECT id, status FROM tasks").fetchall())
+        stop_events = {
+            task_id
+            for (task_id,) in db.execute(
+                "SELECT task_id FROM task_events WHERE reason LIKE 'the daemon stopped%'"
+            )
+        }
+    assert stop_events, "no task was requeued when the daemon stopped"
+    assert {stored[i] for i in stop_events} == {"queued"}
+    assert set(stored.values()) <= {"queued", "done"}
+
+    second = start_daemon(tmp_path, data_dir=first.data_dir)
+    daemon_factory.append(second)
+    tasks = wait_all_terminal(second, ids)
+    assert {t["status"] for t in tasks.values()} == {"done"}
+    for task in tasks.values():
+        events = [e["status"] for e in task["events"]]
+        assert events.count("done") == 1
+        assert not any("restarted" in e["reason"] for e in task["events"])  # nothing left over

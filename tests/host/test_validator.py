@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from host import validator
 from host.validator import SYSTEM_PROMPT, Kind, build_messages, line_of, parse_verdict
 
 
@@ -137,3 +140,27 @@ def test_the_prompt_is_strict_and_carries_the_task_code_and_notes() -> None:
     assert "```python\ndef add(a, b):" in user
     assert "- line 1: F401 unused import" in user
     assert "import os" in user and "do not review" in user
+
+
+# -- linear time on any answer (issue 17) ---------------------------------------------
+
+_BACKTRACKING_LINE = re.compile(
+    r"^[\s>#*_`\"'\-]*(?:(?:final\s+)?(?:verdict|answer|result|decision)\s*[:=\-]\s*)?"
+    r"[*_`\"']*(?P<word>PASS|Pass|FAIL|Fail)(?![A-Za-z0-9_])[*_`\"']*(?P<rest>.*)$",
+    re.IGNORECASE,
+)
+"""The verdict pattern before its decoration became possessive (quadratic on `***...`)."""
+
+
+@given(st.text(alphabet=" \t>#*_`\"'-:=PASFILpasfilVerdict final", max_size=40))
+def test_the_linear_verdict_pattern_reads_every_line_as_before(line: str) -> None:
+    before = _BACKTRACKING_LINE.match(line)
+    now = validator._LINE.match(line)
+    assert (before.groupdict() if before else None) == (now.groupdict() if now else None)
+
+
+def test_a_huge_line_of_decoration_is_read_in_linear_time() -> None:
+    # The backtracking pattern took 9 s on 20,000 stars; this many would outlast the
+    # test's timeout.
+    assert parse_verdict("*" * 300_000).kind is Kind.NONE
+    assert parse_verdict("*" * 300_000 + "PASS").kind is Kind.PASS
