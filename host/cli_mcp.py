@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from host.auth import TOKEN_FILE, load_or_create_token
-from host.client import default_url
+from host.client import default_url, discover_token
 from host.paths import data_dir
 
 
@@ -50,10 +49,8 @@ def cmd_mcp_config(args: argparse.Namespace) -> int:
 def cmd_discord(args: argparse.Namespace) -> int:
     from mcp_server.discord_bot import run
 
-    token = os.environ.get("TIERHOST_TOKEN")
-    if token is None and args.data_dir is not None:
-        token = load_or_create_token(data_dir(args.data_dir))
-    return run(args.url, token)
+    # read, never created: the token is the daemon's, and the bot may run on another box
+    return run(args.url, discover_token(directory=args.data_dir))
 
 
 def add_commands(sub: Any) -> None:
@@ -85,5 +82,7 @@ def add_commands(sub: Any) -> None:
         "discord", help="run the Discord bot (bot token in $DISCORD_BOT_TOKEN; extra: discord)"
     )
     bot.add_argument("--url", help="daemon URL (default: $TIERHOST_URL or 127.0.0.1:8788)")
-    bot.add_argument("--data-dir", type=Path, help="read the MCP token here (else $TIERHOST_TOKEN)")
+    bot.add_argument(
+        "--data-dir", type=Path, help="where the token file is (default: XDG; $TIERHOST_TOKEN wins)"
+    )
     bot.set_defaults(func=cmd_discord)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -228,20 +230,157 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_routing(args: argparse.Namespace) -> int:
-    if args.action in ("export", "import"):
-        args.file = args.type
+ROUTING_VERSION = 1
+"""The one `model-routing.json` version this CLI reads and writes."""
+MAX_ROUTING_FILE_BYTES = 1024 * 1024
+MAX_INTEGER_DIGITS = 20
 
-    imported: dict[str, str] | None = None
-    if args.action == "import" and args.file is not None:
-        try:
-            data = json.loads(Path(args.file).read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SystemExit(f"tierhost: cannot read {args.file}: {exc}") from None
-        found = data.get("routes") if isinstance(data, dict) else None
-        if not isinstance(found, dict):
-            raise SystemExit(f'tierhost: {args.file} has no "routes" object')
-        imported = found
+
+class RoutingFileError(ValueError):
+    """A routing file that cannot be imported; the message says what is wrong, on one line."""
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind, in words, for messages that must not echo a hostile value."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return names.get(type(value), "an array" if isinstance(value, list) else "an object")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refuse_constant(name: str) -> float:
+    raise RoutingFileError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise RoutingFileError(f"an integer of {len(digits)} digits is not a routing value")
+    return int(digits)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise RoutingFileError(f"the key {_shown(key)} appears twice in one object")
+        document[key] = value
+    return document
+
+
+def parse_routing_document(data: bytes) -> dict[str, str]:
+    """The routes of a `model-routing.json` document, checked for shape.
+
+    Whether each task type and tier exists is the daemon's call (it answers 422 with
+    the known names); everything about the file itself is decided here, before any
+    request, so that every bad file gets one line that says what is wrong with it.
+    """
+    if len(data) > MAX_ROUTING_FILE_BYTES:
+        raise RoutingFileError(
+            f"it is larger than {MAX_ROUTING_FILE_BYTES // 1024} KiB; a routing table is a "
+            "few lines"
+        )
+    try:
+        text = data.decode("utf-8-sig")  # an editor's byte-order mark is not an error
+    except UnicodeDecodeError as exc:
+        raise RoutingFileError(f"it is not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise RoutingFileError("it is empty; export one with `tierhost routing export FILE`")
+    try:
+        document = json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            object_pairs_hook=_unique_keys,
+        )
+    except RoutingFileError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise RoutingFileError(
+            f"it is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise RoutingFileError("it nests too deeply to be a routing table") from None
+    if not isinstance(document, dict):
+        raise RoutingFileError(
+            f'it holds {_kind(document)}, not an object {{"version": 1, "routes": {{...}}}}'
+        )
+    version = document.get("version", ROUTING_VERSION)
+    if type(version) is not int or version != ROUTING_VERSION:
+        raise RoutingFileError(
+            f"version {_shown(version)} is not supported (this tierhost reads version "
+            f"{ROUTING_VERSION})"
+        )
+    unknown = sorted(set(document) - {"version", "routes"})
+    if unknown:
+        raise RoutingFileError(
+            f"unknown field {_shown(unknown[0])} (a version {ROUTING_VERSION} file has "
+            '"version" and "routes")'
+        )
+    routes = document.get("routes")
+    if routes is None:
+        raise RoutingFileError('it has no "routes" object')
+    if not isinstance(routes, dict):
+        raise RoutingFileError(f'"routes" is {_kind(routes)}, not an object of type → tier')
+    for task_type, tier in routes.items():
+        if not isinstance(tier, str):
+            raise RoutingFileError(
+                f"routes[{_shown(task_type)}] is {_kind(tier)}, not a tier name (a string)"
+            )
+    return routes
+
+
+def _display(path: Path) -> str:
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def read_routing_file(path: Path) -> dict[str, str]:
+    """`parse_routing_document` of a file, with the file's name in every error."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_ROUTING_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SystemExit(f"tierhost: cannot read {_display(path)}: {reason}") from None
+    try:
+        return parse_routing_document(data)
+    except RoutingFileError as exc:
+        raise SystemExit(f"tierhost: {_display(path)}: {exc}") from None
+
+
+def routing_document(routes: dict[str, str]) -> str:
+    """What `routing export` writes: the document `routing import` reads back."""
+    return json.dumps({"version": ROUTING_VERSION, "routes": routes}, indent=2) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a failed export leaves the old
+    file whole instead of half a document."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        reason = exc.strerror or type(exc).__name__
+        raise SystemExit(f"tierhost: cannot write {_display(path)}: {reason}") from None
+
+
+def cmd_routing(args: argparse.Namespace) -> int:
+    if args.action == "set" and (args.type is None or args.tier is None):
+        raise SystemExit("tierhost: usage: tierhost routing set TYPE TIER")
+    if args.action in ("export", "import") and args.tier is not None:
+        raise SystemExit(f"tierhost: usage: tierhost routing {args.action} FILE")
+    if args.action == "import" and args.type is None:
+        raise SystemExit("tierhost: usage: tierhost routing import FILE")
+    file = Path(args.type) if args.action in ("export", "import") and args.type else None
+    imported = read_routing_file(file) if args.action == "import" and file else None
 
     async def run() -> dict[str, str]:
         async with HostClient(args.url) as client:
@@ -252,16 +391,12 @@ def cmd_routing(args: argparse.Namespace) -> int:
                 return await client.set_routing(imported)
             return await client.routing()
 
-    if args.action == "set" and (args.type is None or args.tier is None):
-        raise SystemExit("tierhost: usage: tierhost routing set TYPE TIER")
-    if args.action == "import" and args.file is None:
-        raise SystemExit("tierhost: usage: tierhost routing import FILE")
     routes = asyncio.run(run())
     if args.action == "export":
-        document = json.dumps({"version": 1, "routes": routes}, indent=2) + "\n"
-        if args.file:
-            Path(args.file).write_text(document)
-            print(f"wrote {args.file}", file=sys.stderr)
+        document = routing_document(routes)
+        if file is not None:
+            _write_atomically(file, document)
+            print(f"wrote {_display(file)}", file=sys.stderr)
         else:
             sys.stdout.write(document)
         return 0

@@ -17,7 +17,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from host.client import HostUnreachable, default_url
+from host.client import (
+    HostUnreachable,
+    auth_headers,
+    default_url,
+    error_of,
+    find_token,
+    is_loopback_url,
+)
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 """Sample name → sorted label pairs → value."""
@@ -109,28 +116,33 @@ def _mean(total: float | None, count: float | None) -> str:
     return f"{total / count:.2f}"
 
 
-def fetch(url: str, client: httpx.Client) -> Samples:
+def fetch(url: str, client: httpx.Client, token_source: str | None = None) -> Samples:
     try:
         response = client.get(f"{url}/metrics")
     except httpx.TransportError:
         raise HostUnreachable(
             f"no tierhost daemon at {url} (start it with `tierhost serve`)"
         ) from None
-    response.raise_for_status()
+    if response.status_code >= 400:
+        raise error_of(response, token_source)
     return parse(response.text)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     url = (args.url or default_url()).rstrip("/")
     console = Console()
-    with httpx.Client(timeout=10.0) as client:
+    # /metrics needs the token off loopback like every route but /health
+    token, source = find_token() or (None, None)
+    with httpx.Client(
+        timeout=10.0, headers=auth_headers(token), trust_env=not is_loopback_url(url)
+    ) as client:
         if args.once:
-            console.print(render(fetch(url, client)))
+            console.print(render(fetch(url, client, source)))
             return 0
-        with Live(render(fetch(url, client)), console=console, screen=False) as live:
+        with Live(render(fetch(url, client, source)), console=console, screen=False) as live:
             while True:
                 time.sleep(args.interval)
-                live.update(render(fetch(url, client)))
+                live.update(render(fetch(url, client, source)))
 
 
 def add_commands(sub: Any) -> None:

@@ -1,13 +1,27 @@
-"""The one client of the daemon's HTTP API, shared by the CLI, MCP, LSP and the bot."""
+"""The one client of the daemon's HTTP API, shared by the CLI, MCP, LSP and the bot.
+
+It also owns how every client finds the bearer token, so that they all send the same
+one: a daemon bound beyond loopback refuses everything but `/health` without it.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from host.auth import TOKEN_FILE, is_loopback
+from host.paths import data_dir
+
 DEFAULT_URL = "http://127.0.0.1:8788"
+TOKEN_ENV = "TIERHOST_TOKEN"
+MAX_TOKEN_BYTES = 4096
+"""Far above any token the daemon writes (43 characters); a bigger file is not a token."""
+_ASCII_SPACE = " \t\r\n\x0b\x0c"
 
 
 class HostUnreachable(Exception):
@@ -23,17 +37,150 @@ class HostError(Exception):
         self.kind = kind
 
 
+class TokenError(Exception):
+    """A token was found but cannot be sent; the message names where it came from."""
+
+
 def default_url() -> str:
     return os.environ.get("TIERHOST_URL", DEFAULT_URL).rstrip("/")
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL names this machine by a loopback name or address."""
+    try:
+        return is_loopback(urlsplit(url).hostname or "")
+    except ValueError:  # a malformed URL such as http://[::1
+        return False
+
+
+def token_path(directory: Path | None = None) -> Path | None:
+    """Where the daemon keeps its token: the data dir (`$TIERHOST_DATA_DIR` or XDG)."""
+    try:
+        return data_dir(directory) / TOKEN_FILE
+    except OSError:  # no home, or a data dir that cannot be created: no token there
+        return None
+
+
+def _checked(raw: str, source: str) -> str | None:
+    """The token without the line end an editor or `echo` adds; None when empty.
+
+    Only ASCII white space is stripped: the daemon compares exactly what is sent, and
+    an HTTP header carries printable ASCII only, so anything else is refused here with
+    a message that says where the token came from.
+    """
+    value = raw.strip(_ASCII_SPACE)
+    if not value:
+        return None
+    if not all("!" <= char <= "~" for char in value):
+        raise TokenError(
+            f"the token in {source} has characters an HTTP header cannot carry "
+            "(spaces, control or non-ASCII characters); copy it again from `tierhost token`"
+        )
+    return value
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token in a daemon's token file; None when the file is missing or empty."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_TOKEN_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise TokenError(f"{path} is over {MAX_TOKEN_BYTES} bytes: it does not hold a token")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise TokenError(
+            f"the token in {path} has characters an HTTP header cannot carry (non-ASCII "
+            "bytes); copy it again from `tierhost token`"
+        ) from None
+    return _checked(text, str(path))
+
+
+def find_token(
+    environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> tuple[str, str] | None:
+    """The token this machine's clients send, and where it came from: `$TIERHOST_TOKEN`,
+    else the token file in the data dir (what the daemon on this machine wrote).
+
+    The same token goes to every URL. Off loopback the daemon requires it; on loopback
+    it does too when the daemon on this machine is bound beyond loopback (the guard
+    asks by bind address, not by who connects), and a token read from this machine's
+    own data dir tells this machine's daemon nothing it does not know.
+    """
+    env = os.environ if environ is None else environ
+    if value := _checked(env.get(TOKEN_ENV, ""), f"${TOKEN_ENV}"):
+        return value, f"${TOKEN_ENV}"
+    path = token_path(directory)
+    if path is not None and (value := read_token_file(path)):
+        return value, str(path)
+    return None
+
+
+def discover_token(
+    environ: Mapping[str, str] | None = None, directory: Path | None = None
+) -> str | None:
+    """`find_token` without the source: what the LSP bridge and the bot send."""
+    found = find_token(environ, directory)
+    return found[0] if found else None
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def token_hint(token_source: str | None, directory: Path | None = None) -> str:
+    """How to give a client the token, for the message of a 401."""
+    if token_source is not None:
+        return (
+            f"the token from {token_source} was refused; use the one `tierhost token` "
+            "prints on the daemon's machine"
+        )
+    path = token_path(directory)
+    where = f" or put it in {path}" if path is not None else ""
+    return (
+        f"no token was sent: set ${TOKEN_ENV} to the one `tierhost token` prints on the "
+        f"daemon's machine{where}"
+    )
+
+
+def error_of(response: httpx.Response, token_source: str | None = None) -> HostError:
+    """The daemon's error answer as a `HostError`, on one line; a 401 says how to send
+    the token."""
+    try:
+        error = response.json()["error"]
+        kind, message = str(error["type"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        kind, message = "http_error", response.text[:500] or response.reason_phrase
+    message = " ".join(message.split())
+    if response.status_code == 401:
+        message = f"{message}; {token_hint(token_source)}"
+    return HostError(response.status_code, kind, message)
+
+
 class HostClient:
+    """The daemon's API as async methods. `token=None` finds the token the usual way
+    (`find_token`); pass `""` to send none."""
+
     def __init__(
         self, base_url: str | None = None, token: str | None = None, timeout: float = 30.0
     ) -> None:
         self.base_url = (base_url or default_url()).rstrip("/")
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.token: str | None = token or None
+        self.token_source: str | None = "the caller" if token else None
+        if token is None and (found := find_token()):
+            self.token, self.token_source = found
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=auth_headers(self.token),
+                timeout=timeout,
+                # a proxy from the environment never sees loopback traffic or its token
+                trust_env=not is_loopback_url(self.base_url),
+            )
+        except httpx.InvalidURL as exc:
+            raise HostUnreachable(f"{self.base_url!r} is not a daemon URL ({exc})") from None
 
     async def __aenter__(self) -> HostClient:
         return self
@@ -53,12 +200,16 @@ class HostClient:
                 "start one with `tierhost serve` or set TIERHOST_URL"
             ) from None
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                raise HostError(response.status_code, error["type"], error["message"])
-            except (ValueError, KeyError, TypeError):
-                raise HostError(response.status_code, "http_error", response.text) from None
-        return response.json()
+            raise error_of(response, self.token_source)
+        try:
+            return response.json()
+        except ValueError:
+            raise HostError(
+                response.status_code,
+                "bad_response",
+                f"{self.base_url} answered {path} with something that is not JSON: "
+                "is it a Tierhost daemon?",
+            ) from None
 
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/health")

@@ -15,6 +15,7 @@ from mcp import Client
 from mcp.client._transport import TransportStreams
 from mcp.client.streamable_http import streamable_http_client
 
+from host.client import auth_headers, discover_token
 from mcp_server.http import PATH
 
 CONNECT_TIMEOUT_S = 30.0
@@ -24,7 +25,7 @@ STREAM_TIMEOUT_S = 300.0
 
 @contextlib.asynccontextmanager
 async def _http_transport(url: str, token: str | None) -> AsyncIterator[TransportStreams]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = auth_headers(token)
     timeout = httpx2.Timeout(CONNECT_TIMEOUT_S, read=STREAM_TIMEOUT_S)
     async with (
         httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
@@ -34,8 +35,16 @@ async def _http_transport(url: str, token: str | None) -> AsyncIterator[Transpor
 
 
 def http_client(
-    daemon_url: str, token: str | None = None, *, read_timeout_s: float | None = None
+    daemon_url: str,
+    token: str | None = None,
+    *,
+    read_timeout_s: float | None = None,
+    mode: str = "auto",
 ) -> Client:
-    """An unopened MCP client of the daemon's `/mcp` (use `async with`)."""
+    """An unopened MCP client of the daemon's `/mcp` (use `async with`). No token given:
+    the one every client finds (`host.client.find_token`); `""` sends none. `mode` is the
+    SDK's: `auto` speaks the newest protocol the server offers, `legacy` the 2025
+    handshake that most MCP hosts speak."""
     endpoint = daemon_url.rstrip("/") + PATH
-    return Client(_http_transport(endpoint, token), read_timeout_seconds=read_timeout_s)
+    secret = discover_token() if token is None else token
+    return Client(_http_transport(endpoint, secret), read_timeout_seconds=read_timeout_s, mode=mode)

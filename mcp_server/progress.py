@@ -73,7 +73,8 @@ async def follow(
 
 
 async def cancel_quietly(client: HostClient, task_id: str) -> None:
-    """Cancel a task from inside a cancelled scope: shielded, bounded, best effort."""
+    """Cancel a task from inside a cancelled scope, or for a caller that left: shielded,
+    bounded, best effort."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_TIMEOUT_S):
         # the task may have ended meanwhile, and the caller is gone: nothing to tell
         with contextlib.suppress(HostError, HostUnreachable):

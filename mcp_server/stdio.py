@@ -7,14 +7,11 @@ stdin/stdout. stdout belongs to the protocol, so everything for people goes to s
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import anyio
 
-from host.auth import TOKEN_FILE
-from host.client import default_url
-from host.paths import data_dir
+from host.client import TokenError, default_url, find_token
 from mcp_server.launcher import DaemonStartFailed, ensure_daemon
 from mcp_server.server import build_server
 
@@ -24,33 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-start", action="store_true", help="fail instead of starting a daemon")
 
 
-async def serve(url: str, token: str | None, start: bool) -> int:
+async def serve(url: str, start: bool) -> int:
     try:
-        outcome = await ensure_daemon(url, token=token, start=start)
+        outcome = await ensure_daemon(url, start=start)
         print(outcome.describe(), file=sys.stderr, flush=True)
     except DaemonStartFailed as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1
-    await build_server(url, token=token).run_stdio_async()
+    # no token given: the server's HostClient finds it (`host.client.find_token`), and
+    # names where it came from when the daemon refuses it
+    await build_server(url).run_stdio_async()
     return 0
-
-
-def _token() -> str | None:
-    """`$TIERHOST_TOKEN`, else the local daemon's token file if there is one: a daemon
-    bound beyond loopback refuses changes without it, and sending it to one that does
-    not need it is harmless."""
-    if token := os.environ.get("TIERHOST_TOKEN"):
-        return token
-    try:
-        return (data_dir() / TOKEN_FILE).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def run(args: argparse.Namespace) -> int:
     url = (args.url or default_url()).rstrip("/")
-    token = _token()
-    return anyio.run(serve, url, token, not args.no_start)
+    try:
+        find_token()  # a token that cannot be sent stops here, not in the first tool call
+    except TokenError as exc:
+        print(f"tierhost mcp: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return anyio.run(serve, url, not args.no_start)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,10 +12,13 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from host.client import HostClient
 from mcp_server import text
+from mcp_server.caller import unless_caller_leaves
 from mcp_server.link import HostLink, tool_errors
 from mcp_server.models import TERMINAL, Decision, Task, TaskContext, TaskList, TaskStatusName
 from mcp_server.progress import cancel_quietly, follow
@@ -57,6 +60,24 @@ def _reporter(ctx: Context[Any, Any]) -> Any:
         await ctx.report_progress(round(progress, 3), None, message)
 
     return report
+
+
+async def _follow_or_cancel(
+    client: HostClient, task_id: str, ctx: Context[Any, Any], timeout_s: float
+) -> Task:
+    """`submit_task`'s wait: the task at its end, cancelled in the host if the call is
+    cancelled (stdio, a client's cancel) or its HTTP client disconnects."""
+    try:
+        followed = await unless_caller_leaves(
+            ctx, lambda: follow(client, task_id, _reporter(ctx), timeout_s=timeout_s)
+        )
+    except anyio.get_cancelled_exc_class():
+        await cancel_quietly(client, task_id)
+        raise
+    if followed is None:
+        await cancel_quietly(client, task_id)
+        raise ToolError(f"the client disconnected: task {task_id} was cancelled")
+    return followed[0]
 
 
 def register(server: MCPServer[Any], link: HostLink) -> None:
@@ -144,11 +165,7 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
                 )
             )
             if wait:
-                try:
-                    task = await follow(client, task.id, _reporter(ctx), timeout_s=timeout_s)
-                except anyio.get_cancelled_exc_class():
-                    await cancel_quietly(client, task.id)
-                    raise
+                task = await _follow_or_cancel(client, task.id, ctx, timeout_s)
         summary = text.task(task)
         if not wait and task.decision is not None:
             summary += "\n" + text.decision(task.decision)
@@ -195,8 +212,14 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
         """Wait until a task ends, reporting progress (queue position, swap, tokens) at
         least every 5 s. Cancelling this call stops the wait, not the task; returns the
         task as it is when it ends or when `timeout_s` passes."""
+        client = link.client
         with tool_errors():
-            task = await follow(link.client, task_id, _reporter(ctx), timeout_s=timeout_s)
+            followed = await unless_caller_leaves(
+                ctx, lambda: follow(client, task_id, _reporter(ctx), timeout_s=timeout_s)
+            )
+        if followed is None:
+            raise ToolError(f"the client disconnected: stopped waiting; task {task_id} runs on")
+        (task,) = followed
         summary = text.task(task)
         if task.status not in TERMINAL:
             summary += f"\n(still {task.status} after {timeout_s:g} s; call wait_task again)"

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
+from mcp_server.clients import http_client
 from tests.conftest import Daemon
 from tests.mcp_server.conftest import (
     http_client_for,
@@ -65,6 +73,18 @@ async def test_off_loopback_tools_work_with_the_token(open_daemon: Daemon) -> No
             assert structured(same)["routes"] == table
 
 
+async def test_the_http_client_finds_the_token_itself(
+    open_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the Discord bot does: no token passed, the data dir's token file is read."""
+    monkeypatch.delenv("TIERHOST_TOKEN", raising=False)
+    monkeypatch.setenv("TIERHOST_DATA_DIR", str(open_daemon.data_dir))
+    with anyio.fail_after(WAIT_S):
+        async with http_client(open_daemon.url, read_timeout_s=WAIT_S) as client:
+            decision = structured(await client.call_tool("route_task", {"prompt": "Plan it."}))
+    assert decision["tier"] == "architect"
+
+
 async def test_stdio_reads_the_token_from_the_data_dir(open_daemon: Daemon, tmp_path: Path) -> None:
     with (tmp_path / "stdio.log").open("w") as errlog, anyio.fail_after(WAIT_S):
         env = {"TIERHOST_DATA_DIR": str(open_daemon.data_dir)}
@@ -102,3 +122,66 @@ def test_on_loopback_no_token_is_needed(shared_daemon: Daemon) -> None:
     with httpx.Client(base_url=shared_daemon.url, timeout=30.0) as http:
         response = http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
     assert response.status_code == 200, response.text
+
+
+CANCEL_WAIT_S = 30.0
+
+
+def _wait_for_line(process: subprocess.Popen[bytes], prefix: str, timeout_s: float) -> None:
+    """Read the process's stdout until a line starts with `prefix` (bounded)."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0.0))
+        chunk = os.read(fd, 4096) if ready else b""
+        if ready and not chunk:
+            break  # the caller exited
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if any(line.decode().startswith(prefix) for line in lines):
+            return
+    raise AssertionError(f"the call never reported {prefix!r}")
+
+
+def _task_with_prompt(http: httpx.Client, prompt: str) -> dict[str, Any]:
+    tasks = http.get("/api/tasks", params={"type": "planning", "limit": 50}).json()["tasks"]
+    found: dict[str, Any] = next(t for t in tasks if t["prompt"] == prompt)
+    return found
+
+
+def _wait_until_ended(http: httpx.Client, task: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while task["status"] not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"task still {task['status']}, for nobody"
+        time.sleep(0.05)
+        task = http.get(f"/api/tasks/{task['id']}").json()
+    return task
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("phase", ["queued", "running"])
+def test_a_wait_whose_http_client_dies_cancels_its_task(
+    shared_daemon: Daemon, tmp_path: Path, mode: str, phase: str
+) -> None:
+    """Like stdio: the caller's process is killed mid-wait, so its connection drops with
+    no cancel notification and no session DELETE; the task must not run on for nobody.
+    `legacy` is the 2025 handshake most MCP hosts speak, `auto` the SDK's newest."""
+    prompt = f"Plan, step by step, a long detailed migration of a web shop ({uuid.uuid4()})."
+    argv = [sys.executable, "-m", "tests.mcp_server.http_caller", shared_daemon.url, mode, prompt]
+    with shared_daemon.client() as http, (tmp_path / "caller.log").open("w") as errlog:
+        if phase == "queued":  # pinned to the builder, the planning task is held in the queue
+            assert http.put("/api/mode", json={"mode": "builder"}).status_code == 200
+        try:
+            caller = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errlog)
+            try:
+                _wait_for_line(caller, phase, WAIT_S)
+            finally:
+                caller.kill()
+                caller.wait(timeout=30)
+            task = _wait_until_ended(http, _task_with_prompt(http, prompt))
+        finally:
+            if phase == "queued":
+                http.put("/api/mode", json={"mode": "auto"})
+    assert task["status"] == "cancelled", task
