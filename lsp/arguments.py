@@ -17,6 +17,8 @@ from typing import Any
 
 from lsprotocol import types
 
+from lsp.paths import is_task_id
+
 TASK_COMMANDS: dict[str, str] = {
     "tierhost.plan": "planning",
     "tierhost.design": "design",
@@ -212,11 +214,18 @@ def mode_args(arguments: Sequence[Any]) -> tuple[str, str | None]:
 
 
 def cancel_args(arguments: Sequence[Any]) -> str | None:
-    """`tierhost.cancel`: `[]` (every task this bridge runs), `[task id]` or `[document uri]`."""
+    """`tierhost.cancel`: `[]` (every task this bridge runs), `[task id]` or `[document uri]`.
+    An id must have the host's form: it becomes part of a URL path to the host."""
     if not arguments:
         return None
     if len(arguments) == 1 and isinstance(arguments[0], str) and arguments[0]:
-        return arguments[0]
+        target = arguments[0]
+        if ":" not in target and not is_task_id(target):
+            raise BadArguments(
+                f"tierhost.cancel: {target!r} is neither a task id (t- and 17 hex digits, "
+                "as the host names tasks) nor a document URI"
+            )
+        return target
     raise BadArguments(
         "tierhost.cancel: expected [] (every task started here), [task id] or [document uri], "
         f"got {list(arguments)!r}"

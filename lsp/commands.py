@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from lsprotocol.converters import get_converter
@@ -22,7 +23,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
 from host.client import HostClient, HostError
-from lsp import arguments, prompts, results
+from lsp import arguments, paths, prompts, results
 from lsp.progress import WorkDone, cancel_in_host, follow
 from lsp.status import NOTIFICATION, StatusWatcher, Summary, snapshot
 
@@ -33,6 +34,11 @@ _VERBS = {
     "tierhost.implement": "implement",
     "tierhost.explain": "explain",
 }
+
+
+SHOWN_CHARS = 2000
+"""How much of a result that could not be written a message shows (all of it is in the
+command's result)."""
 
 
 class CommandError(Exception):
@@ -81,33 +87,37 @@ class Bridge:
 
     # -- documents -----------------------------------------------------------------
 
-    def _document(self, uri: str) -> TextDocument:
-        document = self.ls.workspace.get_text_document(uri)
+    def _folders(self) -> list[Path]:
+        """The editor's workspace folders (and root), resolved: what the bridge may read."""
+        workspace = self.ls.workspace
+        return paths.workspace_folders(
+            [*(folder.uri for folder in workspace.folders.values()), workspace.root_uri]
+        )
+
+    def _document(self, uri: str) -> tuple[TextDocument, paths.Located]:
+        """The document a command works on, if the bridge may use it (`paths.locate`):
+        the editor's text when it is open, else the file read once, after the check."""
+        workspace = self.ls.workspace
+        opened = workspace.text_documents.get(unquote(uri))
         try:
-            document.source  # noqa: B018 - reads the file when the editor has not opened it
+            located = paths.locate(uri, self._folders(), opened is not None)
+        except paths.Refused as exc:
+            raise CommandError(str(exc)) from None
+        if opened is not None:
+            return opened, located
+        if located.disk is None:  # locate refuses a closed document it cannot read; still:
+            raise CommandError(f"cannot read {uri}: it is not open in the editor")
+        try:
+            text = located.disk.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CommandError(f"cannot read {uri}: it is not UTF-8 text") from None
         except OSError as exc:
             raise CommandError(
                 f"cannot read {uri}: it is not open in the editor and not readable on disk "
                 f"({exc.strerror or exc})"
             ) from None
-        return document
-
-    def _workspace_root(self, document: TextDocument) -> Path | None:
-        root = self.ls.workspace.root_path
-        if root:
-            return Path(root)
-        if uris.to_fs_path(document.uri):
-            return Path(document.path).parent
-        return None
-
-    def _relative(self, document: TextDocument) -> str:
-        root = self.ls.workspace.root_path
-        if root and uris.to_fs_path(document.uri):
-            try:
-                return Path(os.path.relpath(document.path, root)).as_posix()
-            except ValueError:  # another drive on Windows
-                pass
-        return document.path or document.uri
+        document = TextDocument(uri, source=text, position_codec=workspace.position_codec)
+        return document, located
 
     @staticmethod
     def _check_range(selection: types.Range | None, lines: Sequence[str], command: str) -> None:
@@ -128,7 +138,7 @@ class Bridge:
         """Submit the command's task, follow it as progress, and show its result.
         `cancel` (the request was cancelled) stops it like the progress' cancel button."""
         args = arguments.task_args(command, raw)
-        document = self._document(args.uri)
+        document, located = self._document(args.uri)
         lines = document.lines
         self._check_range(args.range, lines, command)
         selection_text: str | None = None
@@ -140,7 +150,7 @@ class Bridge:
             first = args.range.start.line + 1
             last = args.range.end.line + (0 if args.range.end.character == 0 else 1)
             last = max(first, last)
-        path = self._relative(document)
+        path = located.shown
         request = prompts.build(
             command,
             path=path,
@@ -200,7 +210,7 @@ class Bridge:
             reply.update(await self._offer_edit(final, document, args.range, path))
         elif final.get("status") in ("done", "failed") and command != "tierhost.implement":
             span = (first, last) if first is not None and last is not None else None
-            reply.update(await self._show_markdown(command, final, document, path, span))
+            reply.update(await self._show_markdown(command, final, located, path, span))
         if final.get("status") == "failed":
             self._message(f"Tierhost task {task_id} failed: {final.get('error')}", error=True)
             reply["error"] = final.get("error")
@@ -212,17 +222,26 @@ class Bridge:
         self,
         command: str,
         task: dict[str, Any],
-        document: TextDocument,
+        located: paths.Located,
         path: str,
         span: tuple[int, int] | None,
     ) -> dict[str, Any]:
+        """Write the result to `<folder>/.tierhost/` and show it; where it may not be
+        written, show it in a message and return it, saying why."""
         text = results.markdown(command, task, source=path, lines=span, url=self.url)
-        root = self._workspace_root(document)
-        if root is None:
-            return {"markdown": text}  # nowhere to write: the client opens the content
-        target = results.document_path(root, command, str(task["id"]))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        if located.folder is None:
+            return self._not_written(
+                command,
+                text,
+                "no workspace folder is open, and the bridge writes result files only "
+                "inside one (in its .tierhost folder)",
+            )
+        try:
+            target = self._write_result(located.folder, command, str(task.get("id")), text)
+        except paths.Refused as exc:
+            return self._not_written(command, text, str(exc))
+        except OSError as exc:
+            return self._not_written(command, text, f"writing it failed ({exc.strerror or exc})")
         uri = uris.from_fs_path(str(target)) or target.as_uri()
         shown = False
         window = self.ls.client_capabilities.window
@@ -233,7 +252,29 @@ class Bridge:
             shown = bool(answer and answer.success)
         if not shown:
             self._message(f"Tierhost: {command.removeprefix('tierhost.')} written to {target}")
-        return {"document": uri, "shown": shown}
+        return {"document": uri, "shown": shown, "written": True}
+
+    @staticmethod
+    def _write_result(folder: Path, command: str, task_id: str, text: str) -> Path:
+        """Write where `paths.result_file` allows, checked again once `.tierhost` exists,
+        and never through a link planted meanwhile (O_NOFOLLOW)."""
+        paths.result_file(folder, command, task_id)  # refuses before anything is created
+        (folder / paths.FOLDER).mkdir(exist_ok=True)
+        target = paths.result_file(folder, command, task_id)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(target, flags, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        return target
+
+    def _not_written(self, command: str, text: str, reason: str) -> dict[str, Any]:
+        kind = command.removeprefix("tierhost.")
+        shown = text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "\n…"
+        self._message(
+            f"Tierhost: the {kind} was not written to a file: {reason}. "
+            f"It is in the command's result, and here:\n\n{shown}"
+        )
+        return {"markdown": text, "written": False, "reason": reason}
 
     async def _offer_edit(
         self,
@@ -288,7 +329,8 @@ class Bridge:
         findings = task.get("findings")
         if findings is None or (not findings and task.get("validated") is None):
             return 0
-        lines = self.ls.workspace.get_text_document(document.uri).lines  # after any edit
+        opened = self.ls.workspace.text_documents.get(unquote(document.uri))
+        lines = (opened or document).lines  # after any edit
         found = results.diagnostics(
             findings,
             task_id=str(task["id"]),

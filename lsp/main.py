@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
-from host.auth import TOKEN_FILE
-from host.client import default_url
-from host.paths import data_dir
+from host.client import TokenError, default_url, discover_token
 from mcp_server.launcher import DaemonStartFailed, Outcome, ensure_daemon
 
 
@@ -30,17 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
-
-
-def token() -> str | None:
-    """`$TIERHOST_TOKEN`, else the local daemon's token file if there is one: a daemon
-    bound beyond loopback refuses changes without it; one that does not need it ignores it."""
-    if value := os.environ.get("TIERHOST_TOKEN"):
-        return value
-    try:
-        return (data_dir() / TOKEN_FILE).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def describe(outcome: Outcome) -> str:
@@ -66,7 +52,11 @@ def find_daemon(url: str, secret: str | None, start: bool) -> str | None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr)
     url = (args.url or default_url()).rstrip("/")
-    secret = token()
+    try:
+        secret = discover_token()  # $TIERHOST_TOKEN, else this machine's token file
+    except TokenError as exc:
+        print(f"tierhost lsp: {exc}", file=sys.stderr, flush=True)
+        return 1
     problem = find_daemon(url, secret, not args.no_start)
     if problem:
         print(problem, file=sys.stderr, flush=True)
@@ -78,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
-    return 0
+    return server.exit_status
 
 
 def main(argv: list[str] | None = None) -> int:

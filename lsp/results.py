@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 
 from lsp import diff
 
-FOLDER = ".tierhost"
 SOURCE = "tierhost"
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -40,12 +38,6 @@ _TITLES = {
 
 
 # -- documents -----------------------------------------------------------------------
-
-
-def document_path(root: Path, command: str, task_id: str) -> Path:
-    """Where a result is written: `<workspace>/.tierhost/<kind>-<task id>.md`."""
-    kind = command.removeprefix("tierhost.")
-    return root / FOLDER / f"{kind}-{task_id}.md"
 
 
 def task_link(url: str, task_id: str) -> str:

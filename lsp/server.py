@@ -8,7 +8,7 @@ answering meanwhile, and only async handlers receive `$/cancelRequest`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
@@ -18,6 +18,7 @@ from host.client import HostError, HostUnreachable
 from lsp.arguments import TASK_COMMANDS, BadArguments
 from lsp.commands import Bridge, CommandError
 from lsp.progress import on_request_cancelled
+from lsp.transport import serve_stdio, serve_tcp
 
 NAME = "tierhost-lsp"
 VERSION = "0.1.0"
@@ -40,10 +41,20 @@ class RequestFailed(JsonRpcException):
 
 
 class TierhostServer(LanguageServer):
-    """The language server, with the bridge its handlers share."""
+    """The language server, with the bridge its handlers share.
+
+    It reads its stream with `lsp.transport`, not pygls's reader: a bad frame is
+    answered or ends the bridge, never hangs it; `exit_status` is the process's."""
 
     bridge: Bridge
     start_error: str | None = None
+    exit_status: int = 0
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        self.exit_status = serve_stdio(self, stdin, stdout)
+
+    def start_tcp(self, host: str, port: int) -> None:
+        self.exit_status = serve_tcp(self, host, port)
 
 
 Handler = Callable[[Bridge, list[Any]], Awaitable[Any]]

@@ -132,9 +132,10 @@ class Editor:
         return await asyncio.wait_for(self.client.workspace_execute_command_async(params), timeout)
 
 
-async def open_editor(
-    url: str, root: Path, extra_args: tuple[str, ...] = ()
-) -> tuple[LanguageClient, Recorder, types.InitializeResult]:
+async def start_client(
+    url: str, extra_args: tuple[str, ...] = ()
+) -> tuple[LanguageClient, Recorder]:
+    """The bridge started and connected, not yet initialized."""
     recorder = Recorder()
     config = ClientServerConfig(
         server_command=[sys.executable, "-m", "lsp", "--url", url, "--no-start", *extra_args],
@@ -142,13 +143,23 @@ async def open_editor(
     )
     client = await config.start()
     assert isinstance(client, LanguageClient)
-    root_uri = uris.from_fs_path(str(root))
+    return client, recorder
+
+
+async def open_editor(
+    url: str, root: Path | None, extra_args: tuple[str, ...] = ()
+) -> tuple[LanguageClient, Recorder, types.InitializeResult]:
+    """VS Code's capabilities, with `root` as its one workspace folder (None: a window
+    with no folder open, as when VS Code opens a single file)."""
+    client, recorder = await start_client(url, extra_args)
+    root_uri = uris.from_fs_path(str(root)) if root is not None else None
+    folders = [types.WorkspaceFolder(uri=root_uri, name="project")] if root_uri else None
     result = await asyncio.wait_for(
         client.initialize_session(
             types.InitializeParams(
                 capabilities=client_capabilities("visual-studio-code"),
                 root_uri=root_uri,
-                workspace_folders=[types.WorkspaceFolder(uri=root_uri or "", name="project")],
+                workspace_folders=folders,
             )
         ),
         WAIT_S,

@@ -106,7 +106,16 @@ def test_mode_arguments_refused(arguments: list[Any], message: str) -> None:
 
 def test_cancel_arguments() -> None:
     assert cancel_args([]) is None
-    assert cancel_args(["t-0123"]) == "t-0123"
+    assert cancel_args(["t-0193a5c2f1e4b7c9d0"]) == "t-0193a5c2f1e4b7c9d0"
     assert cancel_args([URI]) == URI
     with pytest.raises(BadArguments, match=r"expected \[\] \(every task started here\)"):
         cancel_args(["t-1", "t-2"])
+
+
+@pytest.mark.parametrize(
+    "target", ["t-0123", "../../v1/models", "t-0193a5c2f1e4b7c9d0/../x", "T-0193A5C2F1E4B7C9D0"]
+)
+def test_cancel_refuses_what_is_not_a_task_id(target: str) -> None:
+    """The id goes into the URL path of the host's cancel endpoint."""
+    with pytest.raises(BadArguments, match="is neither a task id"):
+        cancel_args([target])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -251,11 +250,6 @@ def test_whole_document_range() -> None:
 
 
 # -- documents -----------------------------------------------------------------------
-
-
-def test_document_path() -> None:
-    path = results.document_path(Path("/w"), "tierhost.review", "t-7")
-    assert path == Path("/w/.tierhost/review-t-7.md")
 
 
 def test_markdown_of_a_plan() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from pygls.exceptions import JsonRpcException
 
 from lsp import diff
 from tests.conftest import Daemon
-from tests.lsp.conftest import SOURCE, WAIT_S, Editor, wait_until
+from tests.lsp.conftest import SOURCE, WAIT_S, Editor, open_editor, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -294,7 +295,8 @@ async def test_set_mode_and_status_send_tierhost_status(editor: Editor) -> None:
             ["URI", {"start": {"line": 90, "character": 0}, "end": {"line": 99, "character": 0}}],
             "the document has 8 line(s)",
         ),
-        ("tierhost.explain", ["file:///nowhere/missing.py"], "cannot read file:///nowhere"),
+        ("tierhost.explain", ["MISSING"], "it is not open in the editor and missing on disk"),
+        ("tierhost.explain", ["file:///nowhere/missing.py"], "outside every workspace folder"),
         ("tierhost.setMode", [], "expected [mode] or [mode, device]"),
         ("tierhost.setMode", ["warp-speed"], "tierhost.setMode: the host refused"),
         ("tierhost.cancel", ["t-doesnotexist"], "t-doesnotexist"),
@@ -304,7 +306,9 @@ async def test_set_mode_and_status_send_tierhost_status(editor: Editor) -> None:
 async def test_bad_arguments_are_invalid_params_with_a_clear_message(
     editor: Editor, command: str, arguments: list[Any], expected: str
 ) -> None:
-    arguments = [editor.uri if a == "URI" else a for a in arguments]
+    missing = (editor.root / "missing.py").as_uri()
+    placeholders = {"URI": editor.uri, "MISSING": missing}
+    arguments = [placeholders.get(a, a) if isinstance(a, str) else a for a in arguments]
     with pytest.raises(JsonRpcException) as caught:
         await editor.command(command, *arguments)
     assert caught.value.code == types.ErrorCodes.InvalidParams.value
@@ -324,3 +328,39 @@ async def test_findings_are_published_as_diagnostics(editor: Editor, lsp_daemon:
         assert diagnostic.code == reply["taskId"]
         assert diagnostic.code_description is not None
         assert diagnostic.code_description.href.endswith(f"/api/tasks/{reply['taskId']}")
+
+
+async def test_without_a_workspace_folder_the_plan_is_shown_not_written(
+    lsp_daemon: Daemon, workspace: Path
+) -> None:
+    """VS Code with one file open and no folder: nowhere the bridge may write, so the
+    plan comes back in the reply and in a message that says why — not as a file next
+    to the document, as it used to."""
+    client, _, _ = await open_editor(lsp_daemon.url, None)
+    uri = (workspace / "stats.py").as_uri()
+    try:
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="python", version=1, text=SOURCE
+                )
+            )
+        )
+        params = types.ExecuteCommandParams(
+            command="tierhost.plan", arguments=[uri, MEAN_STUB, SMALL]
+        )
+        reply = await asyncio.wait_for(client.workspace_execute_command_async(params), WAIT_S)
+        messages = [m.message for m in client.messages]
+    finally:
+        await asyncio.wait_for(client.shutdown_session(), WAIT_S)
+        await client.stop()
+
+    assert reply["status"] == "done", reply
+    assert reply["written"] is False
+    assert "no workspace folder is open" in reply["reason"]
+    assert reply["taskId"] in reply["markdown"] and "lines 6–8" in reply["markdown"]
+    assert not (workspace / ".tierhost").exists()
+    assert not client.shown_documents
+    (message,) = [m for m in messages if "was not written to a file" in m]
+    assert "no workspace folder is open" in message and reply["taskId"] in message
+    assert host_task(lsp_daemon, reply["taskId"])["status"] == "done"
