@@ -10,26 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.errors import ApiError
+from host.errors import ApiError, json_kind
 from host.routing import strip_force_big
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
-
-
-def _shape(value: object) -> str:
-    """A JSON value's kind, as a client would say it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
 
 
 def _invalid(message: str) -> ApiError:
@@ -38,12 +23,12 @@ def _invalid(message: str) -> ApiError:
 
 def _check_messages(messages: object) -> None:
     if not isinstance(messages, list):
-        raise _invalid(f"`messages` must be a list of messages, not {_shape(messages)}")
+        raise _invalid(f"`messages` must be a list of messages, not {json_kind(messages)}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _invalid(
                 f"`messages[{i}]` must be an object with `role` and `content`, "
-                f"not {_shape(message)}"
+                f"not {json_kind(message)}"
             )
         content = message.get("content")
         if content is None or isinstance(content, str):
@@ -51,18 +36,18 @@ def _check_messages(messages: object) -> None:
         if not isinstance(content, list):
             raise _invalid(
                 f"`messages[{i}].content` must be a string or a list of content parts, "
-                f"not {_shape(content)}"
+                f"not {json_kind(content)}"
             )
         for j, part in enumerate(content):
             if not isinstance(part, dict):
                 raise _invalid(
                     f"`messages[{i}].content[{j}]` must be a content part object "
-                    f'(e.g. {{"type": "text", "text": "..."}}), not {_shape(part)}'
+                    f'(e.g. {{"type": "text", "text": "..."}}), not {json_kind(part)}'
                 )
             if "text" in part and not isinstance(part["text"], str):
                 raise _invalid(
                     f"`messages[{i}].content[{j}].text` must be a string, "
-                    f"not {_shape(part['text'])}"
+                    f"not {json_kind(part['text'])}"
                 )
 
 
@@ -79,11 +64,11 @@ def _check_prompt(prompt: object) -> None:
         return
     accepted = "`prompt` must be a string, a list of strings or a list of token ids"
     if not isinstance(prompt, list):
-        raise _invalid(f"{accepted}, not {_shape(prompt)}")
+        raise _invalid(f"{accepted}, not {json_kind(prompt)}")
     if all(isinstance(p, str) for p in prompt) or all(_is_token_list(p) for p in prompt):
         return
     first = next(i for i, p in enumerate(prompt) if not isinstance(p, str))
-    raise _invalid(f"{accepted}; `prompt[{first}]` is {_shape(prompt[first])}")
+    raise _invalid(f"{accepted}; `prompt[{first}]` is {json_kind(prompt[first])}")
 
 
 def check_body(body: dict[str, Any], path: str) -> None:
@@ -93,7 +78,7 @@ def check_body(body: dict[str, Any], path: str) -> None:
     is llama-server's to judge, which answers them with its own 400."""
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        raise _invalid(f"`stream` must be true or false, not {_shape(stream)}")
+        raise _invalid(f"`stream` must be true or false, not {json_kind(stream)}")
     if path == CHAT_PATH and "messages" not in body:
         raise _invalid('the request needs `messages`: a list of {"role", "content"} objects')
     if path == COMPLETIONS_PATH and "prompt" not in body:

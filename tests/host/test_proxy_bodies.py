@@ -43,7 +43,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     (
         CHAT,
         {"messages": [{"role": "user", "content": [{"type": "text", "text": ["a", "b"]}]}]},
-        "`messages[0].content[0].text` must be a string, not a list",
+        "`messages[0].content[0].text` must be a string, not an array",
     ),
     (
         CHAT,
@@ -59,7 +59,7 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     (COMPLETIONS, {"prompt": 5}, "`prompt` must be a string, a list of strings or a list of"),
     (COMPLETIONS, {"prompt": {"text": "a"}}, "not an object"),
     (COMPLETIONS, {"prompt": ["a", 5]}, "`prompt[1]` is a number"),
-    (COMPLETIONS, {"prompt": [[1, 2], "a"]}, "`prompt[0]` is a list"),
+    (COMPLETIONS, {"prompt": [[1, 2], "a"]}, "`prompt[0]` is an array"),
     (COMPLETIONS, {"prompt": [True, False]}, "`prompt[0]` is a boolean"),
     (COMPLETIONS, {"prompt": "a", "messages": 3}, "`messages` must be a list"),
 ]
