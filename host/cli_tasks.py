@@ -22,6 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from host.client import HostClient
+from host.json_text import json_kind
 
 TERMINAL = {"done", "failed", "cancelled"}
 POLL_S = 0.25
@@ -240,14 +241,6 @@ class RoutingFileError(ValueError):
     """A routing file that cannot be imported; the message says what is wrong, on one line."""
 
 
-def _kind(value: object) -> str:
-    """A JSON value's kind, in words, for messages that must not echo a hostile value."""
-    if value is None:
-        return "null"
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    return names.get(type(value), "an array" if isinstance(value, list) else "an object")
-
-
 def _shown(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -307,7 +300,7 @@ def parse_routing_document(data: bytes) -> dict[str, str]:
         raise RoutingFileError("it nests too deeply to be a routing table") from None
     if not isinstance(document, dict):
         raise RoutingFileError(
-            f'it holds {_kind(document)}, not an object {{"version": 1, "routes": {{...}}}}'
+            f'it holds {json_kind(document)}, not an object {{"version": 1, "routes": {{...}}}}'
         )
     version = document.get("version", ROUTING_VERSION)
     if type(version) is not int or version != ROUTING_VERSION:
@@ -325,11 +318,11 @@ def parse_routing_document(data: bytes) -> dict[str, str]:
     if routes is None:
         raise RoutingFileError('it has no "routes" object')
     if not isinstance(routes, dict):
-        raise RoutingFileError(f'"routes" is {_kind(routes)}, not an object of type → tier')
+        raise RoutingFileError(f'"routes" is {json_kind(routes)}, not an object of type → tier')
     for task_type, tier in routes.items():
         if not isinstance(tier, str):
             raise RoutingFileError(
-                f"routes[{_shown(task_type)}] is {_kind(tier)}, not a tier name (a string)"
+                f"routes[{_shown(task_type)}] is {json_kind(tier)}, not a tier name (a string)"
             )
     return routes
 

@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from host.json_text import json_kind
+
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
@@ -180,19 +182,6 @@ def parse_json_object(raw: bytes, limits: BodyLimits = DEFAULT_LIMITS) -> dict[s
             "the body has a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is not text",
         )
     return body
-
-
-def json_kind(value: Any) -> str:
-    """What a parsed JSON value is, in JSON's words (for messages to any client)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 def _bounded_int(digits: str, limit: int) -> int:

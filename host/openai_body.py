@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from host.errors import ApiError, json_kind
+from host.errors import ApiError
+from host.json_text import json_kind
 from host.routing import strip_force_big
 
 CHAT_PATH = "/v1/chat/completions"

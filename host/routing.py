@@ -525,6 +525,7 @@ def import_routes(document: object, config: Config) -> dict[str, str]:
         raise RoutingError(
             422, "invalid_routes", 'model-routing.json must be {"version": 1, "routes": {...}}'
         )
-    if document.get("version", 1) != 1:
-        raise RoutingError(422, "invalid_routes", f"unsupported version {document['version']!r}")
+    version = document.get("version", 1)
+    if type(version) is not int or version != 1:  # `true == 1` in Python, not in JSON
+        raise RoutingError(422, "invalid_routes", f"unsupported version {version!r}")
     return validate_routes(document["routes"], config)

@@ -29,6 +29,8 @@ from typing import Any, Literal
 from cattrs import transform_error
 from cattrs.errors import BaseValidationError
 
+from host.json_text import json_kind
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
@@ -70,20 +72,6 @@ class Rejection:
         }
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -122,7 +110,7 @@ def shape(value: Any) -> Message | Rejection:
         )
     if not isinstance(value, dict):
         return Rejection(
-            INVALID_REQUEST, f"a message must be a JSON object, got {_type_name(value)}"
+            INVALID_REQUEST, f"a message must be a JSON object, got {json_kind(value)}"
         )
     raw_id = value.get("id")
     has_id = "id" in value
@@ -141,20 +129,20 @@ def shape(value: Any) -> Message | Rejection:
         if not isinstance(method, str):
             return Rejection(
                 INVALID_REQUEST,
-                f"method must be a string, got {_type_name(method)}",
+                f"method must be a string, got {json_kind(method)}",
                 id_,
                 answer=not is_notification,
             )
         if has_id and not _valid_id(raw_id):
             return Rejection(
                 INVALID_REQUEST,
-                f"a request's id must be an integer or a string, got {_type_name(raw_id)}",
+                f"a request's id must be an integer or a string, got {json_kind(raw_id)}",
             )
         params = value.get("params")
         if "params" in value and not isinstance(params, dict | list):
             return Rejection(
                 INVALID_REQUEST,
-                f"{method}: params must be an object or an array, got {_type_name(params)}",
+                f"{method}: params must be an object or an array, got {json_kind(params)}",
                 id_,
                 answer=not is_notification,
             )
@@ -164,7 +152,7 @@ def shape(value: Any) -> Message | Rejection:
             return Rejection(
                 INVALID_PARAMS,
                 f"{method}: invalid params: {listed} must be an array, "
-                f"got {_type_name(params[listed])} @ $.params.{listed}",
+                f"got {json_kind(params[listed])} @ $.params.{listed}",
                 id_,
                 answer=not is_notification,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -126,6 +127,25 @@ def start_daemon(
             time.sleep(0.02)
     process.kill()
     raise AssertionError(f"daemon not healthy within {START_TIMEOUT_S} s:\n{daemon.log()}")
+
+
+def stop_checked(daemon: Daemon) -> None:
+    """Stop a daemon and fail if any of its model servers outlived it."""
+    daemon.stop()
+    left = wait_until_gone(daemon.children_seen)
+    assert not left, f"model servers outlived the daemon: {left}"
+
+
+@contextlib.contextmanager
+def running_demo(tmp_path: Path) -> Iterator[Daemon]:
+    """The demo daemon with its persistent models ready, for a module or a session of
+    tests; stopped and checked at the end."""
+    daemon = start_daemon(tmp_path)
+    try:
+        wait_for_models(daemon, {"operator-demo", "validator-demo"}, "ready")
+        yield daemon
+    finally:
+        stop_checked(daemon)
 
 
 @pytest.fixture

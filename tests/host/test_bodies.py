@@ -25,7 +25,7 @@ from host.errors import (
     nesting_exceeds,
     parse_json_object,
 )
-from tests.conftest import Daemon, start_daemon, wait_for_models, wait_until_gone
+from tests.conftest import Daemon, running_demo
 
 LIMITS = BodyLimits()
 
@@ -169,14 +169,8 @@ def test_the_body_endpoints_here_are_every_state_change_but_cancel() -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    started = start_daemon(tmp_path_factory.mktemp("bodies"))
-    try:
-        wait_for_models(started, {"operator-demo", "validator-demo"}, "ready")
+    with running_demo(tmp_path_factory.mktemp("bodies")) as started:
         yield started
-    finally:
-        started.stop()
-        left = wait_until_gone(started.children_seen)
-        assert not left, f"model servers outlived the daemon: {left}"
 
 
 def error_of(response: httpx.Response) -> dict[str, str]:

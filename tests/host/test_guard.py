@@ -29,7 +29,7 @@ from host.app import RequestGuard, normal_name, served_names
 from host.client import HostClient
 from host.config import HostSettings
 from host.errors import ApiError, BodyLimits, on_api_error, on_unexpected, read_json_object
-from tests.conftest import Daemon, start_daemon, wait_for_models, wait_until_gone
+from tests.conftest import Daemon, running_demo, start_daemon, stop_checked
 
 TOKEN = "t0ken-" + "x" * 40
 PORT = 8788
@@ -424,20 +424,10 @@ async def test_a_content_length_that_is_not_ascii_digits_is_a_400(length: str) -
 # -- real daemons ----------------------------------------------------------------------
 
 
-def _stop(daemon: Daemon) -> None:
-    daemon.stop()
-    left = wait_until_gone(daemon.children_seen)
-    assert not left, f"model servers outlived the daemon: {left}"
-
-
 @pytest.fixture(scope="module")
 def loopback_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    daemon = start_daemon(tmp_path_factory.mktemp("guard"))
-    try:
-        wait_for_models(daemon, {"operator-demo", "validator-demo"}, "ready")
+    with running_demo(tmp_path_factory.mktemp("guard")) as daemon:
         yield daemon
-    finally:
-        _stop(daemon)
 
 
 @pytest.fixture(scope="module")
@@ -449,7 +439,7 @@ def open_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     try:
         yield daemon
     finally:
-        _stop(daemon)
+        stop_checked(daemon)
 
 
 def port_of(daemon: Daemon) -> int:

@@ -306,6 +306,8 @@ def test_routes_are_validated_exported_and_imported() -> None:
         import_routes({"routes": ["email"]}, BOX)
     with pytest.raises(RoutingError, match="unsupported version 2"):
         import_routes({"version": 2, "routes": {}}, BOX)
+    with pytest.raises(RoutingError, match="unsupported version True"):
+        import_routes({"version": True, "routes": {}}, BOX)
 
 
 TYPES = sorted(BOX.routing)

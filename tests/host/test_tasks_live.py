@@ -71,25 +71,33 @@ def test_thirty_alternating_tasks_swap_far_fewer_times(demo_daemon: Daemon) -> N
     assert len(gpu_swaps) <= 6, [(s["model"], s["started"]) for s in gpu_swaps]
 
 
-def test_kill_9_then_restart_finishes_every_task_once(
-    tmp_path: Path, daemon_factory: list[Daemon]
-) -> None:
-    first = start_daemon(tmp_path)
-    daemon_factory.append(first)
-    with first.client() as http:
+def submit_until_one_runs(daemon: Daemon, count: int, *, max_tokens: int) -> list[str]:
+    """Submit `count` long planning tasks and wait (bounded) until one of them runs."""
+    with daemon.client() as http:
         ids = [
             submit(
-                http, f"Write a long story number {i}.", type="planning", params={"max_tokens": 48}
+                http,
+                f"Write a long story number {i}.",
+                type="planning",
+                params={"max_tokens": max_tokens},
             )["id"]
-            for i in range(8)
+            for i in range(count)
         ]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             statuses = [http.get(f"/api/tasks/{i}").json()["status"] for i in ids]
             if "running" in statuses:
-                break
+                return ids
             time.sleep(0.02)
-        assert "running" in statuses
+    raise AssertionError(f"none of {count} tasks started within 60 s: {statuses}")
+
+
+def test_kill_9_then_restart_finishes_every_task_once(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    first = start_daemon(tmp_path)
+    daemon_factory.append(first)
+    ids = submit_until_one_runs(first, 8, max_tokens=48)
     first.stop(signal.SIGKILL)
 
     second = start_daemon(tmp_path, data_dir=first.data_dir)
@@ -173,20 +181,7 @@ def test_sigterm_requeues_tasks_under_way_at_once_and_the_next_start_finishes_th
 ) -> None:
     first = start_daemon(tmp_path)
     daemon_factory.append(first)
-    with first.client() as http:
-        ids = [
-            submit(
-                http, f"Write a long story number {i}.", type="planning", params={"max_tokens": 64}
-            )["id"]
-            for i in range(4)
-        ]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            statuses = [http.get(f"/api/tasks/{i}").json()["status"] for i in ids]
-            if "running" in statuses:
-                break
-            time.sleep(0.02)
-        assert "running" in statuses
+    ids = submit_until_one_runs(first, 4, max_tokens=64)
     first.stop(signal.SIGTERM)
 
     # Requeued by the daemon that stopped, not only by the next one: read the file itself.

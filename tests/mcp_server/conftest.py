@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 
 from mcp_server.clients import http_client
 from mcp_server.server import build_server
-from tests.conftest import Daemon, start_daemon, wait_for_models, wait_until_gone
+from tests.conftest import Daemon, running_demo, start_daemon, stop_checked
 
 TRANSPORTS = ("in-process", "stdio", "http")
 CLIENT_TIMEOUT_S = 240.0
@@ -35,21 +35,11 @@ def demo_config(bind_host: str = "127.0.0.1") -> str:
     return text.replace('host = "127.0.0.1"', f'host = "{bind_host}"', 1)
 
 
-def _stop(daemon: Daemon) -> None:
-    daemon.stop()
-    left = wait_until_gone(daemon.children_seen)
-    assert not left, f"model servers outlived the daemon: {left}"
-
-
 @pytest.fixture(scope="session")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """The demo daemon on loopback, shared by the MCP tests."""
-    daemon = start_daemon(tmp_path_factory.mktemp("daemon"))
-    try:
-        wait_for_models(daemon, {"operator-demo", "validator-demo"}, "ready")
+    with running_demo(tmp_path_factory.mktemp("daemon")) as daemon:
         yield daemon
-    finally:
-        _stop(daemon)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +50,7 @@ def open_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     try:
         yield daemon
     finally:
-        _stop(daemon)
+        stop_checked(daemon)
 
 
 def token_of(daemon: Daemon) -> str:
