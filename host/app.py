@@ -48,9 +48,11 @@ from host.errors import (
     on_api_error,
     on_http_exception,
     on_unexpected,
+    on_worker_lost,
     shorten,
     too_large,
 )
+from host.offload import Offload, WorkerLost
 from host.service import Host
 from mcp_server.http import McpEndpoint
 
@@ -146,6 +148,7 @@ class RequestGuard:
         port: int = DEFAULT_PORT,
         allowed_hosts: Iterable[str] = (),
         limits: BodyLimits = DEFAULT_LIMITS,
+        offload: Offload | None = None,
     ) -> None:
         if token is None and not is_loopback(bind_host):
             raise ValueError(f"a host bound to {bind_host} (beyond loopback) needs a token")
@@ -154,6 +157,7 @@ class RequestGuard:
         self.port = port
         self.names = served_names(bind_host, allowed_hosts)
         self.limits = limits
+        self.offload = offload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,6 +167,7 @@ class RequestGuard:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["body_limits"] = self.limits
+        state["offload"] = self.offload
         send = _with_request_id(send, request_id)
         try:
             admitted = await self._admit(scope, receive)
@@ -333,6 +338,7 @@ def create_app(host: Host) -> Starlette:
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,
+            WorkerLost: on_worker_lost,
             Exception: on_unexpected,
         },
         lifespan=lifespan,
@@ -345,5 +351,6 @@ def create_app(host: Host) -> Starlette:
         port=settings.port,
         allowed_hosts=settings.allowed_hosts,
         limits=limits,
+        offload=host.offload,
     )
     return app

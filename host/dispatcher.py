@@ -177,17 +177,28 @@ class Dispatcher:
     # -- commands ----------------------------------------------------------------
 
     async def cancel(self, task_id: str) -> TaskRow:
-        task = await self._store.get_task(task_id)
-        if task.status in TERMINAL:
+        """Cancel a task wherever it is. A job cancelled before it ran its first line
+        records nothing, and the task is still queued (the dispatcher would start it
+        again): so after the job, the task is cancelled here unless it ended meanwhile.
+        The dispatcher may pick the task up again in between; then once more."""
+        for _ in range(3):
+            task = await self._store.get_task(task_id)
+            if task.status in TERMINAL:
+                return task
+            running = self._running.get(task_id)
+            if running is not None:
+                running.task.cancel()
+                await asyncio.gather(running.task, return_exceptions=True)
+                continue
+            try:
+                task = await self._store.move_task(
+                    task_id, TaskStatus.CANCELLED, "cancelled by a client"
+                )
+            except IllegalTransition:
+                continue  # started (or ended) between the read and the move
+            self._notify(task_id)
             return task
-        running = self._running.get(task_id)
-        if running is not None:
-            running.task.cancel()
-            await asyncio.gather(running.task, return_exceptions=True)
-            return await self._store.get_task(task_id)
-        task = await self._store.move_task(task_id, TaskStatus.CANCELLED, "cancelled by a client")
-        self._notify(task_id)
-        return task
+        return await self._store.get_task(task_id)
 
     # -- the loop ----------------------------------------------------------------
 

@@ -9,7 +9,6 @@ names the limit, and a 500 means a real bug, logged with the request's id.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -24,12 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from host.json_text import json_kind
+from host.offload import Offload
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-PARSE_IN_THREAD_BYTES = 1 * MIB
-"""Bodies above this are parsed off the event loop, so other clients keep being served."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,10 @@ class ApiError(Exception):
         self.kind = kind
         self.message = message
         self.headers = headers or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Raised in the offload worker, it must come back whole, not as `args`."""
+        return (type(self), (self.status, self.kind, self.message, self.headers))
 
 
 def error_response(
@@ -118,7 +120,21 @@ def body_limits_of(request: Request) -> BodyLimits:
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or an ApiError that says what is wrong."""
+    """The request body as a JSON object, or an ApiError that says what is wrong.
+
+    A big body is parsed in the offload worker (`host.offload`), so parsing it does not
+    hold up other clients."""
+    raw = await read_body(request)
+    limits = body_limits_of(request)
+    offload = offload_of(request)
+    if offload is None:
+        return parse_json_object(raw, limits)
+    return await offload.run(len(raw), parse_json_object, raw, limits)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, never more than the limit, never empty; kept on
+    `request.state.raw_body` for whoever sends it on."""
     limits = body_limits_of(request)
     declared = declared_length(request.headers.get("content-length"))
     if declared is not None and declared > limits.max_bytes:
@@ -133,12 +149,14 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw:
         raise ApiError(400, "invalid_request", "the request has no body; send a JSON object")
-    if len(raw) > PARSE_IN_THREAD_BYTES:
-        body = await asyncio.to_thread(parse_json_object, raw, limits)
-    else:
-        body = parse_json_object(raw, limits)
     request.state.raw_body = raw
-    return body
+    return raw
+
+
+def offload_of(request: Request) -> Offload | None:
+    """The daemon's offload worker, which the guard puts on every request's state."""
+    offload = getattr(request.state, "offload", None)
+    return offload if isinstance(offload, Offload) else None
 
 
 def parse_json_object(raw: bytes, limits: BodyLimits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -317,6 +335,11 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.kind, exc.message, exc.headers)
+
+
+async def on_worker_lost(request: Request, exc: Exception) -> Response:
+    """The offload worker died on this body; the daemon did not, and other work goes on."""
+    return error_response(503, "worker_lost", str(exc), {"Retry-After": "5"})
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

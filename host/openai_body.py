@@ -8,11 +8,15 @@ can trip over it. What the proxy does not read is llama-server's to judge. Pure.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
 from typing import Any
 
-from host.errors import ApiError
+from host.errors import ApiError, BodyLimits, parse_json_object
 from host.json_text import json_kind
-from host.routing import strip_force_big
+from host.routing import Decision, RouteRequest, RoutingSnapshot, decide, strip_force_big
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -141,3 +145,48 @@ def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
             messages.append(message)
         body["messages"] = messages
     return body, found
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed and checked body, its tag stripped, as it goes upstream."""
+
+    body: dict[str, Any]
+    raw: bytes | None
+    """The body re-encoded without its tag; None when the bytes as sent can go as they are."""
+    tagged: bool
+    text: str
+    """The prompt's text; empty when the request names a model (nothing routes on it)."""
+
+
+def prepare(
+    raw: bytes, limits: BodyLimits, path: str, known: Sequence[str], models: Set[str], typed: bool
+) -> Prepared:
+    """Parse, check, strip `#force_big` and join the prompt's text: all linear in the
+    body, and pure, so a big body is prepared in the offload worker. `known` are the
+    names a request may use, `models` those of configured models. The text is only
+    needed (and only carried back) when the request is routed: it names no model, or
+    says its task type (`typed`)."""
+    body = parse_json_object(raw, limits)
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        raise _invalid("the request needs a `model` (a string): one of " + ", ".join(known))
+    check_body(body, path)
+    tagged = False
+    encoded: bytes | None = None
+    if b"#force_big" in raw.lower():
+        body, tagged = strip_tag(body)
+        encoded = json.dumps(body).encode()
+    routed = typed or requested not in models
+    return Prepared(body, encoded, tagged, prompt_text(body) if routed else "")
+
+
+def decide_for_proxy(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
+    """`routing.decide`, less the prompt it hands back, which the proxy never reads: so
+    a decision made in the offload worker does not carry megabytes back."""
+    return dataclasses.replace(decide(request, snap), prompt="")
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The body as JSON bytes (linear in its size, so big ones are offloaded)."""
+    return json.dumps(body).encode()

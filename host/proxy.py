@@ -38,24 +38,25 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from host import routing
 from host.assembly import as_stream, assembled
 from host.config import RemoteModel
 from host.devices import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
-from host.errors import ApiError, error_response, read_json_object
+from host.errors import ApiError, body_limits_of, error_response, read_body
 from host.kv_slots import Claim, SlotKeeper
-from host.openai_body import CHAT_PATH, COMPLETIONS_PATH, check_body, prompt_text, strip_tag
+from host.openai_body import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    Prepared,
+    decide_for_proxy,
+    encode,
+    prepare,
+)
 from host.routing import Decision, RouteRequest, RoutingError
 from host.service import Host, RemoteLease, UnknownModel, remote_headers
 
 T = TypeVar("T")
 
 _PASSED_RESPONSE_HEADERS = ("content-type", "cache-control")
-
-OFF_LOOP_BYTES = 1024 * 1024
-"""Bodies (and prompts) over this are checked, joined, routed and re-encoded in a worker
-thread: each of those is linear in the size, and 32 MiB of it on the event loop would
-stall every other client for a noticeable time."""
 
 COUNT_FROM_CHARS = 4096
 """Prompts shorter than this are not worth a tokenizer round trip: at ~1,000 tokens no
@@ -356,67 +357,35 @@ def _headers(host: Host, model: str, waited_s: float) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A checked body, its tag stripped, as it goes upstream."""
-
-    body: dict[str, Any]
-    raw: bytes
-    tagged: bool
-    text: str
-    """The prompt's text; empty when the request names a model (nothing routes on it)."""
-
-
-def _prepare(body: dict[str, Any], raw: bytes, path: str, needs_text: bool) -> _Prepared:
-    """Check, strip `#force_big`, re-encode if stripped: linear in the body, so a big one
-    runs in a worker thread."""
-    check_body(body, path)
-    tagged = False
-    if b"#force_big" in raw.lower():
-        body, tagged = strip_tag(body)
-        raw = json.dumps(body).encode()
-    return _Prepared(body, raw, tagged, prompt_text(body) if needs_text else "")
-
-
-async def _sized(size: int, func: Callable[..., T], *args: Any) -> T:
-    """`func(*args)` here for small inputs, in a worker thread for big ones."""
-    if size > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(func, *args)
-    return func(*args)
-
-
-def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body).encode()
-
-
 # -- the request -------------------------------------------------------------------
 
 
 async def _forward(request: Request, path: str) -> Response:
     host: Host = request.app.state.host
     shutdown = shutdown_of(request.app)
-    body = await read_json_object(request)
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested:
-        raise ApiError(
-            400,
-            "invalid_request",
-            "the request needs a `model` (a string): one of " + ", ".join(host.known_names()),
-        )
+    raw = await read_body(request)
+    task_type = request.headers.get("x-task-type") or None
+    prepared = await host.offload.run(
+        len(raw),
+        prepare,
+        raw,
+        body_limits_of(request),
+        path,
+        host.known_names(),
+        frozenset(host.config.models),
+        task_type is not None,
+    )
     if shutdown.stopping.is_set():
         return _shutting_down()
-    raw: bytes = request.state.raw_body
-    task_type = request.headers.get("x-task-type") or None
-    needs_text = requested not in host.config.models or task_type is not None
-    prepared = await _sized(len(raw), _prepare, body, raw, path, needs_text)
     body = prepared.body
+    requested: str = body["model"]
     forced = _forced(request) or prepared.tagged
     model, decision = await _route(host, prepared, requested, task_type, forced)
 
     began = time.monotonic()
     config = host.config.models[model]
     lease: Lease | RemoteLease
-    content: bytes = prepared.raw
+    content: bytes = prepared.raw if prepared.raw is not None else raw
     send_headers = {
         "content-type": "application/json",
         "accept": request.headers.get("accept", "*/*"),
@@ -459,7 +428,7 @@ async def _forward(request: Request, path: str) -> Response:
         if slot_use is not None:
             changes["id_slot"] = slot_use.claim.slot
     if changes:
-        content = await _sized(len(content), _encode, {**body, **changes})
+        content = await host.offload.run(len(content), encode, {**body, **changes})
     waited_s = time.monotonic() - began
 
     def on_end(timings: dict[str, Any] | None, answered: bool) -> None:
@@ -505,7 +474,7 @@ async def _forward(request: Request, path: str) -> Response:
     try:
         if streamed:
             status, answer = await _unless(assembled(upstream, path), stops)
-            payload = await _sized(len(content), _encode, answer)
+            payload = await host.offload.run(len(content), encode, answer)
             headers["content-type"] = "application/json"
         else:
             payload = await _unless(upstream.aread(), stops)
@@ -599,7 +568,9 @@ async def count_tokens(host: Host, model: str, text: str) -> int | None:
 async def _decide(host: Host, route: RouteRequest) -> Decision:
     """The snapshot is taken here, on the loop that changes it; only the pure decision
     may run in a worker thread."""
-    return await _sized(len(route.prompt), routing.decide, route, host.routing_snapshot())
+    return await host.offload.run(
+        len(route.prompt), decide_for_proxy, route, host.routing_snapshot()
+    )
 
 
 async def _decide_counting(host: Host, route: RouteRequest) -> Decision:
@@ -628,7 +599,7 @@ async def _decide_counting(host: Host, route: RouteRequest) -> Decision:
 
 
 async def _route(
-    host: Host, prepared: _Prepared, requested: str, task_type: str | None, forced: bool
+    host: Host, prepared: Prepared, requested: str, task_type: str | None, forced: bool
 ) -> tuple[str, Decision]:
     """A model name goes straight there; a tier, `auto` or `big` goes through the policy."""
     if requested in host.config.models and task_type is None:

@@ -45,6 +45,10 @@ class RoutingError(Exception):
         self.message = message
         self.reasons = list(reasons)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Raised in the offload worker, it must come back whole, not as `args`."""
+        return (type(self), (self.status, self.kind, self.message, self.reasons))
+
 
 @dataclass(frozen=True)
 class RouteRequest:

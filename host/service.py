@@ -21,6 +21,7 @@ from host.devices import DeviceArbiter, Lease, ModelUnavailable, SwapRecord, Too
 from host.dispatcher import Dispatcher
 from host.kv_slots import SlotKeeper, fingerprint
 from host.metrics import HostMetrics
+from host.offload import Offload
 from host.paths import find_llama_server, resolve_gguf
 from host.store import Store, TaskRow
 from host.supervisor import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
@@ -121,6 +122,8 @@ class Host:
         self.device_of: dict[str, str] = {}
         self.remote_in_flight: dict[str, int] = {}
         self.store: Store | None = None
+        self.offload = Offload()
+        """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
         self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
         self.routes: dict[str, str] = dict(config.routing)
@@ -362,8 +365,11 @@ class Host:
         return self.store
 
     async def submit_task(self, submission: dict[str, Any]) -> dict[str, Any]:
-        """Decide where the task goes, store it, then wake the dispatcher."""
-        decision = self.decide(
+        """Decide where the task goes, store it, then wake the dispatcher. A long prompt
+        is decided in the offload worker, on a snapshot taken here."""
+        decision = await self.offload.run(
+            len(submission["prompt"]),
+            routing.decide,
             routing.RouteRequest(
                 prompt=submission["prompt"],
                 type=submission.get("type"),
@@ -371,7 +377,8 @@ class Host:
                 model=submission.get("model"),
                 force_big=bool(submission.get("force_big")),
                 context_files=tuple(f["path"] for f in submission["context"]["files"]),
-            )
+            ),
+            self.routing_snapshot(),
         )
         validation = submission.get("validation") or self.config.validation_default(decision.type)
         task = await self._store().create_task(
@@ -466,6 +473,7 @@ class Host:
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
         await self.warm_pool.close()
+        self.offload.close()
         await self.http.aclose()
         for process in self.processes.values():
             await process.http.aclose()

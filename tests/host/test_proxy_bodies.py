@@ -142,3 +142,30 @@ def test_the_force_big_tag_in_a_content_part_is_stripped(demo_daemon: Daemon) ->
         raise AssertionError(f"no timings in {lines[-2:]}")
 
     assert prompt_tokens(events) == prompt_tokens(plain_events)
+
+
+PADDING = {"user": "x" * (1024 * 1024 + 1)}
+"""A field the proxy never reads, making a body big enough to be prepared and routed in
+the offload worker (host.offload) instead of inline."""
+
+
+def test_big_bodies_get_the_same_answers_from_the_offload_worker(demo_daemon: Daemon) -> None:
+    failures = []
+    with demo_daemon.client(timeout=60) as http:
+        for model in ("auto", "operator-demo"):
+            for path, body, fragment in MALFORMED:
+                response = http.post(path, json={"model": model, **body, **PADDING})
+                error = response.json().get("error", {})
+                if response.status_code != 400 or fragment not in error.get("message", ""):
+                    failures.append((model, path, body, response.status_code, error))
+        unnamed = http.post(CHAT, json={"messages": [], **PADDING})
+        assert unnamed.status_code == 400
+        assert "`model` (a string)" in unnamed.json()["error"]["message"]
+        answered = http.post(
+            COMPLETIONS,
+            json={"model": "operator", "prompt": "The sky is", "max_tokens": 2, **PADDING},
+        )
+    assert not failures, "\n".join(map(str, failures))
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-tierhost-model"] == "operator-demo"
+    assert answered.json()["choices"]
