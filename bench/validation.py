@@ -26,8 +26,9 @@ from bench.common import (
     tierhost_daemon,
     wait_models_ready,
 )
-from host import checks, validator
 from host.config import load_config
+from host.core import verdict
+from host.tasks import checks
 
 FENCE = "```"
 SAMPLES: dict[str, str] = {
@@ -89,19 +90,19 @@ def time_model(runs: int, workdir: Path) -> tuple[list[float], Counter[str], lis
     model = load_config().models["validator-demo"]
     args = ["-m", str(demo_gguf()), *getattr(model, "args", []), "--n-gpu-layers", "0"]
     code = "def add(a, b):\n    return a + b\n"
-    messages = validator.build_messages(TASK_PROMPT, code, language="python")
+    messages = verdict.build_messages(TASK_PROMPT, code, language="python")
     body = {
         "messages": messages,
         "stream": False,
         "temperature": 0,
         "max_tokens": 160,
-        "grammar": validator.VERDICT_GRAMMAR,  # as host.validation_loop asks it
+        "grammar": verdict.VERDICT_GRAMMAR,  # as host.tasks.validation asks it
     }
     verdict_ms: list[float] = []
     kinds: Counter[str] = Counter()
     generation_ms: list[float] = []
     with (
-        bare_llama_server(args, workdir / "validator.log") as server,
+        bare_llama_server(args, workdir / "verdict.log") as server,
         httpx.Client(timeout=120) as client,
         httpx.Client(timeout=120) as streaming,  # llama-server may drop a streamed keep-alive
     ):
@@ -111,7 +112,7 @@ def time_model(runs: int, workdir: Path) -> tuple[list[float], Counter[str], lis
             response = client.post(f"{server.url}/v1/chat/completions", json=body)
             response.raise_for_status()
             answer = response.json()["choices"][0]["message"]["content"] or ""
-            kinds[validator.parse_verdict(answer).kind.value] += 1
+            kinds[verdict.parse_verdict(answer).kind.value] += 1
             verdict_ms.append((time.perf_counter() - started) * 1000)
             timing = stream_chat(streaming, server.url, "m", GENERATION_TOKENS, TASK_PROMPT)
             generation_ms.append(timing.total_s * 1000)

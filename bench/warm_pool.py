@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import bare_llama_server, demo_gguf, median
-from host.warm_pool import evict, prefetch, residency
+from host.models.warm_pool import evict, prefetch, residency
 
 ARGS = ["--ctx-size", "512", "--parallel", "1", "--no-warmup", "--n-gpu-layers", "0"]
 EMBD, HEADS, KV_HEADS, FF, LAYERS = 2048, 16, 4, 5632, 10

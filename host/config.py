@@ -203,7 +203,7 @@ class Tier(_Strict):
 
 
 class SchedulerSettings(_Strict):
-    """How queued tasks share a GPU device (see host.batching)."""
+    """How queued tasks share a GPU device (see host.core.batching)."""
 
     policy: Literal["batch", "fifo"] = "batch"
     max_wait_s: float = Field(300.0, gt=0)
@@ -222,7 +222,7 @@ def _default_policies() -> dict[str, ValidationPolicy]:
 
 
 class ValidationSettings(_Strict):
-    """Validator passes over generated code (see host.validation_loop)."""
+    """Validator passes over generated code (see host.tasks.validation)."""
 
     model: str | None = None
     """The validator model; omitted means the first model of tier `validator`, if any.

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from host.devices import SwapRecord
+from host.models.arbiter import SwapRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

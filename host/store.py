@@ -3,7 +3,7 @@
 The daemon is the only writer. Tables are created on open, and a `schema_version`
 row lets later versions migrate in place. A task and its first event are written in
 one transaction before the task is acknowledged; every later change of status is
-checked against `host.tasks` and written with its event in one transaction too.
+checked against `host.core.task_states` and written with its event in one transaction too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import aiosqlite
 
-from host.tasks import ACTIVE, IllegalTransition, TaskStatus, check_move
+from host.core.task_states import ACTIVE, IllegalTransition, TaskStatus, check_move
 
 SCHEMA_VERSION = 3
 
@@ -545,7 +545,7 @@ class Store:
         data: dict[str, Any] | None = None,
         **fields: Any,
     ) -> TaskRow:
-        """Change a task's status (checked against host.tasks) and record the event.
+        """Change a task's status (checked against host.core.task_states) and record the event.
 
         The UPDATE only applies while the task still has the status that was checked, so
         of two callers racing to move it, one wins and the other gets IllegalTransition

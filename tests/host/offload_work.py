@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
+from host.core.routing import RoutingError
 from host.errors import ApiError
-from host.routing import RoutingError
 
 
 def pid_and_length(text: str) -> tuple[int, int]:

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host.devices import SwapRecord
 from host.metrics import HostMetrics
+from host.models.arbiter import SwapRecord
 from tests.conftest import Daemon
 
 STATUS: dict[str, Any] = {

@@ -10,9 +10,9 @@ from typing import TypeVar
 
 import pytest
 
+from host.core.routing import RoutingError
 from host.errors import ApiError
 from host.offload import Offload, WorkerLost
-from host.routing import RoutingError
 from tests.host import offload_work
 
 T = TypeVar("T")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from host.core.task_states import IllegalTransition, TaskStatus
 from host.store import Store, UnknownTask
-from host.tasks import IllegalTransition, TaskStatus
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from host.cli import main
+from host.cli.main import main
 
 
 def test_token_is_created_once_with_mode_0600(

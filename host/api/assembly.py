@@ -1,0 +1,169 @@
+"""A plain (non-streamed) completion put back together from the stream of the same answer.
+
+llama-server stops generating when the reader of a *stream* goes away, never when a
+plain request's client does; so the proxy sends a plain request to a managed model as a
+stream (`as_stream`) and rebuilds the one JSON body the client asked for (`Assembly`),
+which lets it end the generation the moment its client leaves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from host.api.openai_body import CHAT_PATH
+
+
+def as_stream(body: dict[str, Any], path: str) -> dict[str, Any]:
+    """What turns a plain request into the stream of the same answer; for chat, usage is
+    asked for too (a plain answer always carries it, a stream only when asked)."""
+    changes: dict[str, Any] = {"stream": True}
+    if path == CHAT_PATH:
+        options = body.get("stream_options")
+        changes["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+    return changes
+
+
+class Assembly:
+    """The events of a streamed completion, put back together as the one JSON body that
+    the same request without `stream` gets (OpenAI's `chat.completion` or
+    `text_completion`): text and reasoning concatenated per choice, tool calls joined by
+    index, log-probabilities appended, the last finish reason, usage and timings."""
+
+    def __init__(self, path: str) -> None:
+        self.chat = path == CHAT_PATH
+        self.top: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, event: object) -> None:
+        if not isinstance(event, dict):
+            return  # llama-server sends `data: null` before a multi-prompt stream
+        if "error" in event:
+            self.error = self.error or event
+            return
+        for key in ("id", "created", "model", "system_fingerprint"):
+            if key in event:
+                self.top.setdefault(key, event[key])
+        for key in ("usage", "timings"):
+            if event.get(key) is not None:
+                self.top[key] = event[key]
+        for choice in event.get("choices") or []:
+            if isinstance(choice, dict):
+                self._feed_choice(choice)
+
+    def _feed_choice(self, choice: dict[str, Any]) -> None:
+        index = choice.get("index", 0)
+        state = self.choices.setdefault(index if isinstance(index, int) else 0, {})
+        if choice.get("finish_reason") is not None:
+            state["finish_reason"] = choice["finish_reason"]
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            merged = state.setdefault("logprobs", {})
+            for key, value in logprobs.items():
+                if isinstance(value, list):
+                    merged.setdefault(key, []).extend(value)
+                else:
+                    merged[key] = value
+        if not self.chat:
+            if isinstance(choice.get("text"), str):
+                state["text"] = state.get("text", "") + choice["text"]
+            return
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        if isinstance(delta.get("role"), str):
+            state["role"] = delta["role"]
+        for key in ("content", "reasoning_content"):
+            if isinstance(delta.get(key), str):
+                state[key] = state.get(key, "") + delta[key]
+        for call in delta.get("tool_calls") or []:
+            if isinstance(call, dict):
+                self._feed_tool_call(state, call)
+
+    @staticmethod
+    def _feed_tool_call(state: dict[str, Any], call: dict[str, Any]) -> None:
+        calls: dict[int, dict[str, Any]] = state.setdefault("tool_calls", {})
+        index = call.get("index", len(calls))
+        joined = calls.setdefault(
+            index if isinstance(index, int) else len(calls),
+            {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+        )
+        for key in ("id", "type"):
+            if call.get(key):
+                joined[key] = call[key]
+        function = call.get("function")
+        if isinstance(function, dict):
+            for key in ("name", "arguments"):
+                if isinstance(function.get(key), str):
+                    joined["function"][key] += function[key]
+
+    def result(self) -> tuple[int, dict[str, Any]]:
+        """The status and the body: 200 and the answer, or the stream's error event."""
+        if self.error is not None:
+            error = self.error.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+            return status, self.error
+        choices = [self._choice(i, self.choices[i]) for i in sorted(self.choices)]
+        answer = {
+            **{k: v for k, v in self.top.items() if k not in ("usage", "timings")},
+            "object": "chat.completion" if self.chat else "text_completion",
+            "choices": choices,
+        }
+        for key in ("usage", "timings"):
+            if key in self.top:
+                answer[key] = self.top[key]
+        return 200, answer
+
+    def _choice(self, index: int, state: dict[str, Any]) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": index, "finish_reason": state.get("finish_reason")}
+        if not self.chat:
+            choice["text"] = state.get("text", "")
+            choice["logprobs"] = state.get("logprobs")
+            return choice
+        message: dict[str, Any] = {
+            "role": state.get("role", "assistant"),
+            "content": state.get("content"),
+        }
+        if "reasoning_content" in state:
+            message["reasoning_content"] = state["reasoning_content"]
+        if state.get("tool_calls"):
+            message["tool_calls"] = [state["tool_calls"][i] for i in sorted(state["tool_calls"])]
+        choice["message"] = message
+        if "logprobs" in state:
+            choice["logprobs"] = state["logprobs"]
+        return choice
+
+    def feed_event(self, raw: bytes) -> None:
+        """One server-sent event: its `data:` lines (`[DONE]` ends the stream)."""
+        for line in raw.split(b"\n"):
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data in (b"", b"[DONE]"):
+                continue
+            try:
+                self.feed(json.loads(data))
+            except ValueError:
+                continue  # a torn event: what came before it still stands
+
+
+async def assembled(upstream: httpx.Response, path: str) -> tuple[int, dict[str, Any]]:
+    """Read a streamed answer to its end and put it back together (`Assembly`)."""
+    assembly = Assembly(path)
+    pending = b""
+    async for chunk in upstream.aiter_raw():
+        pending += chunk
+        *events, pending = pending.split(b"\n\n")
+        for event in events:
+            assembly.feed_event(event)
+    if pending.strip():
+        assembly.feed_event(pending)
+    return assembly.result()

@@ -1,0 +1,70 @@
+"""The control API: health, status, metrics and the swap log (`/health`, `/metrics`, `/api/*`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from host.core.modes import ModeError
+from host.daemon import Host
+from host.errors import ApiError, query_int, read_model
+
+
+class ModeChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: str
+    device: str | None = None
+
+
+def _host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+async def health(request: Request) -> Response:
+    host = _host(request)
+    return JSONResponse({"status": "ok", "uptime_s": host.status()["uptime_s"]})
+
+
+async def status(request: Request) -> Response:
+    return JSONResponse(await _host(request).status_with_tasks())
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; read-only, so the guard lets it through like other GETs."""
+    from host.metrics import CONTENT_TYPE
+
+    return Response(_host(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def swaps(request: Request) -> Response:
+    host = _host(request)
+    limit = query_int(request, "limit", default=100, low=1, high=10000)
+    assert host.store is not None
+    rows = await host.store.swaps(limit)
+    return JSONResponse({"swaps": [row.as_json() for row in rows]})
+
+
+async def get_mode(request: Request) -> Response:
+    return JSONResponse({"modes": _host(request).modes})
+
+
+async def put_mode(request: Request) -> Response:
+    change = await read_model(request, ModeChange)
+    try:
+        result = await _host(request).set_mode(change.mode, change.device)
+    except ModeError as exc:
+        raise ApiError(422, "invalid_mode", str(exc)) from None
+    return JSONResponse({"modes": result})
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/api/status", status, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/api/swaps", swaps, methods=["GET"]),
+    Route("/api/mode", get_mode, methods=["GET"]),
+    Route("/api/mode", put_mode, methods=["PUT"]),
+]

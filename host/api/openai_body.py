@@ -1,0 +1,192 @@
+"""OpenAI request bodies: checked before anything reads them, and the text they carry.
+
+The proxy reads a few fields of every `/v1` body (`model`, `stream`, `messages`,
+`prompt`) to route it, size it and strip `#force_big` from it; a field of a shape no
+OpenAI-compatible server accepts is a 400 that names it, here, before any of that code
+can trip over it. What the proxy does not read is llama-server's to judge. Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
+from typing import Any
+
+from host.core.routing import Decision, RouteRequest, RoutingSnapshot, decide, strip_force_big
+from host.errors import ApiError, BodyLimits, parse_json_object
+from host.json_text import json_kind
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def _check_messages(messages: object) -> None:
+    if not isinstance(messages, list):
+        raise _invalid(f"`messages` must be a list of messages, not {json_kind(messages)}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid(
+                f"`messages[{i}]` must be an object with `role` and `content`, "
+                f"not {json_kind(message)}"
+            )
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            continue  # null: an assistant turn that only calls tools
+        if not isinstance(content, list):
+            raise _invalid(
+                f"`messages[{i}].content` must be a string or a list of content parts, "
+                f"not {json_kind(content)}"
+            )
+        for j, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise _invalid(
+                    f"`messages[{i}].content[{j}]` must be a content part object "
+                    f'(e.g. {{"type": "text", "text": "..."}}), not {json_kind(part)}'
+                )
+            if "text" in part and not isinstance(part["text"], str):
+                raise _invalid(
+                    f"`messages[{i}].content[{j}].text` must be a string, "
+                    f"not {json_kind(part['text'])}"
+                )
+
+
+def _is_token_list(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value
+    )
+
+
+def _check_prompt(prompt: object) -> None:
+    """OpenAI's `prompt`: a string, a list of strings, or tokens (a list of integers, or
+    a list of such lists)."""
+    if isinstance(prompt, str) or _is_token_list(prompt):
+        return
+    accepted = "`prompt` must be a string, a list of strings or a list of token ids"
+    if not isinstance(prompt, list):
+        raise _invalid(f"{accepted}, not {json_kind(prompt)}")
+    if all(isinstance(p, str) for p in prompt) or all(_is_token_list(p) for p in prompt):
+        return
+    first = next(i for i, p in enumerate(prompt) if not isinstance(p, str))
+    raise _invalid(f"{accepted}; `prompt[{first}]` is {json_kind(prompt[first])}")
+
+
+def check_body(body: dict[str, Any], path: str) -> None:
+    """A 400 naming the first field whose shape no OpenAI-compatible server accepts.
+
+    Only the fields this proxy reads (or that decide how it answers) are checked; the rest
+    is llama-server's to judge, which answers them with its own 400."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _invalid(f"`stream` must be true or false, not {json_kind(stream)}")
+    if path == CHAT_PATH and "messages" not in body:
+        raise _invalid('the request needs `messages`: a list of {"role", "content"} objects')
+    if path == COMPLETIONS_PATH and "prompt" not in body:
+        raise _invalid("the request needs a `prompt`")
+    if "messages" in body:
+        _check_messages(body["messages"])
+    if "prompt" in body:
+        _check_prompt(body["prompt"])
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a checked request carries, for type inference and size estimates."""
+    parts: list[str] = []
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        parts.append(prompt)
+    elif isinstance(prompt, list):
+        parts.extend(p for p in prompt if isinstance(p, str))
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(
+                p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
+    return "\n".join(parts)
+
+
+def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Remove `#force_big` from the prompt and messages before the model sees them."""
+    found = False
+
+    def clean(text: str) -> str:
+        nonlocal found
+        stripped, tagged = strip_force_big(text)
+        found = found or tagged
+        return stripped
+
+    def clean_part(part: Any) -> Any:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            return {**part, "text": clean(part["text"])}
+        return part
+
+    body = dict(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        body["prompt"] = clean(prompt)
+    elif isinstance(prompt, list):
+        body["prompt"] = [clean(p) if isinstance(p, str) else p for p in prompt]
+    if isinstance(body.get("messages"), list):
+        messages = []
+        for message in body["messages"]:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                message = {**message, "content": clean(content)}
+            elif isinstance(content, list):
+                message = {**message, "content": [clean_part(p) for p in content]}
+            messages.append(message)
+        body["messages"] = messages
+    return body, found
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A parsed and checked body, its tag stripped, as it goes upstream."""
+
+    body: dict[str, Any]
+    raw: bytes | None
+    """The body re-encoded without its tag; None when the bytes as sent can go as they are."""
+    tagged: bool
+    text: str
+    """The prompt's text; empty when the request names a model (nothing routes on it)."""
+
+
+def prepare(
+    raw: bytes, limits: BodyLimits, path: str, known: Sequence[str], models: Set[str], typed: bool
+) -> Prepared:
+    """Parse, check, strip `#force_big` and join the prompt's text: all linear in the
+    body, and pure, so a big body is prepared in the offload worker. `known` are the
+    names a request may use, `models` those of configured models. The text is only
+    needed (and only carried back) when the request is routed: it names no model, or
+    says its task type (`typed`)."""
+    body = parse_json_object(raw, limits)
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        raise _invalid("the request needs a `model` (a string): one of " + ", ".join(known))
+    check_body(body, path)
+    tagged = False
+    encoded: bytes | None = None
+    if b"#force_big" in raw.lower():
+        body, tagged = strip_tag(body)
+        encoded = json.dumps(body).encode()
+    routed = typed or requested not in models
+    return Prepared(body, encoded, tagged, prompt_text(body) if routed else "")
+
+
+def decide_for_proxy(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
+    """`routing.decide`, less the prompt it hands back, which the proxy never reads: so
+    a decision made in the offload worker does not carry megabytes back."""
+    return dataclasses.replace(decide(request, snap), prompt="")
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """The body as JSON bytes (linear in its size, so big ones are offloaded)."""
+    return json.dumps(body).encode()

@@ -1,0 +1,698 @@
+"""The OpenAI-compatible endpoint: `/v1/*`, streamed through, waiting out swaps.
+
+A request names a model or a tier; it waits in its device's queue until the model is
+ready (joining a load already under way), then its body goes upstream and the answer
+comes back chunk by chunk. A chat request is pinned to a KV slot (`id_slot`), which
+host.models.kv_slots may first have restored from before a swap.
+
+Nobody is served who is not listening: a client that leaves while queued leaves the
+queue; one that leaves while its answer is generated (streamed or not) closes the
+upstream request, which makes llama-server stop generating and free the slot, so an
+abandoned request never holds a model that another client needs swapped in. llama-server
+stops only a *stream* whose reader left (a plain request it finishes for nobody), so a
+plain request to a managed model goes upstream as a stream and its answer is put back
+together here (`host.api.assembly`). When the daemon stops, requests get a short drain window
+(`Shutdown`) and then end with an error.
+
+Bodies are checked before anything reads them (`host.api.openai_body`): a field of the wrong
+shape is a 400 naming it. A prompt too long for every model that could serve it is
+OpenAI's 400 `context_length_exceeded`, whether the router (`host.core.routing`, which
+counts with the model's own tokenizer when it is resident) or llama-server refuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from host.api.assembly import as_stream, assembled
+from host.api.openai_body import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    Prepared,
+    decide_for_proxy,
+    encode,
+    prepare,
+)
+from host.config import RemoteModel
+from host.core.routing import Decision, RouteRequest, RoutingError
+from host.daemon import Host, RemoteLease, UnknownModel, remote_headers
+from host.errors import ApiError, body_limits_of, error_response, read_body
+from host.models.arbiter import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.kv_slots import Claim, SlotKeeper
+
+T = TypeVar("T")
+
+_PASSED_RESPONSE_HEADERS = ("content-type", "cache-control")
+
+COUNT_FROM_CHARS = 4096
+"""Prompts shorter than this are not worth a tokenizer round trip: at ~1,000 tokens no
+sensible context window is at risk, and the estimate decides the same."""
+
+COUNT_UP_TO_CHARS = 1024 * 1024
+"""Longer prompts are not sent to a tokenizer (its answer alone would be megabytes); the
+estimate decides, and llama-server's own check backs it up."""
+
+TOKENIZE_TIMEOUT_S = 2.0
+"""A tokenizer that does not answer this fast is skipped for the estimate."""
+
+SHUTDOWN_RETRY_AFTER_S = "5"
+
+
+class _Stopped(Exception):
+    """The request ended before its answer: the client left, or the host is stopping."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+    def response(self, headers: dict[str, str]) -> Response:
+        if self.why == _CLIENT_LEFT:
+            return Response(status_code=499)  # nobody reads it: nginx's "client closed"
+        return _shutting_down(headers)
+
+
+_CLIENT_LEFT = "client_left"
+_SHUTDOWN = "shutdown"
+
+
+def _shutting_down(headers: dict[str, str] | None = None) -> Response:
+    return error_response(
+        503,
+        "shutting_down",
+        "the host is shutting down; retry once it is back",
+        {**(headers or {}), "Retry-After": SHUTDOWN_RETRY_AFTER_S},
+    )
+
+
+class Shutdown:
+    """The daemon stopping, as the proxy sees it.
+
+    `begin` (SIGTERM) sets `stopping`: requests still waiting for their model leave at
+    once with a 503 (no model is loaded for a host that is going away). Requests being
+    answered get `drain_s` to finish on their own; then `ending` is set and they end
+    with an error (a 503 before any header went out, else an error event in the stream),
+    so the HTTP server's graceful shutdown never waits on a generation that may run for
+    minutes. A second `begin` (a second signal) sets `ending` at once.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+        self.ending = asyncio.Event()
+
+    def begin(self, drain_s: float) -> None:
+        if self.stopping.is_set():
+            self.ending.set()
+            return
+        self.stopping.set()
+        asyncio.get_running_loop().call_later(max(0.0, drain_s), self.ending.set)
+
+
+def shutdown_of(app: Starlette) -> Shutdown:
+    """The app's one Shutdown, created on first use (an app built without `serve` has one
+    too, that simply never begins)."""
+    shutdown = getattr(app.state, "proxy_shutdown", None)
+    if not isinstance(shutdown, Shutdown):
+        shutdown = Shutdown()
+        app.state.proxy_shutdown = shutdown
+    return shutdown
+
+
+async def _unless(
+    work: Coroutine[Any, Any, T], stops: dict[str, Callable[[], Awaitable[object]]]
+) -> T:
+    """`work`'s result, unless one of `stops` completes first: then `work` is cancelled
+    (closing whatever upstream request it had open) and `_Stopped(name)` raised."""
+    task = asyncio.ensure_future(work)
+    watchers = {asyncio.ensure_future(stop()): name for name, stop in stops.items()}
+    try:
+        await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await _settle(task)
+    fired = []
+    for watcher, name in watchers.items():
+        if watcher.done() and not watcher.cancelled():
+            watcher.exception()  # retrieved: a receive() that failed means the client is gone
+            fired.append(name)
+    if not task.cancelled():
+        return task.result()
+    raise _Stopped(fired[0] if fired else _SHUTDOWN)
+
+
+class UpstreamStream(StreamingResponse):
+    """Streams an upstream response and always closes it and frees the lease after.
+
+    Starlette ends the relay when the client disconnects (which closes the upstream
+    request, so llama-server stops generating); `ending` ends it when the host stops."""
+
+    def __init__(
+        self,
+        upstream: httpx.Response,
+        lease: Lease | RemoteLease,
+        model: str,
+        log_hint: str,
+        headers: dict[str, str],
+        on_end: Callable[[dict[str, Any] | None, bool], None],
+        ending: asyncio.Event,
+    ) -> None:
+        self._upstream = upstream
+        self._lease = lease
+        self._model = model
+        self._log_hint = log_hint
+        self._on_end = on_end
+        self._ending = ending
+        # aiter_raw is an async generator (typed as an iterator): closed explicitly below.
+        self._chunks = cast(AsyncGenerator[bytes, None], upstream.aiter_raw())
+        self._pending: asyncio.Task[bytes | None] | None = None
+        self._tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+        self._torn = False
+        super().__init__(
+            self._relay(),
+            status_code=upstream.status_code,
+            headers=headers,
+            media_type=upstream.headers.get("content-type", "text/event-stream"),
+        )
+
+    async def _relay(self) -> Any:
+        at_event_boundary = True
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            while True:
+                self._pending = asyncio.create_task(_next_chunk(self._chunks))
+                await asyncio.wait({self._pending, ending}, return_when=asyncio.FIRST_COMPLETED)
+                if not self._pending.done():
+                    self._torn = True
+                    yield self._error_event(
+                        at_event_boundary,
+                        "shutting_down",
+                        f"the host is shutting down; model {self._model}'s answer was cut "
+                        "short. Retry once it is back",
+                    )
+                    return
+                chunk = self._pending.result()
+                if chunk is None:
+                    return
+                at_event_boundary = chunk.endswith(b"\n\n")
+                self._tail.append(chunk)  # no copy per chunk: joined once at the end
+                yield chunk
+        except httpx.TransportError as exc:
+            self._torn = True
+            yield self._error_event(
+                at_event_boundary,
+                "upstream_failed",
+                f"model {self._model} stopped answering mid-stream "
+                f"({type(exc).__name__}){self._log_hint}; it is restarted on the next request",
+            )
+        finally:
+            # No await here: a client that left cancels this generator's scope, and any
+            # await would be cancelled again. __call__ collects the pending read.
+            ending.cancel()
+            if self._pending is not None and not self._pending.done():
+                self._pending.cancel()
+
+    @staticmethod
+    def _error_event(at_event_boundary: bool, kind: str, message: str) -> bytes:
+        """An SSE error event, after ending a torn event so that it parses on its own."""
+        event = f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
+        return (b"" if at_event_boundary else b"\n\n") + event.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._pending is not None:
+                if not self._pending.done() and not self._pending.cancelling():
+                    self._pending.cancel()
+                await _settle(self._pending)
+            await self._chunks.aclose()
+            await self._upstream.aclose()
+            timings = None if self._torn else _timings_in_stream(b"".join(self._tail))
+            self._on_end(timings, timings is not None)
+            self._lease.release()
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Wait for a task already told to stop, and never cancel it a second time.
+
+    httpx closes a connection whose read was cancelled in a cleanup shielded only from
+    anyio's cancel scopes; a second native cancel (which `gather` sends when its own
+    waiter is cancelled) interrupts that cleanup and leaves the upstream connection open,
+    and llama-server generating for nobody."""
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: the request is over, whatever the read said
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    """The stream's next chunk, None at its end."""
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return None
+
+
+_TAIL_CHUNKS = 16
+"""Enough of a stream's last chunks to hold its last event, where llama-server puts
+`timings` (that event and `[DONE]` usually come in one or two chunks)."""
+
+
+@dataclass
+class SlotUse:
+    """A KV slot claimed for one chat request; `finish` tells the keeper how it went."""
+
+    keeper: SlotKeeper
+    claim: Claim
+    messages: list[dict[str, Any]]
+
+    def finish(self, answered: bool, timings: dict[str, Any] | None) -> int:
+        """Hand the slot back; the number of prompt tokens a restore saved, else 0."""
+        if not answered:
+            self.keeper.abandon(self.claim)
+            return 0
+        self.keeper.release(self.claim, self.messages, timings)
+        if self.claim.restored is None:
+            return 0
+        return int((timings or {}).get("cache_n", 0))
+
+
+async def _claim_slot(host: Host, model: str, lease: Lease, body: dict[str, Any]) -> SlotUse | None:
+    """Pin the request to a slot (restoring a saved one it continues), unless the client
+    chose a slot itself or the model keeps no slots."""
+    keeper = host.slot_keepers.get(model)
+    messages = body.get("messages")
+    if keeper is None or "id_slot" in body or not isinstance(messages, list):
+        return None
+    if not all(isinstance(m, dict) for m in messages):
+        return None
+    claim = await keeper.claim(lease.model.http, lease.base_url, messages)
+    return SlotUse(keeper, claim, messages) if claim is not None else None
+
+
+def _timings_in_body(payload: bytes) -> dict[str, Any] | None:
+    try:
+        timings = json.loads(payload).get("timings")
+    except (ValueError, AttributeError):
+        return None
+    return timings if isinstance(timings, dict) else None
+
+
+def _timings_in_stream(tail: bytes) -> dict[str, Any] | None:
+    for line in reversed(tail.split(b"\n")):
+        if line.startswith(b"data: {") and b'"timings"' in line:
+            return _timings_in_body(line[6:])
+    return None
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """Returns when the client goes away. Only once the body has been read: after that,
+    `receive()` has nothing left to give but `http.disconnect`."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _forced(request: Request) -> bool:
+    return request.headers.get("x-force-big", "").strip().lower() in ("true", "1", "yes")
+
+
+async def _acquire(host: Host, request: Request, model: str, forced: bool) -> Lease:
+    """Wait for the model, giving up as soon as the client disconnects or the host stops."""
+    arbiter = host.arbiter_for(model)
+    if not arbiter.permits(model, forced):
+        # An OpenAI client cannot sit in a queue until the owner stops gaming: say why now.
+        raise ModelUnavailable(f"model {model} is held back: {arbiter.mode_reason}")
+    lease = arbiter.try_acquire_now(model, forced)
+    if lease is not None:
+        return lease
+    shutdown = shutdown_of(request.app)
+    return await _unless(
+        host.acquire(model, forced=forced),
+        {_CLIENT_LEFT: lambda: _wait_for_disconnect(request), _SHUTDOWN: shutdown.stopping.wait},
+    )
+
+
+def _headers(host: Host, model: str, waited_s: float) -> dict[str, str]:
+    return {
+        "X-Tierhost-Model": model,
+        "X-Tierhost-Tier": host.config.tier_of(model) or "",
+        "X-Tierhost-Wait-Ms": f"{waited_s * 1000:.1f}",
+    }
+
+
+# -- the request -------------------------------------------------------------------
+
+
+async def _forward(request: Request, path: str) -> Response:
+    host: Host = request.app.state.host
+    shutdown = shutdown_of(request.app)
+    raw = await read_body(request)
+    task_type = request.headers.get("x-task-type") or None
+    prepared = await host.offload.run(
+        len(raw),
+        prepare,
+        raw,
+        body_limits_of(request),
+        path,
+        host.known_names(),
+        frozenset(host.config.models),
+        task_type is not None,
+    )
+    if shutdown.stopping.is_set():
+        return _shutting_down()
+    body = prepared.body
+    requested: str = body["model"]
+    forced = _forced(request) or prepared.tagged
+    model, decision = await _route(host, prepared, requested, task_type, forced)
+
+    began = time.monotonic()
+    config = host.config.models[model]
+    lease: Lease | RemoteLease
+    content: bytes = prepared.raw if prepared.raw is not None else raw
+    send_headers = {
+        "content-type": "application/json",
+        "accept": request.headers.get("accept", "*/*"),
+    }
+    log_hint = ""
+    try:
+        if isinstance(config, RemoteModel):
+            lease = host.acquire_remote(model)
+            url = config.base_url + path.removeprefix("/v1")
+            send_headers.update(remote_headers(config))
+        else:
+            lease = await _acquire(host, request, model, forced or decision.force_big)
+            url = lease.base_url + path
+            log_hint = f" (log: {lease.model.spec.log_path})"
+    except TooManyRequests as exc:
+        raise ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"}) from None
+    except QueueFull as exc:
+        raise ApiError(503, "queue_full", str(exc), {"Retry-After": "5"}) from None
+    except (ModelUnavailable, WaitTimedOut) as exc:
+        raise ApiError(503, "model_unavailable", str(exc)) from None
+    except _Stopped as stop:
+        return stop.response({})
+
+    headers = _headers(host, model, time.monotonic() - began)
+    if decision.type is not None and requested in ("auto", "big"):
+        headers["X-Tierhost-Task-Type"] = decision.type
+    http = lease.model.http if isinstance(lease, Lease) else host.http
+    # A managed model answers a plain request as a stream, put back together here: this
+    # llama-server stops generating when a stream's reader goes away, never when a plain
+    # request's does, so a plain request could not otherwise be ended.
+    assemble = isinstance(lease, Lease) and not body.get("stream")
+    changes: dict[str, Any] = {}
+    if isinstance(config, RemoteModel):
+        changes["model"] = config.remote_model or model
+    if assemble:
+        changes.update(as_stream(body, path))
+    slot_use = None
+    if isinstance(lease, Lease) and path == CHAT_PATH:
+        slot_use = await _claim_slot(host, model, lease, body)
+        if slot_use is not None:
+            changes["id_slot"] = slot_use.claim.slot
+    if changes:
+        content = await host.offload.run(len(content), encode, {**body, **changes})
+    waited_s = time.monotonic() - began
+
+    def on_end(timings: dict[str, Any] | None, answered: bool) -> None:
+        """Every request's end, whatever its path: metrics, and the slot's new content."""
+        host.metrics.observe_request(model, timings, waited_s)
+        if slot_use is not None:
+            restored = slot_use.finish(answered, timings)
+            if restored:
+                host.metrics.kv_restores_total.labels(model=model).inc()
+                host.metrics.kv_tokens_saved_total.labels(model=model).inc(restored)
+
+    # While the answer is generated, a client that leaves or a host that stops ends it:
+    # cancelling the upstream request closes its connection, and llama-server stops.
+    stops: dict[str, Callable[[], Awaitable[object]]] = {
+        _CLIENT_LEFT: lambda: _wait_for_disconnect(request),
+        _SHUTDOWN: shutdown.ending.wait,
+    }
+    try:
+        upstream = await _unless(
+            _send_once_more_if_dropped(
+                http, http.build_request("POST", url, content=content, headers=send_headers)
+            ),
+            stops,
+        )
+    except _Stopped as stop:
+        on_end(None, False)
+        lease.release()
+        return stop.response(headers)
+    except httpx.TransportError as exc:
+        on_end(None, False)
+        lease.release()
+        return error_response(
+            502,
+            "upstream_failed",
+            f"model {model} did not answer ({type(exc).__name__}){log_hint}",
+            headers,
+        )
+
+    streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    if streamed and not assemble:
+        return UpstreamStream(upstream, lease, model, log_hint, headers, on_end, shutdown.ending)
+    status = upstream.status_code
+    try:
+        if streamed:
+            status, answer = await _unless(assembled(upstream, path), stops)
+            payload = await host.offload.run(len(content), encode, answer)
+            headers["content-type"] = "application/json"
+        else:
+            payload = await _unless(upstream.aread(), stops)
+    except _Stopped as stop:
+        on_end(None, False)
+        return stop.response(headers)
+    except httpx.TransportError as exc:
+        on_end(None, False)
+        return error_response(
+            502,
+            "upstream_failed",
+            f"model {model} stopped answering ({type(exc).__name__})"
+            f"{log_hint}; it is restarted on the next request",
+            headers,
+        )
+    finally:
+        await upstream.aclose()
+        lease.release()
+    timings = _timings_in_body(payload) if status == 200 else None
+    on_end(timings, status == 200)
+    if status == 400:
+        refused = _context_refusal(payload)
+        if refused is not None:
+            return context_length_response(refused, path, headers)
+    for name in _PASSED_RESPONSE_HEADERS:
+        if name in upstream.headers and name not in headers:
+            headers[name] = upstream.headers[name]
+    return Response(payload, status_code=status, headers=headers)
+
+
+# -- context length ------------------------------------------------------------------
+
+
+def context_length_response(message: str, path: str, headers: dict[str, str]) -> JSONResponse:
+    """OpenAI's answer to a prompt over the context window, which clients recognise and do
+    not retry: 400, `type` invalid_request_error (the OpenAI class of the error: the
+    request must change), `code` context_length_exceeded (which one)."""
+    return JSONResponse(
+        {
+            "error": {
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+                "param": "messages" if path == CHAT_PATH else "prompt",
+                "message": message,
+            }
+        },
+        status_code=400,
+        headers=headers,
+    )
+
+
+def _context_refusal(payload: bytes) -> str | None:
+    """llama-server's own "exceeds the available context size" 400, in OpenAI's words;
+    None for any other answer."""
+    try:
+        error = json.loads(payload).get("error")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(error, dict):
+        return None
+    text = str(error.get("message", ""))
+    known = error.get("type") == "exceed_context_size_error"
+    if not known and "exceeds the available context" not in text:
+        return None
+    n_ctx, n_prompt = error.get("n_ctx"), error.get("n_prompt_tokens")
+    if isinstance(n_ctx, int) and isinstance(n_prompt, int):
+        return (
+            f"This model's maximum context length is {n_ctx} tokens. However, your messages "
+            f"resulted in {n_prompt} tokens. Please reduce the length of the messages."
+        )
+    return f"This model's maximum context length was exceeded: {text}"
+
+
+async def count_tokens(host: Host, model: str, text: str) -> int | None:
+    """`text`'s tokens by the model's own tokenizer (llama-server `POST /tokenize`) when
+    the model is a resident llama-server; None when it is not, or does not answer well
+    within TOKENIZE_TIMEOUT_S, or answers something else: the estimate decides then."""
+    process = host.processes.get(model)
+    if process is None or not process.is_ready() or len(text) > COUNT_UP_TO_CHARS:
+        return None
+    try:
+        response = await process.http.post(
+            f"{process.base_url}/tokenize", json={"content": text}, timeout=TOKENIZE_TIMEOUT_S
+        )
+        tokens = response.json().get("tokens") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+async def _decide(host: Host, route: RouteRequest) -> Decision:
+    """The snapshot is taken here, on the loop that changes it; only the pure decision
+    may run in a worker thread."""
+    return await host.offload.run(
+        len(route.prompt), decide_for_proxy, route, host.routing_snapshot()
+    )
+
+
+async def _decide_counting(host: Host, route: RouteRequest) -> Decision:
+    """The decision on the estimate, then, for a prompt long enough that the estimate may
+    be wrong, again on the count of the chosen model's tokenizer when it is resident.
+
+    An estimate that refuses the prompt is checked the same way: the model it would have
+    gone to, size aside, counts it (runs of one character pack far more than the
+    estimate allows)."""
+    try:
+        decision = await _decide(host, route)
+    except RoutingError as refused:
+        if refused.kind != "context_length_exceeded" or len(route.prompt) > COUNT_UP_TO_CHARS:
+            raise
+        size_aside = await _decide(host, dataclasses.replace(route, prompt_tokens=0))
+        counted = await count_tokens(host, size_aside.model, route.prompt)
+        if counted is None:
+            raise
+        return await _decide(host, dataclasses.replace(route, prompt_tokens=counted))
+    if len(route.prompt) < COUNT_FROM_CHARS:
+        return decision
+    counted = await count_tokens(host, decision.model, route.prompt)
+    if counted is None:
+        return decision
+    return await _decide(host, dataclasses.replace(route, prompt_tokens=counted))
+
+
+async def _route(
+    host: Host, prepared: Prepared, requested: str, task_type: str | None, forced: bool
+) -> tuple[str, Decision]:
+    """A model name goes straight there; a tier, `auto` or `big` goes through the policy."""
+    if requested in host.config.models and task_type is None:
+        return requested, Decision(
+            type=None,
+            tier=host.config.tier_of(requested) or "",
+            model=requested,
+            device=None,
+            reasons=("model named by the request",),
+            prompt="",
+            force_big=forced,
+        )
+    known = {*host.config.tiers, *host.config.models, "auto", "big"}
+    if requested not in known:
+        raise ApiError(404, "model_not_found", str(UnknownModel(requested, host.known_names())))
+    route = RouteRequest(prompt=prepared.text, type=task_type, model=requested, force_big=forced)
+    try:
+        decision = await _decide_counting(host, route)
+    except RoutingError as exc:
+        if exc.kind == "context_length_exceeded":
+            raise _ContextTooLong(exc.message) from None
+        raise ApiError(exc.status, exc.kind, exc.message) from None
+    if decision.wait_reason and not decision.force_big:
+        raise ApiError(
+            503, "model_unavailable", f"{decision.model} is held back: {decision.wait_reason}"
+        )
+    return decision.model, decision
+
+
+class _ContextTooLong(Exception):
+    """The router refused the prompt as longer than every candidate's context window."""
+
+
+async def _send_once_more_if_dropped(
+    http: httpx.AsyncClient, upstream_request: httpx.Request
+) -> httpx.Response:
+    """Send, and send again once if a connection was closed or refused before any reply
+    (a pooled one gone stale, a server between two lives): the server never read the
+    request, so a second try cannot duplicate work."""
+    try:
+        return await http.send(upstream_request, stream=True)
+    except (httpx.RemoteProtocolError, httpx.ConnectError):
+        return await http.send(upstream_request, stream=True)
+
+
+async def _endpoint(request: Request, path: str) -> Response:
+    try:
+        return await _forward(request, path)
+    except _ContextTooLong as exc:
+        return context_length_response(str(exc), path, {})
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _endpoint(request, CHAT_PATH)
+
+
+async def completions(request: Request) -> Response:
+    return await _endpoint(request, COMPLETIONS_PATH)
+
+
+async def list_models(request: Request) -> Response:
+    host: Host = request.app.state.host
+    created = int(host.started_at)
+    data: list[dict[str, Any]] = []
+    for name, model in host.config.models.items():
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tierhost",
+                "tierhost": {
+                    "kind": model.kind,
+                    "tier": host.config.tier_of(name),
+                    "device": getattr(model, "device", None),
+                },
+            }
+        )
+    for name, tier in host.config.tiers.items():
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "tierhost",
+                "tierhost": {"kind": "tier", "models": list(tier.models)},
+            }
+        )
+    return JSONResponse({"object": "list", "data": data})
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+]

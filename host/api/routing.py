@@ -1,0 +1,74 @@
+"""The routing endpoints of the control API: dry-run decisions and the routing table."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from host.core import routing
+from host.daemon import Host
+from host.errors import ApiError, read_model
+
+
+class RouteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(max_length=4_000_000)
+    type: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    force_big: bool = False
+    context_files: list[str] = Field(default_factory=list, max_length=200)
+
+
+class RoutingTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    routes: dict[str, str]
+
+
+def _host(request: Request) -> Host:
+    host: Host = request.app.state.host
+    return host
+
+
+def _raise(error: routing.RoutingError) -> ApiError:
+    return ApiError(error.status, error.kind, error.message)
+
+
+async def route(request: Request) -> Response:
+    query = await read_model(request, RouteQuery)
+    try:
+        decision = _host(request).decide(
+            routing.RouteRequest(
+                prompt=query.prompt,
+                type=query.type,
+                tier=query.tier,
+                model=query.model,
+                force_big=query.force_big,
+                context_files=tuple(query.context_files),
+            )
+        )
+    except routing.RoutingError as exc:
+        raise _raise(exc) from None
+    return JSONResponse(decision.as_json())
+
+
+async def get_routing(request: Request) -> Response:
+    return JSONResponse({"routes": _host(request).routes})
+
+
+async def put_routing(request: Request) -> Response:
+    table = await read_model(request, RoutingTable)
+    try:
+        routes = await _host(request).set_routes(table.routes)
+    except routing.RoutingError as exc:
+        raise _raise(exc) from None
+    return JSONResponse({"routes": routes})
+
+
+routes = [
+    Route("/api/route", route, methods=["POST"]),
+    Route("/api/routing", get_routing, methods=["GET"]),
+    Route("/api/routing", put_routing, methods=["PUT"]),
+]

@@ -1,0 +1,1 @@
+"""The `tierhost` command: `main` parses and dispatches, one module per command group."""

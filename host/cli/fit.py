@@ -1,0 +1,107 @@
+"""`tierhost fit MODEL --device gpu0 [--ctx N]`: will it fit, and what would make it fit.
+
+Works from the config and the GGUF alone (no daemon): the estimate breakdown, the
+device's budget, and for MoE models the fewest layers whose experts must stay in RAM
+(`--n-cpu-moe`) for the model to fit with the context asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from host.config import Config, ConfigError, ManagedModel, load_config
+from host.models import gguf, gpu
+from host.paths import resolve_gguf
+
+
+def device_budget(config: Config, name: str) -> tuple[str, int | None]:
+    """The device's kind and budget in MiB: configured, else measured with NVML."""
+    device = config.devices.get(name)
+    if device is None:
+        known = ", ".join(sorted(config.devices))
+        raise ConfigError(f"unknown device {name!r} (known: {known})")
+    if device.memory_mb is not None or device.kind == "cpu":
+        return device.kind, device.memory_mb
+    reading = gpu.read_memory(device.index)
+    if reading is None:
+        raise ConfigError(
+            f"devices.{name}.memory_mb is not set and there is no NVIDIA GPU {device.index} "
+            "to measure"
+        )
+    return device.kind, max(0, reading.total_mb - device.reserve_mb)
+
+
+def fit_report(
+    config: Config, model_name: str, device_name: str | None, ctx: int | None
+) -> dict[str, Any]:
+    model = config.models.get(model_name)
+    if not isinstance(model, ManagedModel):
+        known = ", ".join(sorted(config.managed()))
+        raise ConfigError(f"{model_name!r} is not a managed model (managed: {known})")
+    device_name = device_name or model.device
+    kind, budget = device_budget(config, device_name)
+    path = resolve_gguf(model.gguf, model_name)
+    try:
+        shape, placement, result = gguf.estimate_model(model, path, kind, ctx)
+    except gguf.GgufError as exc:
+        raise ConfigError(str(exc)) from None
+    report: dict[str, Any] = {
+        "model": model_name,
+        "device": device_name,
+        "gguf": str(path),
+        "budget_mb": budget,
+        "ctx_size": result.ctx_size,
+        "estimate": {
+            "device_mb": round(result.device_mb, 1),
+            "weights_device_mb": round(result.weights_device_mb, 1),
+            "weights_host_mb": round(result.weights_host_mb, 1),
+            "kv_device_mb": round(result.kv_device_mb, 1),
+            "kv_host_mb": round(result.kv_host_mb, 1),
+            "compute_mb": round(result.compute_mb, 1),
+        },
+        "fits": budget is None or result.device_mb <= budget,
+        "moe": shape.is_moe,
+        "n_cpu_moe": None,
+    }
+    lines = [f"{model_name} on {device_name} ({kind}), {path.name}", *result.lines()]
+    lines.append(f"budget             {budget if budget is not None else 'none':>10} MiB")
+    if shape.is_moe and kind == "gpu" and budget is not None:
+        base = replace(placement, n_cpu_moe=0)
+        smallest = gguf.smallest_n_cpu_moe(shape, base, budget)
+        report["n_cpu_moe"] = smallest
+        if smallest is None:
+            lines.append("does not fit even with every layer's experts in RAM (--cpu-moe)")
+        else:
+            at = gguf.estimate(shape, replace(base, n_cpu_moe=smallest))
+            lines.append(
+                f"smallest --n-cpu-moe that fits: {smallest} ({at.device_mb:.0f} MiB on "
+                f"device, {at.weights_host_mb:.0f} MiB of weights in RAM)"
+            )
+    lines.append("fits" if report["fits"] else "does NOT fit")
+    report["text"] = "\n".join(lines)
+    return report
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    report = fit_report(config, args.model, args.device, args.ctx)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "text"}, indent=2))
+    else:
+        print(report["text"])
+    return 0 if report["fits"] or report["n_cpu_moe"] is not None else 1
+
+
+def add_commands(sub: Any) -> None:
+    """Register `fit` on the main parser's subparsers."""
+    fit = sub.add_parser("fit", help="estimate a model's memory from its GGUF and check it fits")
+    fit.add_argument("model", help="a managed model of the config")
+    fit.add_argument("--device", help="device to check against (default: the model's own)")
+    fit.add_argument("--ctx", type=int, help="total context (all slots); default: from args")
+    fit.add_argument("--config", type=Path, help="tierhost.toml (default: the demo config)")
+    fit.add_argument("--json", action="store_true", help="print JSON")
+    fit.set_defaults(func=cmd_fit)

@@ -1,0 +1,445 @@
+"""The task dispatcher: runs persisted tasks on their decided model, batched by model.
+
+The loop wakes on every event that can change what should run next (a submission, a
+task ending, a mode or route change, a model becoming ready), asks the pure
+`host.core.batching.pick()` which queued tasks to start, and runs each as an asyncio task
+through the same device arbiter as the proxy (or on its remote endpoint). All status
+changes go through the store, which checks them against `host.core.task_states`.
+
+Two promises hold whatever happens. A task is started once: a task already under way is
+never picked again, and a job only proceeds after its own move out of `queued` succeeded
+in the store (the move is the claim). And no task is stranded: any exception in a task's
+run ends it `failed` with the reason (the trace goes to the log), a row the loop cannot
+schedule fails alone, and tasks under way when the daemon stops go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from host.core.batching import DeviceState, Policy, QueuedTask, pick
+from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
+from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.store import Store, TaskRow
+from host.tasks.validation import ValidationLoop, ask_validator
+
+if TYPE_CHECKING:
+    from host.daemon import ChatEndpoint, Host
+
+log = logging.getLogger("tierhost.dispatcher")
+
+TaskListener = Callable[[str], None]
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    model: str
+    tokens: int = 0
+    phase: str = "waiting_device"
+    started: float = field(default_factory=time.monotonic)
+
+
+def build_messages(task: TaskRow) -> list[dict[str, str]]:
+    """The chat messages for a task: its context files and selection, then the prompt."""
+    parts: list[str] = []
+    for item in task.context.get("files", []):
+        path = item.get("path", "file")
+        parts.append(f"File `{path}`:\n```\n{item.get('content', '')}\n```")
+    selection = task.context.get("selection")
+    if selection:
+        parts.append(f"Selected text:\n```\n{selection}\n```")
+    parts.append(task.prompt)
+    system = f"You are the {task.tier or 'assistant'} tier of a local agent host."
+    if task.type:
+        system += f" This is a {task.type} task."
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+_NO_VALIDATION_YET: dict[str, Any] = {
+    "validated": None,
+    "findings": [],
+    "patch": None,
+    "scratchpad": [],
+    "attempts": 0,
+}
+"""A validated task that starts (again, after a restart) starts with a clean record."""
+
+
+class UnreadableAnswer(Exception):
+    """The model's stream is not what an OpenAI-compatible server sends, or it reports an
+    error: the task fails with what was wrong."""
+
+
+def _content_of(model: str, line: str) -> list[str]:
+    """The text pieces of one `data:` event of a chat completion stream."""
+    try:
+        chunk = json.loads(line[6:])
+    except (ValueError, RecursionError) as exc:
+        raise UnreadableAnswer(
+            f"model {model} sent a stream event that is not JSON ({type(exc).__name__}): "
+            f"{line[:120]!r}"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise UnreadableAnswer(f"model {model} sent a stream event that is not an object")
+    if chunk.get("error") is not None:
+        error = chunk["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise UnreadableAnswer(f"model {model} reported an error mid-answer: {message}")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return []
+    pieces = []
+    for choice in choices:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            pieces.append(content)
+    return pieces
+
+
+class Dispatcher:
+    def __init__(self, host: Host, store: Store, policy: Policy) -> None:
+        self._host = host
+        self._store = store
+        self.policy = policy
+        self._wake = asyncio.Event()
+        self._running: dict[str, _Running] = {}
+        self._current: dict[str, tuple[str, float]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._listeners: list[TaskListener] = []
+        self._closing = False
+        self.enqueued_at: dict[str, float] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        requeued = await self._store.requeue_interrupted(
+            "the daemon restarted while this task was under way; it runs again from the start"
+        )
+        if requeued:
+            log.warning("requeued %d interrupted task(s): %s", len(requeued), requeued)
+        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+        self.wake()
+
+    async def close(self) -> None:
+        """Stop the loop and every task under way, and put those tasks back in the queue
+        now, each with an event saying why (the next start requeues whatever a kill -9
+        left behind)."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        jobs = [running.task for running in self._running.values()]
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            requeued = await self._store.requeue_interrupted(
+                "the daemon stopped while this task was under way; it runs again from the "
+                "start when the daemon starts"
+            )
+        except Exception:
+            log.exception("could not requeue the tasks under way; the next start requeues them")
+            return
+        if requeued:
+            log.warning("the daemon stops: requeued %d task(s): %s", len(requeued), requeued)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def subscribe(self, listener: TaskListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, task_id: str) -> None:
+        for listener in self._listeners:
+            listener(task_id)
+
+    # -- observation -------------------------------------------------------------
+
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def progress(self, task_id: str) -> dict[str, Any] | None:
+        running = self._running.get(task_id)
+        if running is None:
+            return None
+        return {"phase": running.phase, "tokens": running.tokens, "model": running.model}
+
+    # -- commands ----------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> TaskRow:
+        """Cancel a task wherever it is. A job cancelled before it ran its first line
+        records nothing, and the task is still queued (the dispatcher would start it
+        again): so after the job, the task is cancelled here unless it ended meanwhile.
+        The dispatcher may pick the task up again in between; then once more."""
+        for _ in range(3):
+            task = await self._store.get_task(task_id)
+            if task.status in TERMINAL:
+                return task
+            running = self._running.get(task_id)
+            if running is not None:
+                running.task.cancel()
+                await asyncio.gather(running.task, return_exceptions=True)
+                continue
+            try:
+                task = await self._store.move_task(
+                    task_id, TaskStatus.CANCELLED, "cancelled by a client"
+                )
+            except IllegalTransition:
+                continue  # started (or ended) between the read and the move
+            self._notify(task_id)
+            return task
+        return await self._store.get_task(task_id)
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._dispatch_once()
+            except Exception:
+                log.exception("dispatch failed; retrying on the next event")
+
+    async def _dispatch_once(self) -> None:
+        queued, unreadable = await self._store.queued_tasks()
+        for task_id in unreadable:
+            log.error("task %s: its stored row cannot be read; it fails", task_id)
+            try:
+                await self._store.fail_unreadable(
+                    task_id, "the stored task cannot be read (a damaged row); submit it again"
+                )
+            except Exception:
+                log.exception("task %s: could not record that it fails", task_id)
+            self._notify(task_id)
+        if not queued:
+            return
+        now = time.monotonic()
+        entries: list[QueuedTask] = []
+        rows: dict[str, TaskRow] = {}
+        for row in queued:
+            if row.id in self._running:
+                continue  # started by an earlier pass; its job has not moved it yet
+            try:
+                entry = self._entry(row, now)
+            except Exception as exc:  # one bad row must not keep the others from starting
+                log.exception("task %s cannot be scheduled", row.id)
+                await self._end(
+                    row.id,
+                    TaskStatus.FAILED,
+                    f"the dispatcher cannot schedule this task: {type(exc).__name__}: {exc}",
+                )
+                self._notify(row.id)
+                continue
+            if entry is not None:
+                entries.append(entry)
+                rows[row.id] = row
+        running: dict[str, int] = {}
+        for item in self._running.values():
+            running[item.model] = running.get(item.model, 0) + 1
+        devices = {
+            name: DeviceState(
+                name,
+                contended=info.budget_mb is not None,
+                current=self._current.get(name, (None, None))[0],
+                current_since=self._current.get(name, (None, None))[1],
+            )
+            for name, info in self._host.devices.items()
+        }
+        plan = pick(entries, running, devices, now, self.policy)
+        for device, model in plan.current.items():
+            if self._current.get(device, (None, 0.0))[0] != model:
+                self._current[device] = (model, now)
+        for task_id in plan.start:
+            self._start(rows[task_id])
+
+    def _entry(self, row: TaskRow, now: float) -> QueuedTask | None:
+        """The batching view of a queued task; None while its device's mode holds it back."""
+        model = row.model
+        if model is None:
+            raise ValueError("the task has no model (its routing decision named none)")
+        self.enqueued_at.setdefault(row.id, now)
+        device = self._host.device_of.get(model)
+        if device is not None and not self._host.arbiters[device].permits(
+            model, bool(row.request.get("force_big"))
+        ):
+            return None  # the device's mode holds it back; it stays queued
+        return QueuedTask(row.id, model, device, row.priority, self.enqueued_at[row.id])
+
+    def _start(self, row: TaskRow) -> None:
+        assert row.model is not None
+        if row.id in self._running or self._closing:
+            return
+        self.enqueued_at.pop(row.id, None)
+        job = asyncio.create_task(self._run(row), name=f"task-{row.id}")
+        self._running[row.id] = _Running(job, row.model)
+        job.add_done_callback(lambda done: self._finished(row.id, done))
+
+    def _finished(self, task_id: str, job: asyncio.Task[None]) -> None:
+        running = self._running.get(task_id)
+        if running is not None and running.task is job:
+            del self._running[task_id]
+        if not job.cancelled() and job.exception() is not None:
+            # _run catches everything; this is the last line of defence, and a bug
+            log.error("task %s: its job ended with an error", task_id, exc_info=job.exception())
+        self._notify(task_id)
+        self.wake()
+
+    async def _end(self, task_id: str, status: TaskStatus, reason: str, **fields: Any) -> None:
+        """Record how a task ended. This never raises: a task that cannot be moved is
+        logged, so nothing is stuck silently (the next start requeues an active one)."""
+        if status is TaskStatus.FAILED:
+            fields.setdefault("error", reason)
+        try:
+            await self._store.move_task(task_id, status, reason, **fields)
+        except IllegalTransition as exc:
+            log.warning("task %s: not recorded as %s (%s): %s", task_id, status, reason, exc)
+        except Exception:
+            log.exception(
+                "task %s: could not record it as %s (%s); it stays as the store has it "
+                "until the next start requeues it",
+                task_id,
+                status,
+                reason,
+            )
+
+    async def _run(self, row: TaskRow) -> None:
+        assert row.model is not None
+        model = row.model
+        forced = bool(row.request.get("force_big"))
+        endpoint: ChatEndpoint | None = None
+        try:
+            try:
+                await self._store.move_task(
+                    row.id, TaskStatus.WAITING_DEVICE, f"waiting for model {model}"
+                )
+            except IllegalTransition as exc:
+                # another job claimed it, or it was cancelled first: it is not ours to run
+                log.info("task %s not started: %s", row.id, exc)
+                return
+            self._notify(row.id)
+            endpoint = await self._host.chat_endpoint(model, forced=forced)
+            self._running[row.id].phase = "running"
+            fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
+            await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)
+            self._notify(row.id)
+            if row.validation != "none":
+                await self._validate(row, endpoint)
+                return
+            text, tokens = await self._generate_retrying(row, build_messages(row), endpoint)
+            await self._store.move_task(
+                row.id,
+                TaskStatus.DONE,
+                f"{tokens} tokens from {model}",
+                result=text,
+                tokens=tokens,
+            )
+        except asyncio.CancelledError:
+            if self._closing or self._host.closing:
+                raise  # close() requeues it
+            await self._end(row.id, TaskStatus.CANCELLED, "cancelled by a client")
+        except (
+            ModelUnavailable,
+            WaitTimedOut,
+            QueueFull,
+            TooManyRequests,
+            UnreadableAnswer,
+        ) as exc:
+            await self._end(row.id, TaskStatus.FAILED, str(exc))
+        except httpx.HTTPError as exc:
+            where = f" ({endpoint.where()})" if endpoint is not None else ""
+            message = f"model {model} failed while generating{where}: {type(exc).__name__}: {exc}"
+            await self._end(row.id, TaskStatus.FAILED, message)
+        except Exception as exc:
+            log.exception("task %s failed unexpectedly on %s", row.id, model)
+            message = f"internal error while running on {model}: {type(exc).__name__}: {exc}"
+            await self._end(row.id, TaskStatus.FAILED, message)
+        finally:
+            if endpoint is not None:
+                endpoint.release()
+
+    async def _validate(self, row: TaskRow, endpoint: ChatEndpoint) -> None:
+        """Generate → validate → commit (host.tasks.validation). Runs inside `_run`, whose
+        builder lease stays held across every attempt, so no swap can come in between."""
+        running = self._running[row.id]
+        validator = self._host.config.validator_model()
+        settings = self._host.config.validation
+
+        async def generate(messages: list[dict[str, str]]) -> tuple[str, int]:
+            return await self._generate_retrying(row, messages, endpoint)
+
+        async def ask(messages: list[dict[str, str]]) -> str:
+            assert validator is not None
+            return await ask_validator(self._host, validator, messages, settings.verdict_max_tokens)
+
+        def changed(phase: str) -> None:
+            running.phase = phase
+            self._notify(row.id)
+
+        loop = ValidationLoop(
+            self._store,
+            row,
+            build_messages(row),
+            generate,
+            ask if validator is not None else None,
+            validator,
+            settings,
+            on_change=changed,
+        )
+        await loop.run()
+
+    async def _generate_retrying(
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
+    ) -> tuple[str, int]:
+        """One retry when a pooled connection was closed under us before any reply: the
+        server never saw the request, so sending it again cannot duplicate work."""
+        before = self._running[row.id].tokens
+        try:
+            return await self._generate(row, messages, endpoint)
+        except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+            if self._running[row.id].tokens != before:
+                raise
+            log.info("task %s: %s before a reply; sending it again once", row.id, exc)
+            return await self._generate(row, messages, endpoint)
+
+    async def _generate(
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
+    ) -> tuple[str, int]:
+        """Stream one answer; the task's live token count carries on across attempts."""
+        body: dict[str, Any] = {"messages": messages, "stream": True}
+        body.update({k: v for k, v in row.request.get("params", {}).items()})
+        pieces: list[str] = []
+        before = self._running[row.id].tokens
+        tokens = 0
+        last_saved = time.monotonic()
+        async with endpoint.http.stream(
+            "POST", endpoint.url, json=endpoint.body(body), headers=endpoint.headers
+        ) as response:
+            if response.status_code >= 400:
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                raise httpx.HTTPStatusError(
+                    f"HTTP {response.status_code}: {detail}",
+                    request=response.request,
+                    response=response,
+                )
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                for piece in _content_of(endpoint.model, line):
+                    pieces.append(piece)
+                    tokens += 1
+                self._running[row.id].tokens = before + tokens
+                if time.monotonic() - last_saved > 1.0:
+                    last_saved = time.monotonic()
+                    await self._store.update_task_progress(row.id, before + tokens)
+        return "".join(pieces), tokens

@@ -1,0 +1,138 @@
+"""Type inference is a set of rules a person can audit: every case names the rule that fired."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from host.core.task_types import (
+    SCAN_HEAD_CHARS,
+    SCAN_TAIL_CHARS,
+    InferenceRules,
+    infer_type,
+    resolve_tie,
+    scanned_part,
+)
+
+RULES = InferenceRules()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "files", "expected", "rule_part"),
+    [
+        ("Draft a roadmap with milestones for the release", [], "planning", "keyword"),
+        ("Sketch the architecture and the data model", [], "design", "keyword"),
+        ("Audit this service for vulnerabilities", [], "audit", "keyword"),
+        ("Please review and critique the pull request", [], "review", "keyword"),
+        ("Implement and refactor the parser", [], "implementation", "keyword"),
+        ("Write a Dockerfile and deploy to kubernetes", [], "infra", "keyword"),
+        ("Reply to this email from the landlord", [], "email", "keyword"),
+        ("Put the meeting on my calendar and log the invoice", [], "admin", "keyword"),
+        ("What is wrong here?\n```python\nprint(1/0)\n```", [], "implementation", "code fence"),
+        ("Why does this fail?\ndef f(x):\n    return x", [], "implementation", "code-looking"),
+        ("What does this do?", ["src/app/main.rs"], "implementation", "file kind of main.rs"),
+        ("What does this do?", ["deploy/Dockerfile"], "infra", "file kind of Dockerfile"),
+        ("Summarise it", ["inbox/note.eml"], "email", "file kind of note.eml"),
+    ],
+)
+def test_each_rule_kind_fires_and_is_reported(
+    prompt: str, files: list[str], expected: str, rule_part: str
+) -> None:
+    result = infer_type(prompt, files, RULES)
+    assert result.type == expected
+    assert rule_part in result.rule
+    assert result.scores[expected] == max(result.scores.values())
+
+
+def test_keywords_match_whole_words_only() -> None:
+    # "planet" holds "plan", "classy" holds "class": neither is a keyword hit.
+    result = infer_type("a classy planet", [], RULES)
+    assert result.type is None
+    assert result.rule == "no rule fired"
+
+
+def test_a_tie_names_the_tied_types_and_chooses_nothing() -> None:
+    result = infer_type("review the plan", [], RULES)
+    assert result.type is None
+    assert result.tied == ("planning", "review")
+    assert "tie" in result.rule
+
+
+def test_code_outweighs_a_single_keyword() -> None:
+    result = infer_type("review this:\n```\nx = 1\n```", [], RULES)
+    assert result.type == "implementation"
+
+
+def test_the_classifier_settles_a_tie_only_with_a_tied_type() -> None:
+    tie = infer_type("review the plan", [], RULES)
+    chosen = resolve_tie(tie, " Review. ", "planning")
+    assert chosen.type == "review"
+    assert "classifier model chose review" in chosen.rule
+
+    ignored = resolve_tie(tie, "email", "planning")
+    assert ignored.type == "planning"
+    assert "classifier answered 'email'" in ignored.rule
+    assert "default type planning" in ignored.rule
+
+
+def test_without_a_classifier_a_tie_takes_the_default_type() -> None:
+    result = resolve_tie(infer_type("hello there", [], RULES), None, "admin")
+    assert result.type == "admin"
+    assert result.rule == "no rule fired; default type admin"
+
+
+def test_a_clear_winner_is_never_overruled_by_the_classifier() -> None:
+    clear = infer_type("implement the function", [], RULES)
+    assert resolve_tie(clear, "email", "planning") is clear
+
+
+def test_config_keywords_extend_the_defaults_and_add_types() -> None:
+    rules = InferenceRules.with_extra({"research": ["literature", "survey"], "email": ["memo"]})
+    assert infer_type("do a literature survey", [], rules).type == "research"
+    assert infer_type("send a memo", [], rules).type == "email"
+    assert infer_type("draft a roadmap", [], rules).type == "planning"
+
+
+@given(st.text(max_size=300), st.lists(st.text(max_size=40), max_size=4))
+def test_inference_always_explains_itself(prompt: str, files: list[str]) -> None:
+    result = infer_type(prompt, files, RULES)
+    assert result.rule
+    if result.type is None:
+        assert result.tied
+    else:
+        assert result.type in RULES.keywords
+    settled = resolve_tie(result, None, "planning")
+    assert settled.type is not None
+    assert settled.rule
+
+
+def test_the_rules_read_the_head_and_the_tail_of_a_long_prompt() -> None:
+    filler = "lorem ipsum " * 10_000
+    assert infer_type("Reply to this email. " + filler, [], RULES).type == "email"
+    assert infer_type(filler + " Put it on my calendar.", [], RULES).type == "admin"
+    assert infer_type(filler[:60_000] + " deploy " + filler[:60_000], [], RULES).type is None
+    assert len(scanned_part(filler)) == SCAN_HEAD_CHARS + SCAN_TAIL_CHARS + 1
+    assert scanned_part("short") == "short"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "\n" * 1_000_000,  # was quadratic: 48 KB of these froze the host for 22 s
+        " \n" * 500_000,
+        "\n\t \n" * 250_000 + "```",
+        "return " + "x" * 1_000_000,
+        "x" * 10_000_000,
+    ],
+)
+def test_hostile_prompts_are_inferred_in_linear_time(prompt: str) -> None:
+    """A liveness bound, not a speed target (bench/ measures speed): each of these took
+    seconds to minutes when the line-start patterns could run over newlines."""
+    assert infer_type(prompt, [], RULES).rule
+
+
+def test_line_start_patterns_still_allow_indentation() -> None:
+    assert infer_type("Why?\n\t  def f(x):\n", [], RULES).type == "implementation"
+    assert infer_type("See:\n   ```\nx\n```", [], RULES).type == "implementation"

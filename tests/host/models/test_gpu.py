@@ -1,0 +1,52 @@
+"""GPU readings: absent NVML is normal; a load waits for memory the driver still holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from host.models.gpu import GpuMemory, gpu_count, read_memory, wait_for_free
+
+
+def card(free_mb: int) -> GpuMemory:
+    return GpuMemory(0, "test card", 24000, 24000 - free_mb, free_mb)
+
+
+def readings(*free: int) -> tuple[Callable[[], GpuMemory | None], list[int]]:
+    """A scripted card whose free memory grows as the driver releases a stopped server."""
+    seen: list[int] = []
+
+    def read() -> GpuMemory:
+        value = free[min(len(seen), len(free) - 1)]
+        seen.append(value)
+        return card(value)
+
+    return read, seen
+
+
+async def test_a_load_waits_until_the_stopped_model_memory_is_released() -> None:
+    read, seen = readings(2000, 9000, 21000)
+    result = await wait_for_free(read, 20000, timeout_s=5, interval_s=0.001)
+    assert result.enough and result.free_mb == 21000
+    assert seen == [2000, 9000, 21000]
+
+
+async def test_memory_that_never_frees_gives_up_at_the_bound() -> None:
+    read, _ = readings(2000)
+    result = await wait_for_free(read, 20000, timeout_s=0.05, interval_s=0.001)
+    assert not result.enough and result.free_mb == 2000
+    assert result.waited_s >= 0.05
+
+
+async def test_without_nvml_there_is_nothing_to_wait_for() -> None:
+    result = await wait_for_free(lambda: None, 20000, timeout_s=5)
+    assert result.enough and result.free_mb is None
+
+
+def test_readings_degrade_to_none_without_a_card() -> None:
+    count = gpu_count()
+    assert count >= 0
+    if count == 0:
+        assert read_memory(0) is None
+    else:  # on a lent GPU machine the same call reads the real card
+        reading = read_memory(0)
+        assert reading is not None and reading.total_mb > 0
