@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,13 +13,14 @@ from typing import Any
 import httpx
 
 from host.auth import is_loopback, load_or_create_token
-from host.config import Config, ConfigError, FallbackProfile, ManagedModel, RemoteModel
+from host.config import Config, ConfigError, FallbackProfile, ManagedModel
 from host.core import modes, routing
 from host.core.batching import Policy
 from host.core.task_states import TaskStatus
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, warm_pool
-from host.models.arbiter import DeviceArbiter, Lease, ModelUnavailable, SwapRecord, TooManyRequests
+from host.models.arbiter import DeviceArbiter, SwapRecord
+from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
 from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
 from host.offload import Offload
@@ -48,60 +48,6 @@ class DeviceInfo:
     """Set when NVML sees a real card behind this device."""
 
 
-class RemoteLease:
-    """The in-flight count of a remote model, released like a device lease."""
-
-    def __init__(self, host: Host, model: str) -> None:
-        self._host = host
-        self.model = model
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._host.remote_in_flight[self.model] -= 1
-
-
-def remote_headers(model: RemoteModel) -> dict[str, str]:
-    """The headers a request to a remote model carries: its API key, when it has one
-    (read from the environment variable the config names, never from the config)."""
-    if not model.api_key_env:
-        return {}
-    return {"authorization": f"Bearer {os.environ.get(model.api_key_env, '')}"}
-
-
-@dataclass(frozen=True)
-class ChatEndpoint:
-    """Where one chat request to a model goes, for the dispatcher and the validator.
-
-    A managed model is reached through its device lease, a remote one through its own
-    in-flight count; both come back as the same few facts, and `release()` frees
-    whichever it was. (The fleet's one `lease(model)` for every kind replaces this.)
-    """
-
-    model: str
-    url: str
-    """The full `/v1/chat/completions` URL."""
-    http: httpx.AsyncClient
-    headers: dict[str, str]
-    upstream_model: str | None
-    """The `model` a remote endpoint is sent; None for a managed llama-server."""
-    lease: Lease | RemoteLease
-
-    def body(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A request body with the model name the other end expects."""
-        return body if self.upstream_model is None else {**body, "model": self.upstream_model}
-
-    def where(self) -> str:
-        """For error messages: the remote's URL, or the managed model's log."""
-        if isinstance(self.lease, Lease):
-            return f"log: {self.lease.model.spec.log_path}"
-        return f"remote endpoint {self.url}"
-
-    def release(self) -> None:
-        self.lease.release()
-
-
 class Host:
     """Everything the daemon runs, started and stopped as one."""
 
@@ -121,8 +67,9 @@ class Host:
         self.slot_keepers: dict[str, SlotKeeper] = {}
         self.arbiters: dict[str, DeviceArbiter] = {}
         self.device_of: dict[str, str] = {}
-        self.remote_in_flight: dict[str, int] = {}
         self.store: Store | None = None
+        self.fleet = Fleet(config, self.arbiters, self.device_of, self.http)
+        """Leases for every model, managed or remote (filled in by `build()`)."""
         self.offload = Offload()
         """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -273,9 +220,6 @@ class Host:
                 on_swap=self._record_swap,
                 before_load=self._vram_gate(device_name, info.gpu_index),
             )
-        for name, entry in self.config.models.items():
-            if isinstance(entry, RemoteModel):
-                self.remote_in_flight[name] = 0
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -305,7 +249,7 @@ class Host:
 
     async def _warm(self, name: str, timeout: float) -> None:
         try:
-            lease = await self.acquire(name, timeout=timeout)
+            lease = await self.fleet.lease(name, timeout=timeout)
         except Exception as exc:
             log.error("persistent model %s did not start: %s", name, exc)
             return
@@ -408,15 +352,8 @@ class Host:
         if progress is not None:
             data["tokens"] = progress["tokens"]
         if task.status is TaskStatus.QUEUED and task.model is not None:
-            device = self.device_of.get(task.model)
-            hold = self.arbiters[device].mode_reason if device else ""
-            if (
-                device
-                and hold
-                and not self.arbiters[device].permits(
-                    task.model, bool(task.request.get("force_big"))
-                )
-            ):
+            hold = self.fleet.hold_reason(task.model, bool(task.request.get("force_big")))
+            if hold is not None:
                 data["waiting_because"] = hold
         return data
 
@@ -537,52 +474,6 @@ class Host:
         failed_at = process.last_failure_at or 0.0
         return time.monotonic() - failed_at < FAILURE_COOLDOWN_S
 
-    def arbiter_for(self, model: str) -> DeviceArbiter:
-        return self.arbiters[self.device_of[model]]
-
-    async def acquire(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
-    ) -> Lease:
-        wait = self.config.host.queue_timeout_s if timeout is None else timeout
-        return await self.arbiter_for(model).acquire(model, wait, forced)
-
-    async def chat_endpoint(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
-    ) -> ChatEndpoint:
-        """Wait for `model` (managed: through its device; remote: at once) and say where
-        its chat requests go. Raises what acquiring raises, and ModelUnavailable for a
-        model the config no longer has (a task queued under an older config)."""
-        entry = self.config.models.get(model)
-        if entry is None:
-            raise ModelUnavailable(
-                f"model {model} is not in the config (any more); known models: "
-                + ", ".join(sorted(self.config.models))
-            )
-        if isinstance(entry, RemoteModel):
-            remote = self.acquire_remote(model)
-            return ChatEndpoint(
-                model,
-                f"{entry.base_url}/chat/completions",
-                self.http,
-                remote_headers(entry),
-                entry.remote_model or model,
-                remote,
-            )
-        lease = await self.acquire(model, timeout, forced=forced)
-        return ChatEndpoint(
-            model, f"{lease.base_url}/v1/chat/completions", lease.model.http, {}, None, lease
-        )
-
-    def acquire_remote(self, model: str) -> RemoteLease:
-        config = self.config.models[model]
-        if self.remote_in_flight[model] >= config.max_concurrency:
-            raise TooManyRequests(
-                f"model {model} already has {config.max_concurrency} requests in flight "
-                "(its max_concurrency); retry shortly"
-            )
-        self.remote_in_flight[model] += 1
-        return RemoteLease(self, model)
-
     # -- status ------------------------------------------------------------------
 
     async def status_with_tasks(self) -> dict[str, Any]:
@@ -619,7 +510,7 @@ class Host:
             entry: dict[str, Any] = {"name": name, "tier": self.config.tier_of(name)}
             if isinstance(model, ManagedModel):
                 process = self.processes[name]
-                arbiter = self.arbiter_for(name)
+                arbiter = self.arbiters[model.device]
                 entry.update(
                     kind="managed",
                     device=model.device,
@@ -645,7 +536,7 @@ class Host:
                     state="remote",
                     pid=None,
                     port=None,
-                    in_flight=self.remote_in_flight[name],
+                    in_flight=self.fleet.remote_in_flight[name],
                     queued=0,
                     base_url=model.base_url,
                 )

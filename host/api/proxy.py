@@ -47,12 +47,12 @@ from host.api.openai_body import (
     encode,
     prepare,
 )
-from host.config import RemoteModel
 from host.core.routing import Decision, RouteRequest, RoutingError
-from host.daemon import Host, RemoteLease, UnknownModel, remote_headers
+from host.daemon import Host, UnknownModel
 from host.errors import ApiError, body_limits_of, error_response, read_body
-from host.models.arbiter import Lease, ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.models.kv_slots import Claim, SlotKeeper
+from host.models.leases import ModelLease
 
 T = TypeVar("T")
 
@@ -165,7 +165,7 @@ class UpstreamStream(StreamingResponse):
     def __init__(
         self,
         upstream: httpx.Response,
-        lease: Lease | RemoteLease,
+        lease: ModelLease,
         model: str,
         log_hint: str,
         headers: dict[str, str],
@@ -292,7 +292,9 @@ class SlotUse:
         return int((timings or {}).get("cache_n", 0))
 
 
-async def _claim_slot(host: Host, model: str, lease: Lease, body: dict[str, Any]) -> SlotUse | None:
+async def _claim_slot(
+    host: Host, model: str, lease: ModelLease, body: dict[str, Any]
+) -> SlotUse | None:
     """Pin the request to a slot (restoring a saved one it continues), unless the client
     chose a slot itself or the model keeps no slots."""
     keeper = host.slot_keepers.get(model)
@@ -301,7 +303,8 @@ async def _claim_slot(host: Host, model: str, lease: Lease, body: dict[str, Any]
         return None
     if not all(isinstance(m, dict) for m in messages):
         return None
-    claim = await keeper.claim(lease.model.http, lease.base_url, messages)
+    assert lease.server_url is not None  # only a managed model keeps slots
+    claim = await keeper.claim(lease.http, lease.server_url, messages)
     return SlotUse(keeper, claim, messages) if claim is not None else None
 
 
@@ -333,18 +336,19 @@ def _forced(request: Request) -> bool:
     return request.headers.get("x-force-big", "").strip().lower() in ("true", "1", "yes")
 
 
-async def _acquire(host: Host, request: Request, model: str, forced: bool) -> Lease:
-    """Wait for the model, giving up as soon as the client disconnects or the host stops."""
-    arbiter = host.arbiter_for(model)
-    if not arbiter.permits(model, forced):
+async def _lease(host: Host, request: Request, model: str, forced: bool) -> ModelLease:
+    """A lease on the model, waiting for it when it must be loaded, and giving up as soon
+    as the client disconnects or the host stops."""
+    hold = host.fleet.hold_reason(model, forced)
+    if hold is not None:
         # An OpenAI client cannot sit in a queue until the owner stops gaming: say why now.
-        raise ModelUnavailable(f"model {model} is held back: {arbiter.mode_reason}")
-    lease = arbiter.try_acquire_now(model, forced)
+        raise ModelUnavailable(f"model {model} is held back: {hold}")
+    lease = host.fleet.lease_now(model, forced)
     if lease is not None:
         return lease
     shutdown = shutdown_of(request.app)
     return await _unless(
-        host.acquire(model, forced=forced),
+        host.fleet.lease(model, forced=forced),
         {_CLIENT_LEFT: lambda: _wait_for_disconnect(request), _SHUTDOWN: shutdown.stopping.wait},
     )
 
@@ -383,23 +387,13 @@ async def _forward(request: Request, path: str) -> Response:
     model, decision = await _route(host, prepared, requested, task_type, forced)
 
     began = time.monotonic()
-    config = host.config.models[model]
-    lease: Lease | RemoteLease
     content: bytes = prepared.raw if prepared.raw is not None else raw
     send_headers = {
         "content-type": "application/json",
         "accept": request.headers.get("accept", "*/*"),
     }
-    log_hint = ""
     try:
-        if isinstance(config, RemoteModel):
-            lease = host.acquire_remote(model)
-            url = config.base_url + path.removeprefix("/v1")
-            send_headers.update(remote_headers(config))
-        else:
-            lease = await _acquire(host, request, model, forced or decision.force_big)
-            url = lease.base_url + path
-            log_hint = f" (log: {lease.model.spec.log_path})"
+        lease = await _lease(host, request, model, forced or decision.force_big)
     except TooManyRequests as exc:
         raise ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"}) from None
     except QueueFull as exc:
@@ -412,18 +406,20 @@ async def _forward(request: Request, path: str) -> Response:
     headers = _headers(host, model, time.monotonic() - began)
     if decision.type is not None and requested in ("auto", "big"):
         headers["X-Tierhost-Task-Type"] = decision.type
-    http = lease.model.http if isinstance(lease, Lease) else host.http
+    url = lease.url(path)
+    send_headers.update(lease.headers)
+    log_hint = f" ({lease.where()})"
     # A managed model answers a plain request as a stream, put back together here: this
     # llama-server stops generating when a stream's reader goes away, never when a plain
     # request's does, so a plain request could not otherwise be ended.
-    assemble = isinstance(lease, Lease) and not body.get("stream")
+    assemble = lease.managed and not body.get("stream")
     changes: dict[str, Any] = {}
-    if isinstance(config, RemoteModel):
-        changes["model"] = config.remote_model or model
+    if lease.upstream_model is not None:
+        changes["model"] = lease.upstream_model
     if assemble:
         changes.update(as_stream(body, path))
     slot_use = None
-    if isinstance(lease, Lease) and path == CHAT_PATH:
+    if lease.server_url is not None and path == CHAT_PATH:
         slot_use = await _claim_slot(host, model, lease, body)
         if slot_use is not None:
             changes["id_slot"] = slot_use.claim.slot
@@ -449,7 +445,8 @@ async def _forward(request: Request, path: str) -> Response:
     try:
         upstream = await _unless(
             _send_once_more_if_dropped(
-                http, http.build_request("POST", url, content=content, headers=send_headers)
+                lease.http,
+                lease.http.build_request("POST", url, content=content, headers=send_headers),
             ),
             stops,
         )

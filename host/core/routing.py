@@ -265,6 +265,16 @@ def _tier_chain(config: Config, tier: str) -> list[str]:
     return chain
 
 
+def _serving_tier(config: Config, tier: str, model: str) -> str:
+    """The tier `model` serves this request in: the first tier of the routed tier's chain
+    that lists it. A model may be listed by several tiers (one remote model for all of
+    them, say), and the first tier of the whole config that lists it is not the one the
+    request was routed to; an explicit model, or one in no tier, falls back to that."""
+    chain = _tier_chain(config, tier) if tier in config.tiers else []
+    serving = next((t for t in chain if model in config.tiers[t].models), None)
+    return serving or config.tier_of(model) or tier
+
+
 def _known(names: Sequence[str] | Mapping[str, object]) -> str:
     return ", ".join(sorted(names))
 
@@ -410,7 +420,7 @@ def _choose(
 
     # 5. size
     def limit_of(name: str) -> int | None:
-        owner = config.tier_of(name)
+        owner = _serving_tier(config, tier, name)
         threshold = config.tiers[owner].max_prompt_tokens if owner in config.tiers else None
         limits = [v for v in (snap.models[name].context_window, threshold) if v is not None]
         return min(limits) if limits else None
@@ -468,7 +478,7 @@ def _choose(
     else:
         chosen = fitting[0]
         reasons.append(f"health: every candidate is unhealthy; trying {chosen} anyway")
-    chosen_tier = config.tier_of(chosen) or tier
+    chosen_tier = _serving_tier(config, tier, chosen)
     if chosen != candidates[0]:
         reasons.append(f"chose {chosen} ({chosen_tier}) instead of {candidates[0]}")
     else:

@@ -28,11 +28,12 @@ import httpx
 from host.core.batching import DeviceState, Policy, QueuedTask, pick
 from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.leases import ModelLease
 from host.store import Store, TaskRow
 from host.tasks.validation import ValidationLoop, ask_validator
 
 if TYPE_CHECKING:
-    from host.daemon import ChatEndpoint, Host
+    from host.daemon import Host
 
 log = logging.getLogger("tierhost.dispatcher")
 
@@ -269,11 +270,9 @@ class Dispatcher:
         if model is None:
             raise ValueError("the task has no model (its routing decision named none)")
         self.enqueued_at.setdefault(row.id, now)
-        device = self._host.device_of.get(model)
-        if device is not None and not self._host.arbiters[device].permits(
-            model, bool(row.request.get("force_big"))
-        ):
+        if not self._host.fleet.permits(model, bool(row.request.get("force_big"))):
             return None  # the device's mode holds it back; it stays queued
+        device = self._host.device_of.get(model)
         return QueuedTask(row.id, model, device, row.priority, self.enqueued_at[row.id])
 
     def _start(self, row: TaskRow) -> None:
@@ -317,7 +316,7 @@ class Dispatcher:
         assert row.model is not None
         model = row.model
         forced = bool(row.request.get("force_big"))
-        endpoint: ChatEndpoint | None = None
+        endpoint: ModelLease | None = None
         try:
             try:
                 await self._store.move_task(
@@ -328,7 +327,7 @@ class Dispatcher:
                 log.info("task %s not started: %s", row.id, exc)
                 return
             self._notify(row.id)
-            endpoint = await self._host.chat_endpoint(model, forced=forced)
+            endpoint = await self._host.fleet.lease(model, forced=forced)
             self._running[row.id].phase = "running"
             fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
             await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)
@@ -368,7 +367,7 @@ class Dispatcher:
             if endpoint is not None:
                 endpoint.release()
 
-    async def _validate(self, row: TaskRow, endpoint: ChatEndpoint) -> None:
+    async def _validate(self, row: TaskRow, endpoint: ModelLease) -> None:
         """Generate → validate → commit (host.tasks.validation). Runs inside `_run`, whose
         builder lease stays held across every attempt, so no swap can come in between."""
         running = self._running[row.id]
@@ -399,7 +398,7 @@ class Dispatcher:
         await loop.run()
 
     async def _generate_retrying(
-        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ModelLease
     ) -> tuple[str, int]:
         """One retry when a pooled connection was closed under us before any reply: the
         server never saw the request, so sending it again cannot duplicate work."""
@@ -413,7 +412,7 @@ class Dispatcher:
             return await self._generate(row, messages, endpoint)
 
     async def _generate(
-        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ChatEndpoint
+        self, row: TaskRow, messages: list[dict[str, str]], endpoint: ModelLease
     ) -> tuple[str, int]:
         """Stream one answer; the task's live token count carries on across attempts."""
         body: dict[str, Any] = {"messages": messages, "stream": True}
@@ -423,7 +422,7 @@ class Dispatcher:
         tokens = 0
         last_saved = time.monotonic()
         async with endpoint.http.stream(
-            "POST", endpoint.url, json=endpoint.body(body), headers=endpoint.headers
+            "POST", endpoint.chat_url, json=endpoint.body(body), headers=endpoint.headers
         ) as response:
             if response.status_code >= 400:
                 detail = (await response.aread()).decode(errors="replace")[:300]

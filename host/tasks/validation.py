@@ -442,7 +442,7 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
     """One verdict from the validator model. The lease is held only for the request; the
     model is persistent or on the CPU, so acquiring it never evicts the builder."""
     try:
-        endpoint = await host.chat_endpoint(model)
+        endpoint = await host.fleet.lease(model)
     except (ModelUnavailable, WaitTimedOut, QueueFull, TooManyRequests) as exc:
         raise ValidatorUnavailable(f"validator {model} unavailable: {exc}") from exc
     body = {
@@ -454,7 +454,7 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
     }
     try:
         response = await endpoint.http.post(
-            endpoint.url, json=endpoint.body(body), headers=endpoint.headers
+            endpoint.chat_url, json=endpoint.body(body), headers=endpoint.headers
         )
         if response.status_code >= 400:
             raise ValidatorUnavailable(

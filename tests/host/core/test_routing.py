@@ -372,3 +372,39 @@ def test_the_tag_is_stripped_as_the_tag_pattern_says(prompt: str) -> None:
     or tab after it taken with it, the rest trimmed."""
     stripped, count = FORCE_BIG_TAG.subn("", prompt)
     assert strip_force_big(prompt) == ((stripped.strip() if count else prompt), count > 0)
+
+
+# One model on another box serves every tier: the tier a request was routed to is the
+# one it is served in (its system prompt says so), whichever tier lists the model first.
+SHARED = parse_config(
+    """
+    [devices.cpu]
+    kind = "cpu"
+    [models.far]
+    kind = "remote"
+    base_url = "http://10.0.0.2:8080/v1"
+    [tiers.architect]
+    models = ["far"]
+    max_prompt_tokens = 100
+    [tiers.builder]
+    models = ["far"]
+    [tiers.operator]
+    models = ["far"]
+    """,
+    "shared",
+)
+
+
+def test_a_model_shared_by_tiers_serves_in_the_tier_routed_to() -> None:
+    assert route("Check the disks.", config=SHARED, type="infra").tier == "operator"
+    assert route("Add a flag.", config=SHARED, tier="builder").tier == "builder"
+    assert route("Plan it.", config=SHARED, type="planning").tier == "architect"
+
+
+def test_a_shared_model_has_the_size_limit_of_the_tier_routed_to() -> None:
+    long = "word " * 400  # ~500 tokens: over the architect's 100, no limit for operator
+    decision = route(long, config=SHARED, type="admin")
+    assert (decision.model, decision.tier) == ("far", "operator")
+    with pytest.raises(RoutingError) as caught:
+        route(long, config=SHARED, type="planning")
+    assert caught.value.kind == "context_length_exceeded"

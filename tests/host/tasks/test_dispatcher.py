@@ -3,8 +3,8 @@
 It runs with a real Store on a temp SQLite file and a real HTTP upstream on loopback (a
 small scripted OpenAI-style server in this process, so a test can hold an answer back
 or make it hostile), behind a fake of the narrow Host surface the dispatcher uses:
-`config`, `devices`, `device_of`, `arbiters[...].permits`, `closing` and
-`chat_endpoint`. Every wait is on an event, bounded by `asyncio.wait_for`.
+`config`, `devices`, `device_of`, `closing` and the fleet's `permits` and
+`lease`. Every wait is on an event, bounded by `asyncio.wait_for`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from starlette.routing import Route
 from host.config import load_config, parse_config
 from host.core.batching import Policy
 from host.core.task_states import TERMINAL, TaskStatus
-from host.daemon import ChatEndpoint, DeviceInfo, Host
+from host.daemon import DeviceInfo, Host
 from host.models.arbiter import ModelUnavailable, TooManyRequests
+from host.models.leases import ModelLease
 from host.models.process import ModelState, Transition
 from host.store import Store, TaskRow
 from host.tasks.dispatcher import Dispatcher
@@ -125,13 +126,33 @@ class FakeArbiter:
         return self.allowed is None or forced or model in self.allowed
 
 
-class FakeLease:
-    def __init__(self, host: FakeHost, model: str) -> None:
-        self.host = host
-        self.model = model
+class FakeFleet:
+    """Leases on the scripted upstream; the device's FakeArbiter says what is permitted."""
 
-    def release(self) -> None:
-        self.host.released.append(self.model)
+    def __init__(self, host: FakeHost) -> None:
+        self.host = host
+
+    def permits(self, model: str, forced: bool = False) -> bool:
+        device = self.host.device_of.get(model)
+        return device is None or self.host.arbiters[device].permits(model, forced)
+
+    async def lease(
+        self, model: str, timeout: float | None = None, *, forced: bool = False
+    ) -> ModelLease:
+        host = self.host
+        host.endpoints.append(model)
+        if model in host.refuse:
+            raise host.refuse[model]
+        return ModelLease(
+            model=model,
+            api_base=f"{host.upstream.url}/{model}/v1",
+            http=host.http,
+            headers={},
+            upstream_model=None,
+            log_path=None,
+            server_url=None,
+            _release=lambda: host.released.append(model),
+        )
 
 
 class FakeHost:
@@ -151,16 +172,9 @@ class FakeHost:
         self.refuse: dict[str, BaseException] = {}
         """Models whose endpoint raises this instead of answering."""
         self.endpoints: list[str] = []
+        """Every model a lease was asked for, in order."""
         self.released: list[str] = []
-
-    async def chat_endpoint(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
-    ) -> ChatEndpoint:
-        self.endpoints.append(model)
-        if model in self.refuse:
-            raise self.refuse[model]
-        url = f"{self.upstream.url}/{model}/v1/chat/completions"
-        return ChatEndpoint(model, url, self.http, {}, None, FakeLease(self, model))  # type: ignore[arg-type]
+        self.fleet = FakeFleet(self)
 
 
 class Watcher:
@@ -511,17 +525,17 @@ async def test_a_remote_model_is_reached_at_its_url_with_its_key_and_name(
     host = Host(parse_config(REMOTE_ONLY), tmp_path)
     host.build()
     try:
-        endpoint = await host.chat_endpoint("far")
-        assert endpoint.url == "http://10.1.2.3:8080/v1/chat/completions"
+        endpoint = await host.fleet.lease("far")
+        assert endpoint.chat_url == "http://10.1.2.3:8080/v1/chat/completions"
         assert endpoint.headers == {"authorization": "Bearer sekrit"}
         assert endpoint.body({"messages": []}) == {"messages": [], "model": "big-coder"}
-        assert host.remote_in_flight["far"] == 1
+        assert host.fleet.remote_in_flight["far"] == 1
         with pytest.raises(TooManyRequests, match="max_concurrency"):
-            await host.chat_endpoint("far")
+            await host.fleet.lease("far")
         endpoint.release()
-        assert host.remote_in_flight["far"] == 0
+        assert host.fleet.remote_in_flight["far"] == 0
         with pytest.raises(ModelUnavailable, match="not in the config"):
-            await host.chat_endpoint("retired-model")
+            await host.fleet.lease("retired-model")
     finally:
         await host.http.aclose()
 

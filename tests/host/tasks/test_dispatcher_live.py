@@ -1,32 +1,27 @@
 """The dispatcher in a real daemon: wake-ups that start held tasks, and remote models.
 
 A remote model here is a second real llama-server with the demo GGUF on loopback, "the
-other box", started by the test with its own API key; a remote that is down is a port
-nothing listens on.
+other box", started by the test with its own API key (`tests.remote_box`); a remote that
+is down is a port nothing listens on.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from host.config import DEMO_MODEL_REF
-from host.paths import find_llama_server, resolve_gguf
-from tests.conftest import Daemon, free_port, start_daemon
+from tests.conftest import Daemon
+from tests.remote_box import RemoteBox
 
 pytestmark = pytest.mark.real
+pytest_plugins = ("tests.remote_box",)
 
 BOUND_S = 60.0
 """The longest any one wait of these tests may take."""
 TERMINAL = {"done", "failed", "cancelled"}
-REMOTE_KEY = "remote-box-key-for-the-test-0123456789"
 
 
 def submit(http: httpx.Client, prompt: str, **fields: Any) -> dict[str, Any]:
@@ -76,107 +71,6 @@ def test_a_task_held_by_gaming_mode_starts_when_the_mode_goes_back_to_auto(
 
 
 # -- remote models --------------------------------------------------------------------------
-
-
-@dataclass
-class RemoteBox:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-
-@pytest.fixture
-def remote_box(tmp_path: Path) -> Iterator[RemoteBox]:
-    """A real llama-server with the demo model, as another box on the LAN would run it."""
-    port = free_port()
-    log_path = tmp_path / "remote-box.log"
-    argv = [
-        str(find_llama_server(None)),
-        "--model",
-        str(resolve_gguf(DEMO_MODEL_REF, "remote-box")),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--alias",
-        "smol-on-the-other-box",
-        "--api-key",
-        REMOTE_KEY,
-        "--ctx-size",
-        "2048",
-        "--parallel",
-        "2",
-        "--no-warmup",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    box = RemoteBox(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        deadline = time.monotonic() + BOUND_S
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                assert process.poll() is None, log_path.read_text(errors="replace")
-                try:
-                    if client.get(f"{box.url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the remote box did not get ready"
-                time.sleep(0.05)
-        yield box
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
-def remote_config(box_url: str, dead_port: int) -> str:
-    """Every tier on remote models: the daemon itself starts no model server."""
-    return f"""
-[host]
-queue_timeout_s = 30
-
-[devices.cpu]
-kind = "cpu"
-
-[models.operator-far]
-kind = "remote"
-base_url = "{box_url}/v1"
-api_key_env = "TIERHOST_TEST_REMOTE_KEY"
-remote_model = "smol-on-the-other-box"
-
-[models.operator-gone]
-kind = "remote"
-base_url = "http://127.0.0.1:{dead_port}/v1"
-
-[tiers.architect]
-models = ["operator-far"]
-
-[tiers.builder]
-models = ["operator-far"]
-
-[tiers.operator]
-models = ["operator-far"]
-
-[tiers.gone]
-models = ["operator-gone"]
-"""
-
-
-@pytest.fixture
-def remote_daemon(tmp_path: Path, daemon_factory: list[Daemon], remote_box: RemoteBox) -> Daemon:
-    daemon = start_daemon(
-        tmp_path,
-        remote_config(remote_box.url, free_port()),
-        extra_env={"TIERHOST_TEST_REMOTE_KEY": REMOTE_KEY},
-    )
-    daemon_factory.append(daemon)
-    return daemon
 
 
 def test_an_infra_task_on_a_remote_model_runs_there_and_finishes(
