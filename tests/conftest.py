@@ -17,6 +17,9 @@ import httpx
 import psutil
 import pytest
 
+pytest_plugins = ["tests.remote_box"]
+"""The other box's fixtures (`remote_box`, `remote_daemon`), for every test package."""
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 

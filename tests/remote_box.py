@@ -6,10 +6,8 @@ daemon whose tiers all route there (`remote_config`), so every client (the HTTP 
 tests/host, MCP in tests/mcp_server, the LSP bridge in tests/lsp) can be shown to run a
 task to its end on it. A remote that is down is a port nothing listens on.
 
-A test module gets the fixtures with `pytest_plugins = ("tests.remote_box",)`, pytest's
-own way to load fixtures from a module that is not a conftest: a package's conftest
-reaches only that package, and three packages use these. Importing the fixtures by
-name instead would leave imports that only pytest reads (ruff's F401).
+The root conftest loads this module as a plugin (`pytest_plugins`), so its fixtures
+reach tests/host, tests/mcp_server and tests/lsp alike, as a package's conftest could not.
 """
 
 from __future__ import annotations

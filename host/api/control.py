@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,8 +26,10 @@ def _host(request: Request) -> Host:
 
 
 async def health(request: Request) -> Response:
-    host = _host(request)
-    return JSONResponse({"status": "ok", "uptime_s": host.status()["uptime_s"]})
+    """Cheap on purpose: probes call it every few seconds, so no NVML read and no status
+    document, just proof that the loop answers."""
+    uptime_s = round(time.time() - _host(request).started_at, 3)
+    return JSONResponse({"status": "ok", "uptime_s": uptime_s})
 
 
 async def status(request: Request) -> Response:

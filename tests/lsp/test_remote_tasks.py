@@ -22,7 +22,6 @@ from tests.conftest import Daemon
 from tests.lsp.conftest import SOURCE, WAIT_S, Editor, open_editor
 
 pytestmark = pytest.mark.real
-pytest_plugins = ("tests.remote_box",)
 
 MEAN_STUB = {"start": {"line": 5, "character": 0}, "end": {"line": 8, "character": 0}}
 """The unfinished `def mean(values):` … `pass` in SOURCE, as an editor selects it."""

@@ -28,7 +28,6 @@ from tests.mcp_server.conftest import (
 )
 
 pytestmark = pytest.mark.real
-pytest_plugins = ("tests.remote_box",)
 
 WAIT_S = 120.0
 """Bound on one call: a few tokens from SmolLM2 on a busy two-core box."""

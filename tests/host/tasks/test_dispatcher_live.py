@@ -17,7 +17,6 @@ from tests.conftest import Daemon
 from tests.remote_box import RemoteBox
 
 pytestmark = pytest.mark.real
-pytest_plugins = ("tests.remote_box",)
 
 BOUND_S = 60.0
 """The longest any one wait of these tests may take."""
