@@ -47,6 +47,8 @@ class _Running:
     tokens: int = 0
     phase: str = "waiting_device"
     started: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+    """Set by `Dispatcher.cancel`, which has already recorded the end."""
 
 
 def build_messages(task: TaskRow) -> list[dict[str, str]]:
@@ -178,28 +180,32 @@ class Dispatcher:
     # -- commands ----------------------------------------------------------------
 
     async def cancel(self, task_id: str) -> TaskRow:
-        """Cancel a task wherever it is. A job cancelled before it ran its first line
-        records nothing, and the task is still queued (the dispatcher would start it
-        again): so after the job, the task is cancelled here unless it ended meanwhile.
-        The dispatcher may pick the task up again in between; then once more."""
-        for _ in range(3):
+        """Cancel a task wherever it is: the store first, then its job.
+
+        The move to CANCELLED is a claim like every move, so once it is made no job can
+        start the task or record another end for it, and the dispatcher will not pick it
+        again. Cancelling the job alone would not do: a job cancelled before it ran its
+        first line records nothing, and the task would stay queued and be started again.
+        A job under way is then cancelled too, and waited for, so its lease is back
+        before this returns."""
+        while True:
             task = await self._store.get_task(task_id)
             if task.status in TERMINAL:
                 return task
-            running = self._running.get(task_id)
-            if running is not None:
-                running.task.cancel()
-                await asyncio.gather(running.task, return_exceptions=True)
-                continue
             try:
                 task = await self._store.move_task(
                     task_id, TaskStatus.CANCELLED, "cancelled by a client"
                 )
             except IllegalTransition:
-                continue  # started (or ended) between the read and the move
-            self._notify(task_id)
-            return task
-        return await self._store.get_task(task_id)
+                continue  # moved (or ended) between the read and the move: look again
+            break
+        running = self._running.get(task_id)
+        if running is not None:
+            running.cancelled = True
+            running.task.cancel()
+            await asyncio.gather(running.task, return_exceptions=True)
+        self._notify(task_id)
+        return task
 
     # -- the loop ----------------------------------------------------------------
 
@@ -346,7 +352,9 @@ class Dispatcher:
         except asyncio.CancelledError:
             if self._closing or self._host.closing:
                 raise  # close() requeues it
-            await self._end(row.id, TaskStatus.CANCELLED, "cancelled by a client")
+            running = self._running.get(row.id)
+            if running is None or not running.cancelled:  # else cancel() recorded it
+                await self._end(row.id, TaskStatus.CANCELLED, "cancelled by a client")
         except (
             ModelUnavailable,
             WaitTimedOut,

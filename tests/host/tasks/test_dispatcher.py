@@ -493,6 +493,32 @@ async def test_a_cancelled_running_task_is_cancelled_not_requeued(rig: Rig) -> N
     assert "operator-demo" in rig.host.released
 
 
+async def test_a_task_cancelled_as_it_starts_stays_cancelled(rig: Rig) -> None:
+    """Cancels that race the dispatcher starting the task: each ends cancelled, once, and
+    none is started again after. Between the submission (which wakes the dispatcher) and
+    the cancel, the loop gets 0 to 5 turns, so the cancel lands before the dispatcher
+    reads the queue, while it reads it, and just after it created the job but before
+    the job ran a line (the case a cancel of the job alone would lose)."""
+    rig.upstream.gates["operator-demo"] = asyncio.Event()  # no answer ends a task first
+    ids = []
+    for n in range(18):
+        task_id = await rig.submit("operator-demo", f"cancel me {n}")
+        ids.append(task_id)
+        for _ in range(n % 6):
+            await asyncio.sleep(0)  # one loop turn: an interleaving, not a wait
+        cancelled = await rig.dispatcher.cancel(task_id)
+        assert cancelled.status is TaskStatus.CANCELLED, (n, cancelled.status)
+
+    async def settled() -> bool:
+        return not rig.dispatcher.running_ids()
+
+    await rig.watcher.until(settled, "no job left running")
+    for task_id, task in (await rig.tasks(ids)).items():
+        assert task.status is TaskStatus.CANCELLED, (task_id, statuses(task))
+        assert statuses(task).count("cancelled") == 1 and "done" not in statuses(task)
+    assert sorted(rig.host.endpoints) == sorted(rig.host.released)  # every lease came back
+
+
 # -- where the dispatcher sends a task: the real Host's endpoints --------------------------
 
 
