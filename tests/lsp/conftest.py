@@ -9,6 +9,7 @@ recorded state is polled against a deadline, never slept on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -167,10 +168,11 @@ async def open_editor(
     return client, recorder, result
 
 
-@pytest_asyncio.fixture
-async def editor(lsp_daemon: Daemon, workspace: Path) -> AsyncIterator[Editor]:
-    """VS Code (its capabilities) connected to the bridge, with `stats.py` open."""
-    client, recorder, result = await open_editor(lsp_daemon.url, workspace)
+@contextlib.asynccontextmanager
+async def editing(url: str, workspace: Path) -> AsyncIterator[Editor]:
+    """VS Code (its capabilities) connected to a bridge of the daemon at `url`, with
+    `stats.py` open; shut down cleanly after."""
+    client, recorder, result = await open_editor(url, workspace)
     ed = Editor(client, recorder, workspace, result)
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
@@ -184,3 +186,10 @@ async def editor(lsp_daemon: Daemon, workspace: Path) -> AsyncIterator[Editor]:
     finally:
         await asyncio.wait_for(client.shutdown_session(), WAIT_S)
         await client.stop()
+
+
+@pytest_asyncio.fixture
+async def editor(lsp_daemon: Daemon, workspace: Path) -> AsyncIterator[Editor]:
+    """VS Code connected to the bridge of the shared demo daemon."""
+    async with editing(lsp_daemon.url, workspace) as ed:
+        yield ed

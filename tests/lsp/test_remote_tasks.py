@@ -9,17 +9,15 @@ is that remote model, so the plan the editor is shown can only have come from th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from lsprotocol import types
 
 from tests.conftest import Daemon
-from tests.lsp.conftest import SOURCE, WAIT_S, Editor, open_editor
+from tests.lsp.conftest import Editor, editing
 
 pytestmark = pytest.mark.real
 
@@ -30,22 +28,9 @@ SMALL = {"maxTokens": 12, "temperature": 0, "seed": 1}
 
 @pytest_asyncio.fixture
 async def far_editor(remote_daemon: Daemon, workspace: Path) -> AsyncIterator[Editor]:
-    """VS Code connected to a bridge of the remote daemon, with `stats.py` open (the
-    `editor` fixture's steps, bound to this daemon instead of the shared demo one)."""
-    client, recorder, result = await open_editor(remote_daemon.url, workspace)
-    editor = Editor(client, recorder, workspace, result)
-    client.text_document_did_open(
-        types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(
-                uri=editor.uri, language_id="python", version=1, text=SOURCE
-            )
-        )
-    )
-    try:
+    """VS Code connected to a bridge of the remote daemon, with `stats.py` open."""
+    async with editing(remote_daemon.url, workspace) as editor:
         yield editor
-    finally:
-        await asyncio.wait_for(client.shutdown_session(), WAIT_S)
-        await client.stop()
 
 
 def host_task(daemon: Daemon, task_id: str) -> dict[str, Any]:
