@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import enum
+
 from host.config import Config, ManagedModel
 
 AUTO = "auto"
@@ -54,6 +56,31 @@ def allowed_models(config: Config, device: str, mode: str) -> frozenset[str] | N
         if isinstance(model, ManagedModel) and model.device == device
     }
     return frozenset(on_device & set(tier.models))
+
+
+class Gate(enum.Enum):
+    """What a device's mode says of one model for one piece of work."""
+
+    PASS = "pass"
+    """It may run: the device is in `auto`, the model is in the pinned tier, the work is
+    forced, or the model has no device of ours (a remote box keeps its own modes)."""
+    SKIP = "skip"
+    """The device is released (gaming): route elsewhere if anything else can serve."""
+    WAIT = "wait"
+    """The device is pinned to another tier: the work keeps its model and waits."""
+
+
+def gate(config: Config, device: str | None, mode: str, model: str, forced: bool) -> Gate:
+    """The mode gate of routing (step 4), from the same rules `allowed_models` gives the
+    arbiter, so what routing expects and what the device admits cannot differ."""
+    if device is None or forced:
+        return Gate.PASS
+    if mode not in (AUTO, GAMING) and mode not in config.tiers:
+        return Gate.WAIT  # a mode of an older config: hold the work rather than guess
+    allowed = allowed_models(config, device, mode)
+    if allowed is None or model in allowed:
+        return Gate.PASS
+    return Gate.SKIP if mode == GAMING else Gate.WAIT
 
 
 def hold_reason(device: str, mode: str) -> str:

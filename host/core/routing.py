@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.config import Config, ManagedModel
+from host.core import modes
 from host.core.task_types import InferenceRules, infer_type, resolve_tie
 
 FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
@@ -399,14 +400,13 @@ def _choose(
     passed: list[str] = []
     for name in candidates:
         view = snap.models[name]
-        mode = snap.modes.get(view.device or "", "auto")
-        if view.device is None or mode == "auto" or force_big:
+        mode = snap.modes.get(view.device or "", modes.AUTO)
+        verdict = modes.gate(config, view.device, mode, name, force_big)
+        if verdict is modes.Gate.PASS:
             passed.append(name)
-        elif mode == "gaming":
-            held.append((name, f"{view.device} is in gaming mode"))
-            reasons.append(f"mode gate: skip {name}, {view.device} is in gaming mode")
-        elif name in config.tiers.get(mode, _NO_TIER).models:
-            passed.append(name)
+        elif verdict is modes.Gate.SKIP:
+            held.append((name, f"{view.device} is in {mode} mode"))
+            reasons.append(f"mode gate: skip {name}, {view.device} is in {mode} mode")
         else:
             # Pinned to another tier: the work keeps its model and waits for the pin to lift.
             passed.append(name)
@@ -496,13 +496,6 @@ def _choose(
         estimated_tokens=tokens.likely,
         candidates=tuple(candidates),
     )
-
-
-class _NoTier:
-    models: tuple[str, ...] = ()
-
-
-_NO_TIER = _NoTier()
 
 
 def validate_routes(routes: Mapping[str, Any], config: Config) -> dict[str, str]:

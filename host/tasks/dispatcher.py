@@ -16,7 +16,6 @@ schedule fails alone, and tasks under way when the daemon stops go back to the q
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import httpx
 from host.core.batching import DeviceState, Policy, QueuedTask, pick
 from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.chat import ChatFailed, stream_chat
 from host.models.leases import ModelLease
 from host.store import Store, TaskRow
 from host.tasks.validation import ValidationLoop, ask_validator
@@ -75,38 +75,6 @@ _NO_VALIDATION_YET: dict[str, Any] = {
     "attempts": 0,
 }
 """A validated task that starts (again, after a restart) starts with a clean record."""
-
-
-class UnreadableAnswer(Exception):
-    """The model's stream is not what an OpenAI-compatible server sends, or it reports an
-    error: the task fails with what was wrong."""
-
-
-def _content_of(model: str, line: str) -> list[str]:
-    """The text pieces of one `data:` event of a chat completion stream."""
-    try:
-        chunk = json.loads(line[6:])
-    except (ValueError, RecursionError) as exc:
-        raise UnreadableAnswer(
-            f"model {model} sent a stream event that is not JSON ({type(exc).__name__}): "
-            f"{line[:120]!r}"
-        ) from None
-    if not isinstance(chunk, dict):
-        raise UnreadableAnswer(f"model {model} sent a stream event that is not an object")
-    if chunk.get("error") is not None:
-        error = chunk["error"]
-        message = error.get("message") if isinstance(error, dict) else error
-        raise UnreadableAnswer(f"model {model} reported an error mid-answer: {message}")
-    choices = chunk.get("choices")
-    if not isinstance(choices, list):
-        return []
-    pieces = []
-    for choice in choices:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if isinstance(content, str) and content:
-            pieces.append(content)
-    return pieces
 
 
 class Dispatcher:
@@ -360,7 +328,7 @@ class Dispatcher:
             WaitTimedOut,
             QueueFull,
             TooManyRequests,
-            UnreadableAnswer,
+            ChatFailed,
         ) as exc:
             await self._end(row.id, TaskStatus.FAILED, str(exc))
         except httpx.HTTPError as exc:
@@ -422,31 +390,19 @@ class Dispatcher:
     async def _generate(
         self, row: TaskRow, messages: list[dict[str, str]], endpoint: ModelLease
     ) -> tuple[str, int]:
-        """Stream one answer; the task's live token count carries on across attempts."""
-        body: dict[str, Any] = {"messages": messages, "stream": True}
+        """Stream one answer; the task's live token count carries on across attempts,
+        and is saved about once a second."""
+        body: dict[str, Any] = {"messages": messages}
         body.update({k: v for k, v in row.request.get("params", {}).items()})
-        pieces: list[str] = []
-        before = self._running[row.id].tokens
-        tokens = 0
+        running = self._running[row.id]
+        before = running.tokens
         last_saved = time.monotonic()
-        async with endpoint.http.stream(
-            "POST", endpoint.chat_url, json=endpoint.body(body), headers=endpoint.headers
-        ) as response:
-            if response.status_code >= 400:
-                detail = (await response.aread()).decode(errors="replace")[:300]
-                raise httpx.HTTPStatusError(
-                    f"HTTP {response.status_code}: {detail}",
-                    request=response.request,
-                    response=response,
-                )
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                for piece in _content_of(endpoint.model, line):
-                    pieces.append(piece)
-                    tokens += 1
-                self._running[row.id].tokens = before + tokens
-                if time.monotonic() - last_saved > 1.0:
-                    last_saved = time.monotonic()
-                    await self._store.update_task_progress(row.id, before + tokens)
-        return "".join(pieces), tokens
+
+        async def counted(tokens: int) -> None:
+            nonlocal last_saved
+            running.tokens = before + tokens
+            if time.monotonic() - last_saved > 1.0:
+                last_saved = time.monotonic()
+                await self._store.update_task_progress(row.id, running.tokens)
+
+        return await stream_chat(endpoint, body, counted)

@@ -31,6 +31,7 @@ from host.core import verdict as verdicts
 from host.core.patches import target_content, unified_diff
 from host.core.task_states import TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.chat import ChatFailed, complete_chat
 from host.store import Store, TaskRow
 from host.tasks import checks
 from host.tasks.checks import CodeBlock, Finding
@@ -447,24 +448,15 @@ async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: 
         raise ValidatorUnavailable(f"validator {model} unavailable: {exc}") from exc
     body = {
         "messages": messages,
-        "stream": False,
         "temperature": 0,
         "max_tokens": max_tokens,
         "grammar": verdicts.VERDICT_GRAMMAR,  # llama-server: a verdict in form, whatever the model
     }
     try:
-        response = await endpoint.http.post(
-            endpoint.chat_url, json=endpoint.body(body), headers=endpoint.headers
-        )
-        if response.status_code >= 400:
-            raise ValidatorUnavailable(
-                f"validator {model} answered HTTP {response.status_code}: {response.text[:200]}"
-            )
-        choices = response.json().get("choices") or [{}]
-        content = (choices[0].get("message") or {}).get("content")
-        return content if isinstance(content, str) else ""
-    except (httpx.HTTPError, ValueError, AttributeError, TypeError, IndexError) as exc:
-        # an answer of the wrong shape (`choices` not a list of objects) is no verdict
+        return await complete_chat(endpoint, body)
+    except ChatFailed as exc:
+        raise ValidatorUnavailable(f"validator {model} unavailable: {exc}") from exc
+    except httpx.HTTPError as exc:
         raise ValidatorUnavailable(
             f"validator {model} failed: {type(exc).__name__}: {exc}"
         ) from exc

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from host.config import load_config
-from host.core.modes import ModeError, allowed_models, check_mode, hold_reason
+from host.core.modes import (
+    Gate,
+    ModeError,
+    allowed_models,
+    check_mode,
+    gate,
+    hold_reason,
+    valid_modes,
+)
 
 CONFIG = load_config()
 
@@ -41,3 +49,19 @@ def test_the_hold_reason_says_what_to_do() -> None:
     assert "unless forced" in hold_reason("gpu0", "gaming")
     assert hold_reason("gpu0", "architect").startswith("gpu0 is pinned to architect")
     assert hold_reason("gpu0", "auto") == ""
+
+
+@pytest.mark.parametrize("mode", valid_modes(CONFIG))
+@pytest.mark.parametrize("model", ["architect-demo", "builder-demo"])
+def test_routings_gate_agrees_with_what_the_device_admits(mode: str, model: str) -> None:
+    allowed = allowed_models(CONFIG, "gpu0", mode)
+    verdict = gate(CONFIG, "gpu0", mode, model, forced=False)
+    assert (verdict is Gate.PASS) == (allowed is None or model in allowed)
+    if verdict is not Gate.PASS:
+        assert verdict is (Gate.SKIP if mode == "gaming" else Gate.WAIT)
+    assert gate(CONFIG, "gpu0", mode, model, forced=True) is Gate.PASS
+    assert gate(CONFIG, None, mode, model, forced=False) is Gate.PASS
+
+
+def test_a_mode_the_config_no_longer_has_holds_the_work() -> None:
+    assert gate(CONFIG, "gpu0", "retired-tier", "builder-demo", forced=False) is Gate.WAIT
