@@ -1,4 +1,12 @@
-"""The composition root: builds every part of the daemon from config and owns their lives."""
+"""The composition root: builds every part of the daemon from config and owns their lives.
+
+`Host` builds the parts (processes, arbiters, the fleet, the controls, the store, the
+dispatcher and the task queue), starts them in order, wires their events to each other
+(a model becoming ready or a mode changing wakes the dispatcher; transitions and swaps are
+recorded) and stops them in reverse. It decides nothing itself: each part has one job,
+and each consumer depends on a narrow protocol of what it uses. Only the entry points
+(`host.api.app`, the CLI) import this module.
+"""
 
 from __future__ import annotations
 
@@ -6,46 +14,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from host.auth import is_loopback, load_or_create_token
-from host.config import Config, ConfigError, FallbackProfile, ManagedModel
-from host.core import modes, routing
+from host.config import Config, FallbackProfile, ManagedModel
+from host.controls import Controls
 from host.core.batching import Policy
-from host.core.task_states import TaskStatus
+from host.core.routing import RoutingSnapshot
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
 from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
+from host.models.status import status_document
 from host.offload import Offload
 from host.paths import find_llama_server, resolve_gguf
-from host.store import Store, TaskRow
+from host.store import Store
 from host.tasks.dispatcher import Dispatcher
+from host.tasks.queue import TaskQueue
 
 log = logging.getLogger("tierhost")
 
-FAILURE_COOLDOWN_S = 30.0
-"""A tier skips a model that failed this recently when another model can serve."""
-
 
 class UnknownModel(Exception):
+    """A request named a model or tier the config does not have."""
+
     def __init__(self, requested: str, known: list[str]) -> None:
         super().__init__(f"unknown model {requested!r}; known models and tiers: {', '.join(known)}")
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    name: str
-    kind: str
-    budget_mb: int | None
-    gpu_index: int | None
-    """Set when NVML sees a real card behind this device."""
 
 
 class Host:
@@ -61,25 +60,27 @@ class Host:
             timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
-        self.devices = self._measure_devices()
+        self.devices = gpu.measure_devices(config)
         self.token = load_or_create_token(data_dir) if not is_loopback(config.host.host) else None
         self.processes: dict[str, ModelProcess] = {}
         self.slot_keepers: dict[str, SlotKeeper] = {}
         self.arbiters: dict[str, DeviceArbiter] = {}
         self.device_of: dict[str, str] = {}
         self.store: Store | None = None
-        self.fleet = Fleet(config, self.arbiters, self.device_of, self.http)
+        self.fleet = Fleet(config, self.arbiters, self.device_of, self.processes, self.http)
         """Leases for every model, managed or remote (filled in by `build()`)."""
+        self.controls = Controls(config, self.arbiters, self.fleet.failed_recently)
+        """Each GPU's mode and the routing table, persisted, and `decide()`."""
+        self.controls.on_change(self._wake_dispatcher)
         self.offload = Offload()
         """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
-        self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
-        self.routes: dict[str, str] = dict(config.routing)
         self.closing = False
         self._dispatcher: Dispatcher | None = None
+        self._tasks: TaskQueue | None = None
         self.memory_of: dict[str, int] = {}
         """What each managed model counts on its device: memory_mb, else the GGUF estimate."""
-        self.metrics = HostMetrics(self.status)
+        self.metrics = HostMetrics(lambda: status_document(self))
         self.warm_pool = warm_pool.WarmPool(
             {},
             warm_pool.default_budget_mb(config.host.warm_pool_mb),
@@ -87,25 +88,6 @@ class Host:
         )
 
     # -- construction ------------------------------------------------------------
-
-    def _measure_devices(self) -> dict[str, DeviceInfo]:
-        devices = {}
-        for name, device in self.config.devices.items():
-            if device.kind == "cpu":
-                devices[name] = DeviceInfo(name, "cpu", device.memory_mb, None)
-                continue
-            reading = gpu.read_memory(device.index)
-            if reading is None:
-                if device.memory_mb is None:
-                    raise ConfigError(
-                        f"config error: devices.{name}.memory_mb: no NVIDIA GPU {device.index} "
-                        "to measure; set memory_mb to use it as a budget-only device"
-                    )
-                devices[name] = DeviceInfo(name, "gpu", device.memory_mb, None)
-            else:
-                budget = device.memory_mb or max(0, reading.total_mb - device.reserve_mb)
-                devices[name] = DeviceInfo(name, "gpu", budget, device.index)
-        return devices
 
     def _launch_spec(
         self,
@@ -229,8 +211,7 @@ class Host:
         if not self.processes:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
-        await self._restore_modes(self.store)
-        await self._restore_routes(self.store)
+        await self.controls.restore(self.store)
         settings = self.config.scheduler
         policy = Policy(
             max_wait_s=settings.max_wait_s,
@@ -238,7 +219,21 @@ class Host:
             slots_per_model=settings.slots_per_model,
             batch=settings.policy == "batch",
         )
-        self._dispatcher = Dispatcher(self, self.store, policy)
+        self._dispatcher = Dispatcher(
+            self.fleet,
+            self.store,
+            policy,
+            self.config.validation,
+            self.config.validator_model(),
+        )
+        self._tasks = TaskQueue(
+            self.config,
+            self.store,
+            self._dispatcher,
+            self.controls.snapshot,
+            self.fleet,
+            self.offload,
+        )
         await self._dispatcher.start()
         self.warm_pool.start()
         # Persistent models start in the background: the API answers at once, and a
@@ -255,43 +250,6 @@ class Host:
             return
         lease.release()
 
-    async def _restore_modes(self, store: Store) -> None:
-        saved = await store.get_setting("modes") or {}
-        for device, mode in saved.items():
-            try:
-                modes.check_mode(self.config, mode, device)
-            except modes.ModeError as exc:
-                log.warning("ignoring the saved mode of %s: %s", device, exc)
-                continue
-            self._apply_mode(device, mode)
-
-    def _apply_mode(self, device: str, mode: str) -> None:
-        self.modes[device] = mode
-        self.arbiters[device].set_allowed(
-            modes.allowed_models(self.config, device, mode), modes.hold_reason(device, mode)
-        )
-
-    async def set_mode(self, mode: str, device: str | None = None) -> dict[str, str]:
-        """Change the mode of one GPU device, or of all; stops what the mode excludes."""
-        devices = modes.check_mode(self.config, mode, device)
-        for name in devices:
-            old = self.modes[name]
-            self._apply_mode(name, mode)
-            if old != mode:
-                log.info("mode of %s: %s -> %s", name, old, mode)
-                if self.store is not None:
-                    await self.store.record_model_event(
-                        model=f"device:{name}",
-                        at=time.time(),
-                        old=old,
-                        new=mode,
-                        reason="mode changed",
-                    )
-        if self.store is not None:
-            await self.store.put_setting("modes", self.modes)
-        self._wake_dispatcher()  # a task the old mode held back may start now
-        return dict(self.modes)
-
     def _wake_dispatcher(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wake()
@@ -304,104 +262,29 @@ class Host:
             raise RuntimeError("the host is not started")
         return self._dispatcher
 
-    def _store(self) -> Store:
-        if self.store is None:
+    @property
+    def tasks(self) -> TaskQueue:
+        """Submit, get, list and cancel (`host.tasks.queue`)."""
+        if self._tasks is None:
             raise RuntimeError("the host is not started")
-        return self.store
+        return self._tasks
 
-    async def submit_task(self, submission: dict[str, Any]) -> dict[str, Any]:
-        """Decide where the task goes, store it, then wake the dispatcher. A long prompt
-        is decided in the offload worker, on a snapshot taken here."""
-        decision = await self.offload.run(
-            len(submission["prompt"]),
-            routing.decide,
-            routing.RouteRequest(
-                prompt=submission["prompt"],
-                type=submission.get("type"),
-                tier=submission.get("tier"),
-                model=submission.get("model"),
-                force_big=bool(submission.get("force_big")),
-                context_files=tuple(f["path"] for f in submission["context"]["files"]),
-            ),
-            self.routing_snapshot(),
-        )
-        validation = submission.get("validation") or self.config.validation_default(decision.type)
-        task = await self._store().create_task(
-            prompt=decision.prompt,
-            type=decision.type,
-            context=submission["context"],
-            request={
-                "tier": submission.get("tier"),
-                "model": submission.get("model"),
-                "force_big": decision.force_big,
-                "params": {k: v for k, v in submission["params"].items() if v is not None},
-            },
-            priority=submission.get("priority", 0),
-            validation=validation,
-            tier=decision.tier,
-            model=decision.model,
-            decision=decision.as_json(),
-            reason="submitted; " + "; ".join(decision.reasons),
-        )
-        self.dispatcher.wake()
-        return self._task_json(task)
+    # -- read views ----------------------------------------------------------------
 
-    def _task_json(self, task: TaskRow, *, with_events: bool = False) -> dict[str, Any]:
-        data = task.as_json(with_events=with_events)
-        progress = self.dispatcher.progress(task.id)
-        if progress is not None:
-            data["tokens"] = progress["tokens"]
-        if task.status is TaskStatus.QUEUED and task.model is not None:
-            hold = self.fleet.hold_reason(task.model, bool(task.request.get("force_big")))
-            if hold is not None:
-                data["waiting_because"] = hold
-        return data
+    @property
+    def modes(self) -> dict[str, str]:
+        return self.controls.modes
 
-    async def get_task(self, task_id: str) -> dict[str, Any]:
-        task = await self._store().get_task(task_id, with_events=True)
-        data = self._task_json(task, with_events=True)
-        if task.status is TaskStatus.QUEUED:
-            data["queue_position"] = await self._store().queue_position(task)
-        return data
+    @property
+    def remote_in_flight(self) -> dict[str, int]:
+        return self.fleet.remote_in_flight
 
-    async def list_tasks(
-        self, *, status: str | None, type: str | None, limit: int
-    ) -> list[dict[str, Any]]:
-        rows = await self._store().list_tasks(status=status, type=type, limit=limit)
-        return [self._task_json(t) for t in rows]
+    def routing_snapshot(self) -> RoutingSnapshot:
+        return self.controls.snapshot()
 
-    async def cancel_task(self, task_id: str) -> dict[str, Any]:
-        await self.dispatcher.cancel(task_id)
-        return await self.get_task(task_id)
-
-    # -- routing -------------------------------------------------------------------
-
-    def routing_snapshot(self) -> routing.RoutingSnapshot:
-        return routing.snapshot_from_config(
-            self.config,
-            routes=self.routes,
-            modes=self.modes,
-            failed={n for n in self.processes if self.recently_failed(n)},
-        )
-
-    def decide(self, request: routing.RouteRequest) -> routing.Decision:
-        return routing.decide(request, self.routing_snapshot())
-
-    async def _restore_routes(self, store: Store) -> None:
-        saved = await store.get_setting("routes")
-        if saved is None:
-            return
-        try:
-            self.routes = routing.validate_routes(saved, self.config)
-        except routing.RoutingError as exc:
-            log.warning("ignoring the saved routing table: %s", exc)
-
-    async def set_routes(self, routes: dict[str, str]) -> dict[str, str]:
-        self.routes = routing.validate_routes(routes, self.config)
-        await self._store().put_setting("routes", self.routes)
-        log.info("routing table changed: %s", self.routes)
-        self._wake_dispatcher()
-        return dict(self.routes)
+    def known_names(self) -> list[str]:
+        """Every name a request may give as its `model`: models, then tiers."""
+        return sorted(self.config.models) + sorted(self.config.tiers)
 
     async def close(self) -> None:
         self.closing = True
@@ -461,89 +344,3 @@ class Host:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    # -- requests ----------------------------------------------------------------
-
-    def known_names(self) -> list[str]:
-        return sorted(self.config.models) + sorted(self.config.tiers)
-
-    def recently_failed(self, name: str) -> bool:
-        process = self.processes.get(name)
-        if process is None or process.state is not ModelState.FAILED:
-            return False
-        failed_at = process.last_failure_at or 0.0
-        return time.monotonic() - failed_at < FAILURE_COOLDOWN_S
-
-    # -- status ------------------------------------------------------------------
-
-    async def status_with_tasks(self) -> dict[str, Any]:
-        document = self.status()
-        counts = await self._store().count_tasks()
-        document["tasks"] = {"by_status": counts, "running": len(self.dispatcher.running_ids())}
-        return document
-
-    def status(self) -> dict[str, Any]:
-        devices = []
-        for name, info in self.devices.items():
-            arbiter = self.arbiters[name]
-            residents = arbiter.residents()
-            used = arbiter.used_mb()
-            measured = None
-            if info.gpu_index is not None:
-                reading = gpu.read_memory(info.gpu_index)
-                measured = None if reading is None else reading.used_mb
-            devices.append(
-                {
-                    "name": name,
-                    "kind": info.kind,
-                    "budget_mb": info.budget_mb,
-                    "used_mb": used,
-                    "gpu_used_mb": measured,
-                    "mode": self.modes.get(name, modes.AUTO),
-                    "hold": arbiter.mode_reason or None,
-                    "residents": [r.name for r in residents],
-                    "queue": arbiter.queue_length,
-                }
-            )
-        models = []
-        for name, model in self.config.models.items():
-            entry: dict[str, Any] = {"name": name, "tier": self.config.tier_of(name)}
-            if isinstance(model, ManagedModel):
-                process = self.processes[name]
-                arbiter = self.arbiters[model.device]
-                entry.update(
-                    kind="managed",
-                    device=model.device,
-                    state=process.state.value,
-                    pid=process.pid,
-                    port=process.port if process.pid else None,
-                    in_flight=arbiter.in_flight[name],
-                    queued=arbiter.queued(name),
-                    memory_mb=self.memory_of.get(name, model.memory_mb),
-                    warm=self.warm_pool.residency(name),
-                    persistent=model.persistent,
-                    restarts=process.restarts,
-                    last_error=process.last_error,
-                    log=str(process.spec.log_path),
-                )
-                entry["profile"] = process.spec.profile
-                keeper = self.slot_keepers.get(name)
-                entry["kv_slots"] = keeper.status() if keeper is not None else None
-            else:
-                entry.update(
-                    kind="remote",
-                    device=None,
-                    state="remote",
-                    pid=None,
-                    port=None,
-                    in_flight=self.fleet.remote_in_flight[name],
-                    queued=0,
-                    base_url=model.base_url,
-                )
-            models.append(entry)
-        return {
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "devices": devices,
-            "models": models,
-            "tasks": {},  # filled in by status_with_tasks()
-        }

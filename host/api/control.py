@@ -12,6 +12,7 @@ from starlette.routing import Route
 from host.core.modes import ModeError
 from host.daemon import Host
 from host.errors import ApiError, query_int, read_model
+from host.models.status import status_document
 
 
 class ModeChange(BaseModel):
@@ -33,7 +34,10 @@ async def health(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    return JSONResponse(await _host(request).status_with_tasks())
+    host = _host(request)
+    document = status_document(host)
+    document["tasks"] = await host.tasks.counts()
+    return JSONResponse(document)
 
 
 async def metrics(request: Request) -> Response:
@@ -52,13 +56,13 @@ async def swaps(request: Request) -> Response:
 
 
 async def get_mode(request: Request) -> Response:
-    return JSONResponse({"modes": _host(request).modes})
+    return JSONResponse({"modes": _host(request).controls.modes})
 
 
 async def put_mode(request: Request) -> Response:
     change = await read_model(request, ModeChange)
     try:
-        result = await _host(request).set_mode(change.mode, change.device)
+        result = await _host(request).controls.set_mode(change.mode, change.device)
     except ModeError as exc:
         raise ApiError(422, "invalid_mode", str(exc)) from None
     return JSONResponse({"modes": result})

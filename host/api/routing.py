@@ -39,7 +39,7 @@ def _raise(error: routing.RoutingError) -> ApiError:
 async def route(request: Request) -> Response:
     query = await read_model(request, RouteQuery)
     try:
-        decision = _host(request).decide(
+        decision = _host(request).controls.decide(
             routing.RouteRequest(
                 prompt=query.prompt,
                 type=query.type,
@@ -55,13 +55,13 @@ async def route(request: Request) -> Response:
 
 
 async def get_routing(request: Request) -> Response:
-    return JSONResponse({"routes": _host(request).routes})
+    return JSONResponse({"routes": _host(request).controls.routes})
 
 
 async def put_routing(request: Request) -> Response:
     table = await read_model(request, RoutingTable)
     try:
-        routes = await _host(request).set_routes(table.routes)
+        routes = await _host(request).controls.set_routes(table.routes)
     except routing.RoutingError as exc:
         raise _raise(exc) from None
     return JSONResponse({"routes": routes})

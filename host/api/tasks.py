@@ -61,7 +61,7 @@ def _host(request: Request) -> Host:
 async def submit(request: Request) -> Response:
     submission = await read_model(request, TaskSubmission)
     try:
-        task = await _host(request).submit_task(submission.model_dump())
+        task = await _host(request).tasks.submit(submission.model_dump())
     except RoutingError as exc:
         raise ApiError(exc.status, exc.kind, exc.message) from None
     return JSONResponse(task, status_code=201)
@@ -73,18 +73,18 @@ async def list_tasks(request: Request) -> Response:
         valid = ", ".join(s.value for s in TaskStatus)
         raise ApiError(422, "invalid_request", f"unknown status {shorten(status)}; one of: {valid}")
     limit = query_int(request, "limit", default=100, low=1, high=10000)
-    tasks = await _host(request).list_tasks(
+    tasks = await _host(request).tasks.list(
         status=status, type=query_text(request, "type"), limit=limit
     )
     return JSONResponse({"tasks": tasks})
 
 
 async def get_task(request: Request) -> Response:
-    return JSONResponse(await _task_or_404(request, _host(request).get_task))
+    return JSONResponse(await _task_or_404(request, _host(request).tasks.get))
 
 
 async def cancel_task(request: Request) -> Response:
-    return JSONResponse(await _task_or_404(request, _host(request).cancel_task))
+    return JSONResponse(await _task_or_404(request, _host(request).tasks.cancel))
 
 
 async def _task_or_404(request: Request, action: Any) -> dict[str, Any]:

@@ -7,13 +7,14 @@ queueing). Either way the caller gets a `ModelLease` and never learns which it w
 fleet also answers the questions callers ask before they lease: is this model held back,
 and why.
 
-The arbiters and the device map are the daemon's, filled in when it builds them; the
-fleet reads them and keeps only the remote counts of its own.
+The arbiters, the device map and the processes are the daemon's, filled in when it
+builds them; the fleet reads them and keeps only the remote counts of its own.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 
 import httpx
@@ -21,6 +22,10 @@ import httpx
 from host.config import Config, ManagedModel, RemoteModel
 from host.models.arbiter import DeviceArbiter, Lease, ModelUnavailable, TooManyRequests
 from host.models.leases import ModelLease
+from host.models.process import ModelProcess, ModelState
+
+FAILURE_COOLDOWN_S = 30.0
+"""A tier skips a model that failed this recently when another model can serve."""
 
 
 class Fleet:
@@ -31,11 +36,13 @@ class Fleet:
         config: Config,
         arbiters: Mapping[str, DeviceArbiter],
         device_of: Mapping[str, str],
+        processes: Mapping[str, ModelProcess],
         http: httpx.AsyncClient,
     ) -> None:
         self.config = config
         self._arbiters = arbiters
         self._device_of = device_of
+        self._processes = processes
         self._http = http
         """The client for remote endpoints (a managed model has its own, per process)."""
         self.remote_in_flight: dict[str, int] = {
@@ -56,6 +63,26 @@ class Fleet:
         if arbiter is None or arbiter.permits(model, forced):
             return None
         return arbiter.mode_reason or None
+
+    def device_for(self, model: str) -> str | None:
+        """The device a managed model runs on; None for a remote one."""
+        return self._device_of.get(model)
+
+    def contended_devices(self) -> dict[str, bool]:
+        """Each device, and whether its models compete for memory (a device with a
+        budget swaps; a CPU device without one runs everything side by side)."""
+        return {name: a.budget_mb is not None for name, a in self._arbiters.items()}
+
+    def failed_recently(self) -> set[str]:
+        """Managed models that failed within FAILURE_COOLDOWN_S: routing skips them when
+        another model can serve."""
+        now = time.monotonic()
+        return {
+            name
+            for name, process in self._processes.items()
+            if process.state is ModelState.FAILED
+            and now - (process.last_failure_at or 0.0) < FAILURE_COOLDOWN_S
+        }
 
     # -- leasing ------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from host.config import Config, ConfigError
+
 log = logging.getLogger("tierhost.gpu")
 
 
@@ -104,3 +106,38 @@ async def wait_for_free(
         if waited >= timeout_s:
             return FreeWait(False, reading.free_mb, waited)
         await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One configured device as this run measured it."""
+
+    name: str
+    kind: str
+    budget_mb: int | None
+    """What the scheduler may place on it: `memory_mb`, else the card's total less
+    `reserve_mb`; None for a CPU device without a budget (it is not contended)."""
+    gpu_index: int | None
+    """Set when NVML sees a real card behind this device."""
+
+
+def measure_devices(config: Config) -> dict[str, DeviceInfo]:
+    """Each configured device's budget, read from NVML for a real card. A GPU device
+    NVML cannot see needs `memory_mb` (it is then a budget-only device)."""
+    devices = {}
+    for name, device in config.devices.items():
+        if device.kind == "cpu":
+            devices[name] = DeviceInfo(name, "cpu", device.memory_mb, None)
+            continue
+        reading = read_memory(device.index)
+        if reading is None:
+            if device.memory_mb is None:
+                raise ConfigError(
+                    f"config error: devices.{name}.memory_mb: no NVIDIA GPU {device.index} "
+                    "to measure; set memory_mb to use it as a budget-only device"
+                )
+            devices[name] = DeviceInfo(name, "gpu", device.memory_mb, None)
+        else:
+            budget = device.memory_mb or max(0, reading.total_mb - device.reserve_mb)
+            devices[name] = DeviceInfo(name, "gpu", budget, device.index)
+    return devices

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
+from host.config import ValidationSettings
 from host.core.batching import DeviceState, Policy, QueuedTask, pick
 from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
@@ -32,12 +33,24 @@ from host.models.leases import ModelLease
 from host.store import Store, TaskRow
 from host.tasks.validation import ValidationLoop, ask_validator
 
-if TYPE_CHECKING:
-    from host.daemon import Host
-
 log = logging.getLogger("tierhost.dispatcher")
 
 TaskListener = Callable[[str], None]
+
+
+class Models(Protocol):
+    """What the dispatcher needs of the fleet: whether a model may run now, a lease on
+    it, and where it runs (to batch by device)."""
+
+    def permits(self, model: str, forced: bool = False) -> bool: ...
+
+    async def lease(
+        self, model: str, timeout: float | None = None, *, forced: bool = False
+    ) -> ModelLease: ...
+
+    def device_for(self, model: str) -> str | None: ...
+
+    def contended_devices(self) -> Mapping[str, bool]: ...
 
 
 @dataclass
@@ -78,10 +91,20 @@ _NO_VALIDATION_YET: dict[str, Any] = {
 
 
 class Dispatcher:
-    def __init__(self, host: Host, store: Store, policy: Policy) -> None:
-        self._host = host
+    def __init__(
+        self,
+        models: Models,
+        store: Store,
+        policy: Policy,
+        validation: ValidationSettings,
+        validator: str | None,
+    ) -> None:
+        self._models = models
         self._store = store
         self.policy = policy
+        self._validation = validation
+        self._validator = validator
+        """The validator model's name; None when validation is by the checks alone."""
         self._wake = asyncio.Event()
         self._running: dict[str, _Running] = {}
         self._current: dict[str, tuple[str, float]] = {}
@@ -225,11 +248,11 @@ class Dispatcher:
         devices = {
             name: DeviceState(
                 name,
-                contended=info.budget_mb is not None,
+                contended=contended,
                 current=self._current.get(name, (None, None))[0],
                 current_since=self._current.get(name, (None, None))[1],
             )
-            for name, info in self._host.devices.items()
+            for name, contended in self._models.contended_devices().items()
         }
         plan = pick(entries, running, devices, now, self.policy)
         for device, model in plan.current.items():
@@ -244,9 +267,9 @@ class Dispatcher:
         if model is None:
             raise ValueError("the task has no model (its routing decision named none)")
         self.enqueued_at.setdefault(row.id, now)
-        if not self._host.fleet.permits(model, bool(row.request.get("force_big"))):
+        if not self._models.permits(model, bool(row.request.get("force_big"))):
             return None  # the device's mode holds it back; it stays queued
-        device = self._host.device_of.get(model)
+        device = self._models.device_for(model)
         return QueuedTask(row.id, model, device, row.priority, self.enqueued_at[row.id])
 
     def _start(self, row: TaskRow) -> None:
@@ -301,7 +324,7 @@ class Dispatcher:
                 log.info("task %s not started: %s", row.id, exc)
                 return
             self._notify(row.id)
-            endpoint = await self._host.fleet.lease(model, forced=forced)
+            endpoint = await self._models.lease(model, forced=forced)
             self._running[row.id].phase = "running"
             fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
             await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)
@@ -318,7 +341,7 @@ class Dispatcher:
                 tokens=tokens,
             )
         except asyncio.CancelledError:
-            if self._closing or self._host.closing:
+            if self._closing:
                 raise  # close() requeues it
             running = self._running.get(row.id)
             if running is None or not running.cancelled:  # else cancel() recorded it
@@ -347,15 +370,17 @@ class Dispatcher:
         """Generate → validate → commit (host.tasks.validation). Runs inside `_run`, whose
         builder lease stays held across every attempt, so no swap can come in between."""
         running = self._running[row.id]
-        validator = self._host.config.validator_model()
-        settings = self._host.config.validation
+        validator = self._validator
+        settings = self._validation
 
         async def generate(messages: list[dict[str, str]]) -> tuple[str, int]:
             return await self._generate_retrying(row, messages, endpoint)
 
         async def ask(messages: list[dict[str, str]]) -> str:
             assert validator is not None
-            return await ask_validator(self._host, validator, messages, settings.verdict_max_tokens)
+            return await ask_validator(
+                self._models, validator, messages, settings.verdict_max_tokens
+            )
 
         def changed(phase: str) -> None:
             running.phase = phase

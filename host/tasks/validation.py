@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -32,12 +32,10 @@ from host.core.patches import target_content, unified_diff
 from host.core.task_states import TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.models.chat import ChatFailed, complete_chat
+from host.models.leases import ModelLease
 from host.store import Store, TaskRow
 from host.tasks import checks
 from host.tasks.checks import CodeBlock, Finding
-
-if TYPE_CHECKING:
-    from host.daemon import Host
 
 Messages = list[dict[str, str]]
 Generate = Callable[[Messages], Awaitable[tuple[str, int]]]
@@ -439,11 +437,17 @@ def _verdict_text(judgement: Judgement) -> str:
 # -- the validator model, asked through its lease ---------------------------------------
 
 
-async def ask_validator(host: Host, model: str, messages: Messages, max_tokens: int) -> str:
+class Leases(Protocol):
+    async def lease(
+        self, model: str, timeout: float | None = None, *, forced: bool = False
+    ) -> ModelLease: ...
+
+
+async def ask_validator(models: Leases, model: str, messages: Messages, max_tokens: int) -> str:
     """One verdict from the validator model. The lease is held only for the request; the
     model is persistent or on the CPU, so acquiring it never evicts the builder."""
     try:
-        endpoint = await host.fleet.lease(model)
+        endpoint = await models.lease(model)
     except (ModelUnavailable, WaitTimedOut, QueueFull, TooManyRequests) as exc:
         raise ValidatorUnavailable(f"validator {model} unavailable: {exc}") from exc
     body = {

@@ -24,6 +24,7 @@ from host.models.gguf import (
     read_shape,
     smallest_n_cpu_moe,
 )
+from host.models.status import status_document
 from host.paths import find_llama_server, resolve_gguf
 from tests.conftest import free_port
 
@@ -204,7 +205,7 @@ def demo_like_config(budget_mb: int, *, memory_line: str = "") -> str:
 def test_a_model_without_memory_mb_is_scheduled_with_its_estimate(tmp_path: Path) -> None:
     host = Host(parse_config(demo_like_config(400)), tmp_path)
     host.build()
-    model = next(m for m in host.status()["models"] if m["name"] == "big-demo")
+    model = next(m for m in status_document(host)["models"] if m["name"] == "big-demo")
     expected = estimate(read_shape(demo_gguf()), placement_from_args(DEMO_ARGS)).device_mb
     assert model["memory_mb"] == int(np.ceil(expected))
     assert 250 < model["memory_mb"] < 330  # weights ~92 + KV 180 + compute ~19

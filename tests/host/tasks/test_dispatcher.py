@@ -3,8 +3,8 @@
 It runs with a real Store on a temp SQLite file and a real HTTP upstream on loopback (a
 small scripted OpenAI-style server in this process, so a test can hold an answer back
 or make it hostile), behind a fake of the narrow Host surface the dispatcher uses:
-`config`, `devices`, `device_of`, `closing` and the fleet's `permits` and
-`lease`. Every wait is on an event, bounded by `asyncio.wait_for`.
+the fleet's `permits`, `lease`, `device_for` and `contended_devices` (the
+dispatcher's `Models` protocol). Every wait is on an event, bounded by `asyncio.wait_for`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from starlette.routing import Route
 from host.config import load_config, parse_config
 from host.core.batching import Policy
 from host.core.task_states import TERMINAL, TaskStatus
-from host.daemon import DeviceInfo, Host
+from host.daemon import Host
 from host.models.arbiter import ModelUnavailable, TooManyRequests
 from host.models.leases import ModelLease
 from host.models.process import ModelState, Transition
@@ -111,7 +111,7 @@ async def upstream() -> AsyncIterator[Upstream]:
     sock.close()
 
 
-# -- the Host surface the dispatcher uses ------------------------------------------------
+# -- the fleet surface the dispatcher uses -----------------------------------------------
 
 
 class FakeArbiter:
@@ -135,6 +135,12 @@ class FakeFleet:
     def permits(self, model: str, forced: bool = False) -> bool:
         device = self.host.device_of.get(model)
         return device is None or self.host.arbiters[device].permits(model, forced)
+
+    def device_for(self, model: str) -> str | None:
+        return self.host.device_of.get(model)
+
+    def contended_devices(self) -> dict[str, bool]:
+        return {"gpu0": True, "cpu": False}
 
     async def lease(
         self, model: str, timeout: float | None = None, *, forced: bool = False
@@ -161,13 +167,8 @@ class FakeHost:
     def __init__(self, upstream: Upstream) -> None:
         self.config = load_config()
         self.upstream = upstream
-        self.devices = {
-            "gpu0": DeviceInfo("gpu0", "gpu", 400, None),
-            "cpu": DeviceInfo("cpu", "cpu", None, None),
-        }
         self.device_of = {name: m.device for name, m in self.config.managed().items()}
         self.arbiters = {"gpu0": FakeArbiter(), "cpu": FakeArbiter()}
-        self.closing = False
         self.http = httpx.AsyncClient(timeout=BOUND_S)
         self.refuse: dict[str, BaseException] = {}
         """Models whose endpoint raises this instead of answering."""
@@ -257,7 +258,9 @@ async def started(
 ) -> AsyncIterator[Rig]:
     store = await store_class.open(tmp_path / "tasks.sqlite3")
     host = FakeHost(upstream)
-    dispatcher = Dispatcher(host, store, policy)  # type: ignore[arg-type]
+    dispatcher = Dispatcher(
+        host.fleet, store, policy, host.config.validation, host.config.validator_model()
+    )
     rig = Rig(store, host, dispatcher, Watcher(dispatcher), upstream)
     await dispatcher.start()
     try:
@@ -467,7 +470,13 @@ async def test_closing_requeues_tasks_under_way_and_the_next_start_runs_them_onc
     assert statuses(after[held]) == ["queued"]
 
     rig.upstream.gates["architect-demo"].set()
-    again = Dispatcher(rig.host, rig.store, POLICY)  # type: ignore[arg-type]
+    again = Dispatcher(
+        rig.host.fleet,
+        rig.store,
+        POLICY,
+        rig.host.config.validation,
+        rig.host.config.validator_model(),
+    )
     rig.dispatcher, rig.watcher = again, Watcher(again)
     await again.start()
     tasks = await rig.finished([running, queued, held])
@@ -583,9 +592,10 @@ async def test_the_host_wakes_the_dispatcher_on_mode_route_and_ready_changes(
     counter = WakeCounter()
     host._dispatcher = counter  # type: ignore[assignment]
     try:
-        await host.set_mode("gaming", "gpu0")
+        await host.controls.restore(host.store)
+        await host.controls.set_mode("gaming", "gpu0")
         assert counter.wakes == 1
-        await host.set_routes({**host.routes, "review": "builder"})
+        await host.controls.set_routes({**host.controls.routes, "review": "builder"})
         assert counter.wakes == 2
         now = time.time()
         host._on_transition(

@@ -1,0 +1,137 @@
+"""The controls: what the box's owner sets about where work goes, and the decision made from it.
+
+Two settings steer every request and task: each GPU's mode (`host.core.modes`: `auto`,
+pinned to a tier, or released for gaming) and the routing table (task type → tier). Both
+are set through the API, kept in the store so a restart keeps them, and read by every
+routing decision through one snapshot. Setting a mode is also a command to the device:
+its arbiter is told at once which models it may hold (and stops the rest).
+
+Everything that should look again after a change (the dispatcher, whose held-back tasks
+may start now) subscribes with `on_change`. The decision itself is pure
+(`host.core.routing.decide`); this only gathers its inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from host.config import Config
+from host.core import modes, routing
+
+log = logging.getLogger("tierhost.controls")
+
+
+class ModeGate(Protocol):
+    """What a device's arbiter does with a mode: hold only these models (None: any)."""
+
+    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None: ...
+
+
+class Settings(Protocol):
+    """Where the controls are kept between runs (the task store), and the record of
+    mode changes beside the models' own events."""
+
+    async def get_setting(self, key: str) -> Any: ...
+
+    async def put_setting(self, key: str, value: Any) -> None: ...
+
+    async def record_model_event(
+        self, *, model: str, at: float, old: str, new: str, reason: str
+    ) -> None: ...
+
+
+class Controls:
+    """Modes and routes, persisted, and `decide()` on a snapshot of them."""
+
+    def __init__(
+        self,
+        config: Config,
+        gates: Mapping[str, ModeGate],
+        failed_recently: Callable[[], set[str]],
+    ) -> None:
+        self.config = config
+        self._gates = gates
+        self._failed_recently = failed_recently
+        self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
+        self.routes: dict[str, str] = dict(config.routing)
+        self._settings: Settings | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    # -- persisted ----------------------------------------------------------------------
+
+    async def restore(self, settings: Settings) -> None:
+        """Take up what was saved; a saved value this config refuses is logged and left."""
+        self._settings = settings
+        saved_modes = await settings.get_setting("modes") or {}
+        for device, mode in saved_modes.items():
+            try:
+                modes.check_mode(self.config, mode, device)
+            except modes.ModeError as exc:
+                log.warning("ignoring the saved mode of %s: %s", device, exc)
+                continue
+            self._apply_mode(device, mode)
+        saved_routes = await settings.get_setting("routes")
+        if saved_routes is not None:
+            try:
+                self.routes = routing.validate_routes(saved_routes, self.config)
+            except routing.RoutingError as exc:
+                log.warning("ignoring the saved routing table: %s", exc)
+
+    def _apply_mode(self, device: str, mode: str) -> None:
+        self.modes[device] = mode
+        self._gates[device].set_allowed(
+            modes.allowed_models(self.config, device, mode), modes.hold_reason(device, mode)
+        )
+
+    async def set_mode(self, mode: str, device: str | None = None) -> dict[str, str]:
+        """Change the mode of one GPU device, or of all; stops what the mode excludes.
+        Raises `ModeError` for a mode or device that does not exist."""
+        devices = modes.check_mode(self.config, mode, device)
+        for name in devices:
+            old = self.modes[name]
+            self._apply_mode(name, mode)
+            if old != mode:
+                log.info("mode of %s: %s -> %s", name, old, mode)
+                if self._settings is not None:
+                    await self._settings.record_model_event(
+                        model=f"device:{name}",
+                        at=time.time(),
+                        old=old,
+                        new=mode,
+                        reason="mode changed",
+                    )
+        if self._settings is not None:
+            await self._settings.put_setting("modes", self.modes)
+        self._changed()  # a task the old mode held back may start now
+        return dict(self.modes)
+
+    async def set_routes(self, routes: Mapping[str, Any]) -> dict[str, str]:
+        """Replace the routing table; raises `RoutingError` naming what does not exist."""
+        self.routes = routing.validate_routes(routes, self.config)
+        if self._settings is not None:
+            await self._settings.put_setting("routes", self.routes)
+        log.info("routing table changed: %s", self.routes)
+        self._changed()
+        return dict(self.routes)
+
+    # -- the decision ---------------------------------------------------------------------
+
+    def snapshot(self) -> routing.RoutingSnapshot:
+        """Everything a routing decision reads, as of now (taken on the event loop, so a
+        worker may decide on it)."""
+        return routing.snapshot_from_config(
+            self.config, routes=self.routes, modes=self.modes, failed=self._failed_recently()
+        )
+
+    def decide(self, request: routing.RouteRequest) -> routing.Decision:
+        return routing.decide(request, self.snapshot())

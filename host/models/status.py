@@ -1,0 +1,117 @@
+"""The status document: every device and model as they are now, for `/api/status`,
+`tierhost status`, `tierhost top`, MCP `host_status` and the metrics.
+
+It is a function over read views of the running parts, so nothing here can change them
+and any part can be shown by handing in its view. The one reading it takes itself is
+NVML's measured use of a real card (cheap, and only here: `/health` never asks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from host.config import Config, ManagedModel
+from host.core import modes as mode_names
+from host.models import gpu
+from host.models.arbiter import DeviceArbiter
+from host.models.gpu import DeviceInfo
+from host.models.kv_slots import SlotKeeper
+from host.models.process import ModelProcess
+
+
+class Residency(Protocol):
+    def residency(self, model: str) -> float | None: ...
+
+
+class StatusView(Protocol):
+    """What the status document reads (the composition root is one)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def devices(self) -> Mapping[str, DeviceInfo]: ...
+    @property
+    def arbiters(self) -> Mapping[str, DeviceArbiter]: ...
+    @property
+    def processes(self) -> Mapping[str, ModelProcess]: ...
+    @property
+    def memory_of(self) -> Mapping[str, int]: ...
+    @property
+    def slot_keepers(self) -> Mapping[str, SlotKeeper]: ...
+    @property
+    def warm_pool(self) -> Residency: ...
+    @property
+    def modes(self) -> Mapping[str, str]: ...
+    @property
+    def remote_in_flight(self) -> Mapping[str, int]: ...
+
+
+def status_document(view: StatusView) -> dict[str, Any]:
+    """Devices and models now; `tasks` is left empty for the task queue to fill in."""
+    return {
+        "uptime_s": round(time.time() - view.started_at, 3),
+        "devices": [_device(view, name, info) for name, info in view.devices.items()],
+        "models": [_model(view, name) for name in view.config.models],
+        "tasks": {},
+    }
+
+
+def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
+    arbiter = view.arbiters[name]
+    measured = None
+    if info.gpu_index is not None:
+        reading = gpu.read_memory(info.gpu_index)
+        measured = None if reading is None else reading.used_mb
+    return {
+        "name": name,
+        "kind": info.kind,
+        "budget_mb": info.budget_mb,
+        "used_mb": arbiter.used_mb(),
+        "gpu_used_mb": measured,
+        "mode": view.modes.get(name, mode_names.AUTO),
+        "hold": arbiter.mode_reason or None,
+        "residents": [r.name for r in arbiter.residents()],
+        "queue": arbiter.queue_length,
+    }
+
+
+def _model(view: StatusView, name: str) -> dict[str, Any]:
+    model = view.config.models[name]
+    entry: dict[str, Any] = {"name": name, "tier": view.config.tier_of(name)}
+    if not isinstance(model, ManagedModel):
+        entry.update(
+            kind="remote",
+            device=None,
+            state="remote",
+            pid=None,
+            port=None,
+            in_flight=view.remote_in_flight.get(name, 0),
+            queued=0,
+            base_url=model.base_url,
+        )
+        return entry
+    process = view.processes[name]
+    arbiter = view.arbiters[model.device]
+    keeper = view.slot_keepers.get(name)
+    entry.update(
+        kind="managed",
+        device=model.device,
+        state=process.state.value,
+        pid=process.pid,
+        port=process.port if process.pid else None,
+        in_flight=arbiter.in_flight[name],
+        queued=arbiter.queued(name),
+        memory_mb=view.memory_of.get(name, model.memory_mb),
+        warm=view.warm_pool.residency(name),
+        persistent=model.persistent,
+        restarts=process.restarts,
+        last_error=process.last_error,
+        log=str(process.spec.log_path),
+        profile=process.spec.profile,
+        kv_slots=keeper.status() if keeper is not None else None,
+    )
+    return entry
