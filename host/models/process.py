@@ -5,6 +5,25 @@ through `_enter()`, and transitions that need awaiting (start, stop) are seriali
 one lock, so concurrent callers of `ensure_ready()` join the start already under way
 instead of racing it. Callers never decide from a state they read earlier: they ask
 `ensure_ready()` and get a base URL or a `StartFailed`.
+
+The legal moves are the table `LEGAL_MOVES`, checked by `check_transition()` in `_enter()`:
+
+    STOPPED  -> STARTING            a start begins
+    STARTING -> READY               /health answered 200
+    STARTING -> FAILED              spawn error, exit while loading, or start timeout
+    STARTING -> STOPPED             the start was cancelled (its process is killed)
+    STARTING -> STOPPING            stop() or the next start, after a cancel cut the
+                                    cleanup of a cancelled start short
+    READY    -> STOPPING            stop()
+    READY    -> FAILED              the crash watch saw the server die
+    STOPPING -> STOPPED             the process is gone (also a stop cut short, finished)
+    FAILED   -> STARTING            a retry after the backoff, or the next fallback profile
+    FAILED   -> STOPPED             stop() clears the failure
+
+No state moves to itself: a listener hears only of real changes. An illegal move is a
+bug and raises `IllegalTransition`, except where nobody could catch it (see `_enter`).
+STARTING and STOPPING exist only while the lock is held, unless a cancel cut a stop
+short, or the cleanup of a cancelled start; the next start or stop finishes the job first.
 """
 
 from __future__ import annotations
@@ -18,9 +37,10 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 import psutil
@@ -35,6 +55,40 @@ class ModelState(enum.StrEnum):
 
 
 RESIDENT_STATES = frozenset({ModelState.STARTING, ModelState.READY, ModelState.STOPPING})
+
+LEGAL_MOVES: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
+    {
+        ModelState.STOPPED: frozenset({ModelState.STARTING}),
+        ModelState.STARTING: frozenset(
+            {ModelState.READY, ModelState.FAILED, ModelState.STOPPED, ModelState.STOPPING}
+        ),
+        ModelState.READY: frozenset({ModelState.STOPPING, ModelState.FAILED}),
+        ModelState.STOPPING: frozenset({ModelState.STOPPED}),
+        ModelState.FAILED: frozenset({ModelState.STARTING, ModelState.STOPPED}),
+    }
+)
+"""For each state, the states it may move to (the rules are in the module docstring)."""
+
+
+class IllegalTransition(RuntimeError):
+    """A move the table does not allow: a bug in this module, never a server's fault."""
+
+    def __init__(self, model: str, old: ModelState, new: ModelState, reason: str) -> None:
+        super().__init__(f"model {model}: illegal move {old} -> {new} ({reason})")
+        self.model = model
+        self.old = old
+        self.new = new
+        self.reason = reason
+
+
+def is_legal(old: ModelState, new: ModelState) -> bool:
+    return new in LEGAL_MOVES[old]
+
+
+def check_transition(model: str, old: ModelState, new: ModelState, reason: str) -> None:
+    """Raise `IllegalTransition` unless `LEGAL_MOVES` allows `old` -> `new`."""
+    if not is_legal(old, new):
+        raise IllegalTransition(model, old, new, reason)
 
 
 class StartFailed(Exception):
@@ -209,7 +263,15 @@ class ModelProcess:
         self._listeners.append(listener)
 
     def _enter(self, new: ModelState, reason: str) -> None:
-        """The one place where the state changes."""
+        """The one place where the state changes; a move the table forbids raises
+        `IllegalTransition` and changes nothing, listeners included.
+
+        Raising is right where a caller is there to see the bug: ensure_ready() and
+        stop() pass it up. Two call sites log and refuse instead: the crash watch, a
+        background task whose exception nobody awaits, and the cleanup of a cancelled
+        start (`_enter_or_refuse()`), where raising would replace the CancelledError and
+        so break the cancel for asyncio (wait_for, timeouts, task groups)."""
+        check_transition(self.name, self.state, new, reason)
         old, self.state = self.state, new
         if new is ModelState.READY:
             self.ready_since = time.monotonic()
@@ -219,6 +281,17 @@ class ModelProcess:
         transition = Transition(self.name, old, new, reason, time.time())
         for listener in self._listeners:
             listener(transition)
+
+    def _enter_or_refuse(self, new: ModelState, reason: str) -> bool:
+        """`_enter()` for call sites that cannot raise: log an illegal move and stay put.
+
+        The state left behind is still one the next start or stop knows how to finish."""
+        try:
+            self._enter(new, reason)
+        except IllegalTransition as illegal:
+            log.error("%s; move refused", illegal)
+            return False
+        return True
 
     # -- commands ----------------------------------------------------------------
 
@@ -233,6 +306,9 @@ class ModelProcess:
             if self.state is ModelState.FAILED and self._finished_starts != finished_before:
                 # a start that held the lock before us failed: that is our answer too
                 raise StartFailed(self.name, self.last_error or "", self.spec.log_path)
+            if self.state in (ModelState.STARTING, ModelState.STOPPING):
+                cut_short = "start" if self.state is ModelState.STARTING else "stop"
+                await self._stop_locked(f"finishing an interrupted {cut_short} before starting")
             delay = self._remaining_backoff()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -263,21 +339,32 @@ class ModelProcess:
     async def stop(self, reason: str = "stopped") -> None:
         """SIGTERM to the process group, SIGKILL after the grace period."""
         async with self._lock:
-            if self._proc is None or self.state not in RESIDENT_STATES:
-                if self.state is not ModelState.FAILED:
-                    return
-                self._enter(ModelState.STOPPED, reason)
-                return
+            await self._stop_locked(reason)
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _stop_locked(self, reason: str) -> None:
+        """Stop from any state, with the lock held; a stopped model stays as it is.
+
+        A STARTING or STOPPING found here was left by a cancel that cut a stop short, or
+        the cleanup of a cancelled start: its process may still run, so it is stopped
+        like a ready one (a resumed stop is not entered again, and only a ready server
+        runs the before-stop hooks, which need it to answer)."""
+        if self.state is ModelState.STOPPED:
+            return
+        if self.state is ModelState.FAILED:
+            self._enter(ModelState.STOPPED, reason)
+            return
+        if self.state is not ModelState.STOPPING:
             was_ready = self.state is ModelState.READY
             self._enter(ModelState.STOPPING, reason)
             if was_ready:
                 await self._run_before_stop()
+        if self._proc is not None:
             await self._terminate(self._proc)
             self._proc = None
-            self.consecutive_failures = 0
-            self._enter(ModelState.STOPPED, reason)
-
-    # -- internals ---------------------------------------------------------------
+        self.consecutive_failures = 0
+        self._enter(ModelState.STOPPED, reason)
 
     async def _run_before_stop(self) -> None:
         """Hooks (saving KV slots) are bounded and can never keep a server from stopping."""
@@ -319,7 +406,7 @@ class ModelProcess:
                 self._fail(f"cannot run {argv[0]}: {exc.strerror}")
                 raise StartFailed(self.name, f"cannot run {argv[0]}", self.spec.log_path) from exc
             except BaseException:  # cancelled while spawning: asyncio has killed the child
-                self._enter(ModelState.STOPPED, "start cancelled")
+                self._enter_or_refuse(ModelState.STOPPED, "start cancelled")
                 raise
         self._proc = proc
         write_pid_file(self.spec.pid_path, proc.pid)
@@ -338,12 +425,14 @@ class ModelProcess:
         except BaseException:
             await self._terminate(proc)
             self._proc = None
-            self._enter(ModelState.STOPPED, "start cancelled")
+            self._enter_or_refuse(ModelState.STOPPED, "start cancelled")
             raise
         self._watcher = asyncio.create_task(self._watch(proc), name=f"watch-{self.name}")
         self._enter(ModelState.READY, "healthy")
 
     def _fail(self, reason: str) -> None:
+        """Enter FAILED; the move is checked first, so an illegal one changes nothing."""
+        check_transition(self.name, self.state, ModelState.FAILED, reason)
         self._proc = None
         self.consecutive_failures += 1
         self.spec.pid_path.unlink(missing_ok=True)
@@ -389,7 +478,11 @@ class ModelProcess:
                 self.consecutive_failures = 0  # next start waits only the shortest backoff
             _signal_group(proc.pid, signal.SIGKILL)  # helpers of the dead server go too
             hint = _signal_hint(code) or _error_hint(self.spec.log_path)
-            self._fail(f"exited unexpectedly with code {code}" + (f": {hint}" if hint else ""))
+            reason = f"exited unexpectedly with code {code}" + (f": {hint}" if hint else "")
+            try:
+                self._fail(reason)
+            except IllegalTransition as illegal:  # nobody awaits this task to see it raise
+                log.error("%s; move refused", illegal)
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         await self.http.aclose()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -21,10 +24,12 @@ from host.models.process import (
     ModelState,
     StartFailed,
     Transition,
+    is_legal,
     reap_leftovers,
     restart_delay,
     write_pid_file,
 )
+from host.paths import find_llama_server, resolve_gguf
 from tests.conftest import alive, wait_until_gone
 from tests.host.fake_llama_server import fake_args, write_wrapper
 
@@ -47,7 +52,9 @@ async def bounded(awaitable: Awaitable[T], timeout: float = BOUND_S) -> T:
 
 
 class Recorder:
-    """A `subscribe` listener that keeps every transition and lets a test await one."""
+    """A `subscribe` listener that keeps every transition and lets a test await one.
+
+    The harness checks every recording, once the test is over, with `follows_the_table`."""
 
     def __init__(self) -> None:
         self.transitions: list[Transition] = []
@@ -72,6 +79,24 @@ class Recorder:
             return self.entered(state)[count - 1]
 
         return await bounded(until())
+
+
+def follows_the_table(transitions: list[Transition]) -> None:
+    """A recording starts at STOPPED, each move starts where the one before ended, and
+    every move is one the table allows."""
+    state = STOPPED
+    for transition in transitions:
+        assert transition.old is state, f"{transition} does not start at {state}"
+        assert is_legal(transition.old, transition.new), f"{transition} is not in the table"
+        state = transition.new
+
+
+async def poll_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait, bounded, for something only visible by looking (a line in a log)."""
+    deadline = time.monotonic() + BOUND_S
+    while not condition():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        await asyncio.sleep(0.01)
 
 
 def fake_pids(log_path: Path) -> list[int]:
@@ -106,6 +131,7 @@ class Harness:
     wrapper: Path
     gguf: Path
     processes: list[ModelProcess] = field(default_factory=list)
+    recorders: list[Recorder] = field(default_factory=list)
 
     def model(
         self,
@@ -116,12 +142,13 @@ class Harness:
         start_timeout_s: float = 10.0,
         stop_grace_s: float = 5.0,
         log_path: Path | None = None,
+        ready_delay: float | None = None,
     ) -> tuple[ModelProcess, Recorder]:
         spec = LaunchSpec(
             name=name,
             binary=self.wrapper,
             gguf=self.gguf,
-            args=[*fake_args(mode, state_file), "--n-gpu-layers", "0"],
+            args=[*fake_args(mode, state_file, ready_delay), "--n-gpu-layers", "0"],
             log_path=log_path or self.tmp_path / "logs" / f"{name}.log",
             pid_path=self.tmp_path / "run" / f"{name}.pid",
             start_timeout_s=start_timeout_s,
@@ -131,6 +158,7 @@ class Harness:
         recorder = Recorder()
         process.subscribe(recorder)
         self.processes.append(process)
+        self.recorders.append(recorder)
         return process, recorder
 
 
@@ -146,6 +174,8 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
             await bounded(asyncio.gather(*(p.stop("test over") for p in h.processes)))
             for process in h.processes:
                 await process.http.aclose()
+    for recorder in h.recorders:
+        follows_the_table(recorder.transitions)
     started = {pid for p in h.processes for pid in fake_pids(p.spec.log_path)}
     assert not wait_until_gone(started), "fake servers outlived the test"
     assert not running_fakes(), "a fake server outlived the test"
@@ -376,10 +406,7 @@ async def test_a_cancelled_start_ends_stopped_with_no_process(harness: Harness, 
         process.subscribe(cancel_on_starting)
     else:
         await recorder.wait_for(STARTING)
-        deadline = time.monotonic() + BOUND_S
-        while not fake_pids(process.spec.log_path):
-            assert time.monotonic() < deadline, "the fake server never started"
-            await asyncio.sleep(0.01)
+        await poll_until(lambda: bool(fake_pids(process.spec.log_path)), "the fake server start")
         task.cancel()
 
     with pytest.raises(asyncio.CancelledError):
@@ -390,6 +417,138 @@ async def test_a_cancelled_start_ends_stopped_with_no_process(harness: Harness, 
     assert not wait_until_gone(set(fake_pids(process.spec.log_path)))
     assert not running_fakes()
     assert not process.spec.pid_path.exists()
+
+
+# -- moves cut short by a cancel ------------------------------------------------------
+
+
+async def test_a_start_after_a_stop_cut_short_finishes_that_stop_first(harness: Harness) -> None:
+    """A stop cancelled in its before-stop hook leaves STOPPING and a live server; the
+    next start must end that server, not start a second one beside it."""
+    process, recorder = harness.model("ok")
+    await bounded(process.ensure_ready())
+    first_pid = process.pid
+    assert first_pid is not None
+    hook_running = asyncio.Event()
+
+    async def hang() -> None:
+        hook_running.set()
+        await asyncio.Event().wait()
+
+    process.before_stop.append(hang)
+    stopping = asyncio.ensure_future(process.stop("evicted"))
+    await bounded(hook_running.wait())
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(stopping)
+    assert process.state is STOPPING
+    process.before_stop.clear()
+
+    await bounded(process.ensure_ready())
+
+    assert recorder.steps == [
+        (STOPPED, STARTING),
+        (STARTING, READY),
+        (READY, STOPPING),
+        (STOPPING, STOPPED),
+        (STOPPED, STARTING),
+        (STARTING, READY),
+    ]
+    assert recorder.transitions[3].reason == "finishing an interrupted stop before starting"
+    assert not wait_until_gone({first_pid})
+    assert process.pid is not None and running_fakes() == {process.pid}
+
+
+@pytest.mark.parametrize("then", ["stop", "start"])
+async def test_a_start_whose_cancel_cleanup_was_cut_short_is_finished_by_the_next_command(
+    harness: Harness, then: str
+) -> None:
+    """A second cancel while a cancelled start waits for its server to heed SIGTERM leaves
+    STARTING and a live server; the next stop or start ends it."""
+    process, recorder = harness.model(
+        "ignore-sigterm", ready_delay=600.0, start_timeout_s=60.0, stop_grace_s=60.0
+    )
+    log_path = process.spec.log_path
+    starting = asyncio.ensure_future(process.ensure_ready())
+    await poll_until(lambda: bool(fake_pids(log_path)), "the fake server start")
+    stranded_pid = fake_pids(log_path)[0]
+    starting.cancel()  # the cleanup sends SIGTERM, then waits out the grace period
+    await poll_until(lambda: "fake: ignoring SIGTERM" in log_path.read_text(), "the SIGTERM")
+    starting.cancel()  # ... and this cuts that wait short
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(starting)
+    assert process.state is STARTING and alive({stranded_pid})
+    # The next SIGTERM is ignored as well: make the grace that ends in SIGKILL short.
+    process.spec = dataclasses.replace(process.spec, stop_grace_s=0.2)
+
+    if then == "stop":
+        await bounded(process.stop("operator"))
+        assert recorder.steps == [(STOPPED, STARTING), (STARTING, STOPPING), (STOPPING, STOPPED)]
+    else:
+        restarting = asyncio.ensure_future(process.ensure_ready())
+        await recorder.wait_for(STARTING, count=2)
+        assert recorder.steps == [
+            (STOPPED, STARTING),
+            (STARTING, STOPPING),
+            (STOPPING, STOPPED),
+            (STOPPED, STARTING),
+        ]
+        assert recorder.transitions[1].reason == "finishing an interrupted start before starting"
+        restarting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await bounded(restarting)
+    assert not wait_until_gone({stranded_pid})
+
+
+# -- a real llama-server ------------------------------------------------------------
+
+
+@pytest.mark.real
+async def test_a_real_server_started_crashed_restarted_and_stopped_moves_by_the_table(
+    tmp_path: Path,
+) -> None:
+    spec = LaunchSpec(
+        name="demo",
+        binary=find_llama_server(None),
+        gguf=resolve_gguf("demo:smollm2", "demo"),
+        args=["--ctx-size", "2048", "--parallel", "1", "--no-warmup", "--n-gpu-layers", "0"],
+        log_path=tmp_path / "logs" / "demo.log",
+        pid_path=tmp_path / "run" / "demo.pid",
+        start_timeout_s=60.0,
+    )
+    process = ModelProcess(spec)
+    recorder = Recorder()
+    process.subscribe(recorder)
+    pids: set[int] = set()
+    try:
+        url = await bounded(process.ensure_ready(), 90.0)
+        assert process.pid is not None
+        pids.add(process.pid)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0)) as http:
+            assert (await http.get(f"{url}/health")).status_code == 200
+        os.killpg(process.pid, signal.SIGKILL)
+        crashed = await recorder.wait_for(FAILED)
+        assert crashed.reason.startswith("exited unexpectedly with code -9")
+
+        await bounded(process.ensure_ready(), 90.0)
+        assert process.pid is not None
+        pids.add(process.pid)
+        await bounded(process.stop("test over"))
+    finally:
+        await bounded(process.stop("test over"))
+        await process.http.aclose()
+
+    assert recorder.steps == [
+        (STOPPED, STARTING),
+        (STARTING, READY),
+        (READY, FAILED),
+        (FAILED, STARTING),
+        (STARTING, READY),
+        (READY, STOPPING),
+        (STOPPING, STOPPED),
+    ]
+    follows_the_table(recorder.transitions)
+    assert not wait_until_gone(pids)
 
 
 # -- leftovers -----------------------------------------------------------------------
