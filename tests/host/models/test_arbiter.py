@@ -285,13 +285,6 @@ async def test_the_resident_released_longest_ago_is_evicted_first(devices: Devic
     assert device["a"].stop_reasons == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler.plan() counts a resident that is being stopped as used memory but "
-    "not as room on its way: the replan that the STOPPED transition triggers (the model "
-    "is still in the arbiter's _evicting then) sees the waiter still blocked and evicts "
-    "the next idle resident as well, so a swap that needs one model's room stops two",
-)
 async def test_a_swap_that_needs_the_room_of_one_resident_stops_only_that_one(
     devices: Devices,
 ) -> None:
@@ -632,13 +625,6 @@ async def test_a_model_that_can_never_fit_beside_the_persistent_ones_is_refused_
     assert p.stop_reasons == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeviceArbiter._load handles only StartFailed and CancelledError: any other "
-    "exception from before_load or ensure_ready ends the task with the model left in "
-    "_loading, so it counts as 'starting' forever, its waiters wait out their timeout, "
-    "and models that need its memory can never load",
-)
 async def test_a_load_that_breaks_with_an_unexpected_error_fails_its_waiters_and_frees_the_device(
     devices: Devices,
 ) -> None:
@@ -890,13 +876,6 @@ async def test_a_swap_log_that_fails_does_not_hold_up_the_device(
     await bounded(request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeviceArbiter keeps the _PendingSwap that an eviction opened for a model "
-    "even when every request for that model leaves before the load: a later load of "
-    "that model takes it over, so its SwapRecord lists the old eviction too and starts "
-    "at the old time",
-)
 async def test_a_swap_abandoned_by_its_request_is_not_counted_in_a_later_load(
     devices: Devices,
 ) -> None:
