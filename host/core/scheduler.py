@@ -15,7 +15,9 @@ Rules:
   behind it: no admissions, no loads past it, so a stream of requests for a resident
   model cannot starve a swap.
 - For the blocked waiter, idle residents (no requests in flight, not persistent) are
-  evicted, least recently used first — only if evicting them makes enough room. A
+  evicted, least recently used first — only if evicting them makes enough room, and
+  counting the memory of residents already stopping as on its way: a swap stops only
+  as much as it needs, however often the device replans while a stop is under way. A
   resident with requests in flight is never evicted; the head waits for it instead.
 - The device's mode may restrict which models it holds (`allowed`): a waiter for a
   model that is not allowed waits without blocking others (unless it is forced, the
@@ -183,6 +185,7 @@ def _evictions(snapshot: Snapshot, blocked: Waiter, free: int, admitted: list[in
         ),
         key=lambda r: (r.in_flight, r.last_used),
     )
+    free += sum(r.memory_mb for r in snapshot.residents if r.phase == "stopping")
     victims: list[Resident] = []
     for resident in idle:
         if free >= blocked.memory_mb:

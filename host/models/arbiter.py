@@ -262,6 +262,9 @@ class DeviceArbiter:
     def _replan(self) -> None:
         if self._closed:
             return
+        waited_for = {w.model for w in self._waiters}
+        for model in [m for m in self._pending_swaps if m not in waited_for]:
+            del self._pending_swaps[model]  # its requests left: the next load is a new swap
         for action in scheduler.plan(self.snapshot()):
             match action:
                 case scheduler.Admit(waiter_ids):
@@ -310,10 +313,15 @@ class DeviceArbiter:
             if self._before_load is not None:
                 await self._before_load(model, self._memory[model])
             await process.ensure_ready()
-        except StartFailed as exc:
+        except Exception as exc:  # StartFailed, or a bug: never a device stuck "starting"
             self._loading.discard(model)
+            if isinstance(exc, StartFailed):
+                message = str(exc)
+            else:
+                log.exception("loading %s failed unexpectedly", model)
+                message = f"model {model} could not be loaded: {type(exc).__name__}: {exc}"
             ids = {w.id for w in self._waiters if w.model == model}
-            self._fail_waiters(ids, ModelUnavailable(str(exc)))
+            self._fail_waiters(ids, ModelUnavailable(message))
             await self._record(
                 SwapRecord(
                     model, self.name, swap.started, None, tuple(swap.evicted), reason, "failed"

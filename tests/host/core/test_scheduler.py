@@ -65,6 +65,18 @@ def test_memory_counts_until_the_stop_completes() -> None:
     assert plan(Snapshot(400, [], [Waiter(1, "b", 300)])) == [Load("b")]
 
 
+def test_a_stop_under_way_counts_as_room_on_its_way() -> None:
+    """Replanning while a swap's stop runs must not stop a second model: the stopping
+    one's memory frees the room the waiter needs."""
+    stopping = Resident("b", 400, "stopping")
+    assert plan(Snapshot(800, [ready("a", 400), stopping], [Waiter(1, "c", 400)])) == []
+    # room on its way that is not enough still evicts, and only what makes up the rest
+    small = Resident("b", 200, "stopping")
+    residents = [ready("a", 300, last_used=1.0), ready("d", 300, last_used=2.0), small]
+    actions = plan(Snapshot(800, residents, [Waiter(1, "c", 400)]))
+    assert actions == [Evict("a", for_model="c")]
+
+
 def test_least_recently_used_idle_resident_goes_first() -> None:
     residents = [ready("old", 200, last_used=1.0), ready("new", 200, last_used=9.0)]
     actions = plan(Snapshot(400, residents, [Waiter(1, "c", 200)]))
