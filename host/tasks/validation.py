@@ -215,8 +215,13 @@ class NextBlock:
         return checks.code_of(self.committed)
 
     def read(self, text: str) -> Reply:
+        """The reply's block; a reply that says END OF WORK counts its fenced code only,
+        so a closing remark ("That is all.") is not taken for a block of code."""
         code, finished = split_reply(text)
-        return Reply(checks.extract_blocks(code), finished)
+        blocks = checks.extract_blocks(code)
+        if finished:
+            blocks = [b for b in blocks if b.fenced]
+        return Reply(blocks, finished)
 
     def checking(self, attempt: int, limit: int, tokens: int) -> str:
         return f"{self.where}attempt {attempt} of {limit}: checking it"
@@ -427,13 +432,14 @@ class ValidationLoop:
         messages = unit.request
         attempt = 1
         while True:
+            before = self.tokens
             text = await self._build(messages, attempt, unit.block)
             reply = await asyncio.to_thread(unit.read, text)
             if reply.finished and not reply.blocks:
                 return Finished(attempt)
             await self._move(
                 TaskStatus.VALIDATING,
-                unit.checking(attempt, limit, self.tokens),
+                unit.checking(attempt, limit, self.tokens - before),
                 _checking_data(attempt, unit.block),
             )
             judgement = await self.judge(reply.blocks, attempt, unit.block, unit.accepted)
