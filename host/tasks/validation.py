@@ -13,11 +13,19 @@ Every attempt is a task event — RUNNING → VALIDATING for the check, then VAL
 RUNNING (a retry, with the verdict and reason), DONE (accepted) or FAILED (no retries
 left) — and the exchange is kept as the task's scratchpad. The host never writes a user
 file: an accepted result for `context.target_file` is offered as a unified diff.
+
+Both policies run their attempts through one skeleton, `ValidationLoop._attempts`, for one
+unit at a time: the whole answer (`final`, a `WholeAnswer`) or the next block
+(`block_by_block`, a `NextBlock`). The unit says what differs (what the builder is asked,
+how its reply is read, the words of the events, what a give up keeps); what follows a
+judged attempt is the pure `next_step`. Each policy then states only what accepting
+commits: the answer, or one more block and the request for the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -119,6 +127,179 @@ def _clip(text: str) -> str:
     return text[:SCRATCH_MAX_CHARS] + f"\n[… {len(text) - SCRATCH_MAX_CHARS} more characters]"
 
 
+# -- one unit of attempts: the whole answer, or one block ------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A builder's reply as the checks see it."""
+
+    blocks: list[CodeBlock]
+    finished: bool = False
+    """The reply said END OF WORK (only a block's reply is read for the marker)."""
+
+
+@dataclass(frozen=True)
+class WholeAnswer:
+    """`final`: the unit is the whole answer, and a retry regenerates all of it."""
+
+    request: Messages
+    """What the builder is asked first: the task and the answer protocol."""
+
+    block = None
+    where = ""
+    """How an event names the unit, before `attempt N`."""
+    redo = "regenerates"
+    accepted = ""
+    """No code is accepted before a whole answer: the validator has no context to see."""
+    findings = ()
+    """Nothing is committed before it, so a retry or give up records its findings alone."""
+
+    def read(self, text: str) -> Reply:
+        return Reply(checks.extract_blocks(text))
+
+    def checking(self, attempt: int, limit: int, tokens: int) -> str:
+        return f"attempt {attempt} of {limit}: checking {tokens} tokens of answer"
+
+    def left_behind(self) -> str:
+        return ""
+
+    def kept_result(self, text: str) -> str | None:
+        """A whole answer that fails for good stays the result: the client sees what failed."""
+        return text
+
+
+@dataclass(frozen=True)
+class NextBlock:
+    """`block_by_block`: the unit is the next block, and a retry rewrites that block only;
+    the blocks committed before it stay as they are, whatever becomes of this one."""
+
+    first: Messages
+    """The task and the block protocol, as every block's request begins."""
+    block: int
+    """This block's index in the task, from 0."""
+    committed: tuple[CodeBlock, ...]
+    findings: tuple[dict[str, Any], ...]
+    """The committed blocks' findings: a retry or give up records them before this block's."""
+
+    redo = "rewrites this block"
+
+    @property
+    def where(self) -> str:
+        return f"block {self.block + 1}, "
+
+    @property
+    def request(self) -> Messages:
+        """The task, then the accepted code so far as one exchange: the builder's context
+        grows with the accepted code, not with every failed attempt."""
+        if not self.committed:
+            return [*self.first[:-1], _with_note(self.first[-1], "Write the first block.")]
+        accepted = "\n".join(
+            f"```{b.language}\n{b.code.rstrip()}\n```\n{END_OF_BLOCK}" for b in self.committed
+        )
+        return [
+            *self.first,
+            {"role": "assistant", "content": accepted},
+            {
+                "role": "user",
+                "content": f"Accepted. Write the next block, or reply {END_OF_WORK} if the "
+                "work is complete.",
+            },
+        ]
+
+    @property
+    def accepted(self) -> str:
+        """The committed code, which the validator sees as context, not to review."""
+        return checks.code_of(self.committed)
+
+    def read(self, text: str) -> Reply:
+        """The reply's block; a reply that says END OF WORK counts its fenced code only,
+        so a closing remark ("That is all.") is not taken for a block of code."""
+        code, finished = split_reply(text)
+        blocks = checks.extract_blocks(code)
+        if finished:
+            blocks = [b for b in blocks if b.fenced]
+        return Reply(blocks, finished)
+
+    def checking(self, attempt: int, limit: int, tokens: int) -> str:
+        return f"{self.where}attempt {attempt} of {limit}: checking it"
+
+    def left_behind(self) -> str:
+        """The end of a give up's reason: a failed block does not undo the earlier ones."""
+        return f"; {len(self.committed)} earlier block(s) stay committed"
+
+    def kept_result(self, text: str) -> str | None:
+        """A block that fails for good is dropped: the result is what was committed."""
+        return block_result(self.committed)
+
+
+Unit = WholeAnswer | NextBlock
+"""What `ValidationLoop._attempts` runs attempts for; each says only what differs."""
+
+
+class Action(enum.StrEnum):
+    ACCEPT = "accept"
+    RETRY = "retry"
+    GIVE_UP = "give up"
+
+
+@dataclass(frozen=True)
+class Step:
+    """What follows a judged attempt, with its words."""
+
+    action: Action
+    reason: str = ""
+    """The event's reason for a retry or a give up; an accept is worded by its policy,
+    which knows what accepting it committed."""
+    correction: str = ""
+    """What the builder reads before the next attempt (a retry only)."""
+
+
+def next_step(unit: Unit, judgement: Judgement, attempt: int, max_retries: int) -> Step:
+    """After attempt `attempt` of 1 + `max_retries`: a PASS is accepted; anything else (a
+    FAIL, and no verdict too, which is never taken for a PASS) is retried with the
+    correction while attempts are left, and given up on after the last."""
+    if judgement.passed:
+        return Step(Action.ACCEPT)
+    limit = max_retries + 1
+    said = f"{unit.where}attempt {attempt} {_verdict_text(judgement)}"
+    if attempt >= limit:
+        reason = f"{said}; no retries left (max_retries {max_retries}){unit.left_behind()}"
+        return Step(Action.GIVE_UP, reason)
+    return Step(
+        Action.RETRY,
+        f"{said}; the builder {unit.redo} with the correction (attempt {attempt + 1} of {limit})",
+        correction(judgement, block=unit.block is not None),
+    )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The attempt that passed, for its policy to commit."""
+
+    attempt: int
+    text: str
+    reply: Reply
+    judgement: Judgement
+    data: dict[str, Any]
+    """The event data of its verdict."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A reply that said END OF WORK with no code in it: there was nothing to check."""
+
+    attempt: int
+
+
+def block_result(committed: Sequence[CodeBlock]) -> str | None:
+    """The committed blocks as one fenced answer; None before the first."""
+    if not committed:
+        return None
+    language = next((b.language for b in committed if b.language), "")
+    return f"```{language}\n{checks.code_of(committed)}```\n"
+
+
 @dataclass
 class ValidationLoop:
     """One task's validator pass. `run()` ends the task DONE or FAILED (cancellation and
@@ -132,7 +313,9 @@ class ValidationLoop:
     validator_name: str | None
     settings: ValidationSettings
     on_change: Callable[[str], None] = lambda phase: None
-    """Called with `running` or `validating` after each transition (progress, listeners)."""
+    """Called with the new status after each transition (progress, listeners)."""
+    clock: Callable[[], float] = time.perf_counter
+    """Times the validator's answer (`validator_ms`); a test passes a fake one."""
     scratchpad: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     tokens: int = 0
@@ -193,9 +376,9 @@ class ValidationLoop:
         messages = verdicts.build_messages(
             self.row.prompt, code, language=language, notes=report.warnings(), accepted=accepted
         )
-        started = time.perf_counter()
+        started = self.clock()
         answer = await self.ask_validator(messages)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed_ms = (self.clock() - started) * 1000
         verdict = verdicts.parse_verdict(answer)
         self._note("validator", answer, attempt, block_index)
         if verdict.kind is not verdicts.Kind.PASS:
@@ -231,6 +414,52 @@ class ValidationLoop:
     async def _fail(self, reason: str, data: dict[str, Any], **fields: Any) -> None:
         await self._move(TaskStatus.FAILED, reason, data, error=reason, validated=False, **fields)
 
+    def _asking(self, protocol: str) -> Messages:
+        """The task's messages with the policy's protocol after the last one."""
+        return [*self.base_messages[:-1], _with_note(self.base_messages[-1], protocol)]
+
+    # -- the attempts of one unit, the same for both policies ----------------------------
+
+    async def _attempts(self, unit: Unit) -> Accepted | Finished | None:
+        """Build → check → accept, retry with the correction, or give up, for one unit.
+
+        The accepted attempt is returned for the policy to commit, as is a reply that
+        finished the work without code (nothing to check). A give up is recorded here,
+        the task FAILED with what the unit keeps, and returns None."""
+        limit = self.settings.max_retries + 1
+        messages = unit.request
+        attempt = 1
+        while True:
+            before = self.tokens
+            text = await self._build(messages, attempt, unit.block)
+            reply = await asyncio.to_thread(unit.read, text)
+            if reply.finished and not reply.blocks:
+                return Finished(attempt)
+            await self._move(
+                TaskStatus.VALIDATING,
+                unit.checking(attempt, limit, self.tokens - before),
+                _checking_data(attempt, unit.block),
+            )
+            judgement = await self.judge(reply.blocks, attempt, unit.block, unit.accepted)
+            data = self._event_data(judgement, attempt, unit.block)
+            step = next_step(unit, judgement, attempt, self.settings.max_retries)
+            if step.action is Action.ACCEPT:
+                return Accepted(attempt, text, reply, judgement, data)
+            findings = [*unit.findings, *judgement.findings]
+            if step.action is Action.GIVE_UP:
+                await self._fail(
+                    step.reason, data, findings=findings, result=unit.kept_result(text)
+                )
+                return None
+            self._note("prompt", step.correction, attempt + 1, unit.block)
+            messages = [
+                *unit.request,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": step.correction},
+            ]
+            await self._move(TaskStatus.RUNNING, step.reason, data, findings=findings)
+            attempt += 1
+
     # -- the two policies ---------------------------------------------------------------
 
     async def run(self) -> None:
@@ -246,156 +475,59 @@ class ValidationLoop:
     async def _run_final(self) -> None:
         target = self.row.context.get("target_file")
         protocol = TARGET_PROTOCOL.format(path=target) if target else FINAL_PROTOCOL
-        first = [*self.base_messages[:-1], _with_note(self.base_messages[-1], protocol)]
-        messages = first
-        limit = self.settings.max_retries + 1
-        for attempt in range(1, limit + 1):
-            text = await self._build(messages, attempt, None)
-            await self._move(
-                TaskStatus.VALIDATING,
-                f"attempt {attempt} of {limit}: checking {self.tokens} tokens of answer",
-                {"attempt": attempt, "phase": "validate"},
-            )
-            blocks = await asyncio.to_thread(checks.extract_blocks, text)
-            judgement = await self.judge(blocks, attempt)
-            data = self._event_data(judgement, attempt, None)
-            if judgement.passed:
-                code = proposed_code(blocks, target)
-                await self._move(
-                    TaskStatus.DONE,
-                    f"attempt {attempt} PASS ({judgement.by}); result committed",
-                    data,
-                    result=text,
-                    validated=True,
-                    findings=judgement.findings,
-                    patch=await asyncio.to_thread(self._patch, code),
-                )
-                return
-            what = _verdict_text(judgement)
-            if attempt == limit:
-                await self._fail(
-                    f"attempt {attempt} {what}; no retries left "
-                    f"(max_retries {self.settings.max_retries})",
-                    data,
-                    result=text,
-                    findings=judgement.findings,
-                )
-                return
-            fix = correction(judgement, block=False)
-            self._note("prompt", fix, attempt + 1, None)
-            messages = [
-                *first,
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": fix},
-            ]
-            await self._move(
-                TaskStatus.RUNNING,
-                f"attempt {attempt} {what}; the builder regenerates with the correction "
-                f"(attempt {attempt + 1} of {limit})",
-                data,
-                findings=judgement.findings,
-            )
+        outcome = await self._attempts(WholeAnswer(self._asking(protocol)))
+        if not isinstance(outcome, Accepted):
+            return  # given up, and recorded (a whole answer never finishes without code)
+        code = proposed_code(outcome.reply.blocks, target)
+        await self._move(
+            TaskStatus.DONE,
+            f"attempt {outcome.attempt} PASS ({outcome.judgement.by}); result committed",
+            outcome.data,
+            result=outcome.text,
+            validated=True,
+            findings=outcome.judgement.findings,
+            patch=await asyncio.to_thread(self._patch, code),
+        )
 
     async def _run_blocks(self) -> None:
         target = self.row.context.get("target_file")
         protocol = BLOCK_PROTOCOL
         if target:
             protocol += f"\nThe blocks, in order, make up the complete new content of `{target}`."
-        first = [*self.base_messages[:-1], _with_note(self.base_messages[-1], protocol)]
+        first = self._asking(protocol)
         committed: list[CodeBlock] = []
         findings: list[dict[str, Any]] = []
-        limit = self.settings.max_retries + 1
         for index in range(self.settings.max_blocks):
-            messages = self._next_block_messages(first, committed)
-            for attempt in range(1, limit + 1):
-                text = await self._build(messages, attempt, index)
-                code_text, finished = split_reply(text)
-                blocks = await asyncio.to_thread(checks.extract_blocks, code_text)
-                if finished and not blocks:  # after a FAIL too: the failed block is dropped
-                    await self._finish_blocks(committed, findings, index, attempt)
-                    return
-                await self._move(
-                    TaskStatus.VALIDATING,
-                    f"block {index + 1}, attempt {attempt} of {limit}: checking it",
-                    {"attempt": attempt, "block": index, "phase": "validate"},
+            block = NextBlock(first, index, tuple(committed), tuple(findings))
+            outcome = await self._attempts(block)
+            if outcome is None:
+                return  # this block was given up on, and recorded
+            if isinstance(outcome, Finished):  # after a FAIL too: the failed block is dropped
+                await self._finish_blocks(committed, findings, index, outcome.attempt)
+                return
+            committed.extend(outcome.reply.blocks)
+            findings.extend(outcome.judgement.findings)
+            if outcome.reply.finished:
+                await self._finish_blocks(
+                    committed, findings, index + 1, outcome.attempt, outcome.data
                 )
-                accepted = checks.code_of(committed)
-                judgement = await self.judge(blocks, attempt, index, accepted)
-                data = self._event_data(judgement, attempt, index)
-                if judgement.passed:
-                    committed.extend(blocks)
-                    findings.extend(judgement.findings)
-                    if finished:
-                        await self._finish_blocks(committed, findings, index + 1, attempt, data)
-                        return
-                    self._note("prompt", f"block {index + 1} accepted", attempt, index)
-                    await self._move(
-                        TaskStatus.RUNNING,
-                        f"block {index + 1}, attempt {attempt} PASS ({judgement.by}); "
-                        f"committed ({len(committed)} block(s) so far); asking for the next",
-                        data,
-                        findings=findings,
-                        result=self._block_result(committed),
-                    )
-                    break
-                what = _verdict_text(judgement)
-                if attempt == limit:
-                    await self._fail(
-                        f"block {index + 1}, attempt {attempt} {what}; no retries left "
-                        f"(max_retries {self.settings.max_retries}); "
-                        f"{len(committed)} earlier block(s) stay committed",
-                        data,
-                        findings=[*findings, *judgement.findings],
-                        result=self._block_result(committed),
-                    )
-                    return
-                fix = correction(judgement, block=True)
-                self._note("prompt", fix, attempt + 1, index)
-                messages = [
-                    *self._next_block_messages(first, committed),
-                    {"role": "assistant", "content": text},
-                    {"role": "user", "content": fix},
-                ]
-                await self._move(
-                    TaskStatus.RUNNING,
-                    f"block {index + 1}, attempt {attempt} {what}; the builder rewrites "
-                    f"this block with the correction (attempt {attempt + 1} of {limit})",
-                    data,
-                    findings=[*findings, *judgement.findings],
-                )
+                return
+            self._note("prompt", f"block {index + 1} accepted", outcome.attempt, index)
+            await self._move(
+                TaskStatus.RUNNING,
+                f"{block.where}attempt {outcome.attempt} PASS ({outcome.judgement.by}); "
+                f"committed ({len(committed)} block(s) so far); asking for the next",
+                outcome.data,
+                findings=findings,
+                result=block_result(committed),
+            )
         await self._fail(
             f"the builder did not say {END_OF_WORK} within {self.settings.max_blocks} blocks "
             "(validation.max_blocks); the committed blocks are in the result",
             {"blocks": len(committed)},
             findings=findings,
-            result=self._block_result(committed),
+            result=block_result(committed),
         )
-
-    @staticmethod
-    def _next_block_messages(first: Messages, committed: Sequence[CodeBlock]) -> Messages:
-        """The task, then the accepted code so far as one exchange: the builder's context
-        grows with the accepted code, not with every failed attempt."""
-        if not committed:
-            return [*first[:-1], _with_note(first[-1], "Write the first block.")]
-        accepted = "\n".join(
-            f"```{b.language}\n{b.code.rstrip()}\n```\n{END_OF_BLOCK}" for b in committed
-        )
-        return [
-            *first,
-            {"role": "assistant", "content": accepted},
-            {
-                "role": "user",
-                "content": f"Accepted. Write the next block, or reply {END_OF_WORK} if the "
-                "work is complete.",
-            },
-        ]
-
-    @staticmethod
-    def _block_result(committed: Sequence[CodeBlock]) -> str | None:
-        if not committed:
-            return None
-        language = next((b.language for b in committed if b.language), "")
-        return f"```{language}\n{checks.code_of(committed)}```\n"
 
     async def _finish_blocks(
         self,
@@ -417,7 +549,7 @@ class ValidationLoop:
             TaskStatus.DONE,
             f"{END_OF_WORK} after {blocks} block(s); every block validated and committed",
             data or {"attempt": attempt, "blocks": blocks},
-            result=self._block_result(committed),
+            result=block_result(committed),
             validated=True,
             findings=findings,
             patch=await asyncio.to_thread(self._patch, code),
@@ -426,6 +558,12 @@ class ValidationLoop:
 
 def _with_note(message: dict[str, str], note: str) -> dict[str, str]:
     return {**message, "content": f"{message['content']}\n\n{note}"}
+
+
+def _checking_data(attempt: int, block: int | None) -> dict[str, Any]:
+    if block is None:
+        return {"attempt": attempt, "phase": "validate"}
+    return {"attempt": attempt, "block": block, "phase": "validate"}
 
 
 def _verdict_text(judgement: Judgement) -> str:
