@@ -5,6 +5,17 @@ is. Bodies and query parameters are read here, once for every endpoint, so that 
 request can make the host spend unbounded time or memory, or answer 500: a body over
 the size limit is a 413, JSON nested too deeply or with huge integers is a 400 that
 names the limit, and a 500 means a real bug, logged with the request's id.
+
+The same kind of bad input gets the same status on every endpoint (`/v1` and `/api`):
+
+- 400 `invalid_json`: not UTF-8, not JSON, nested too deeply, integers too long;
+- 400 `invalid_request` (or a more exact kind): JSON whose fields or query parameters
+  are missing, unknown, of the wrong shape or out of range, or name a task type, mode
+  or device that does not exist (OpenAI's clients expect 400 for a bad field);
+- 404: a model or tier (`model_not_found`, `unknown_model`, `unknown_tier`) or a task
+  that does not exist, as OpenAI answers an unknown model;
+- 413 too large, 415 not JSON, 401/403/421 the guard's refusals, 429 and 503 for
+  capacity, never for input.
 """
 
 from __future__ import annotations
@@ -285,7 +296,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 async def read_model(request: Request, model: type[ModelT]) -> ModelT:
-    """The body validated as `model`, or a 422 naming the first field that is wrong."""
+    """The body validated as `model`, or a 400 naming the first field that is wrong."""
     body = await read_json_object(request)
     try:
         return model.model_validate(body)
@@ -299,7 +310,7 @@ async def read_model(request: Request, model: type[ModelT]) -> ModelT:
             message = "unknown field"
         elif first["type"] == "missing":
             message = "required field is missing"
-        raise ApiError(422, "invalid_request", f"{where}: {message}") from None
+        raise ApiError(400, "invalid_request", f"{where}: {message}") from None
 
 
 # -- query parameters ------------------------------------------------------------------

@@ -64,7 +64,7 @@ async def put_mode(request: Request) -> Response:
     try:
         result = await _host(request).controls.set_mode(change.mode, change.device)
     except ModeError as exc:
-        raise ApiError(422, "invalid_mode", str(exc)) from None
+        raise ApiError(400, "invalid_mode", str(exc)) from None
     return JSONResponse({"modes": result})
 
 

@@ -71,7 +71,7 @@ async def list_tasks(request: Request) -> Response:
     status = query_text(request, "status")
     if status is not None and status not in {s.value for s in TaskStatus}:
         valid = ", ".join(s.value for s in TaskStatus)
-        raise ApiError(422, "invalid_request", f"unknown status {shorten(status)}; one of: {valid}")
+        raise ApiError(400, "invalid_request", f"unknown status {shorten(status)}; one of: {valid}")
     limit = query_int(request, "limit", default=100, low=1, high=10000)
     tasks = await _host(request).tasks.list(
         status=status, type=query_text(request, "type"), limit=limit

@@ -268,7 +268,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_routing_document(data: bytes) -> dict[str, str]:
     """The routes of a `model-routing.json` document, checked for shape.
 
-    Whether each task type and tier exists is the daemon's call (it answers 422 with
+    Whether each task type and tier exists is the daemon's call (it answers 400 or 404 with
     the known names); everything about the file itself is decided here, before any
     request, so that every bad file gets one line that says what is wrong with it.
     """

@@ -37,7 +37,9 @@ FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
 
 
 class RoutingError(Exception):
-    """A request that cannot be routed; `status` says whose fault (422, 400, 503)."""
+    """A request that cannot be routed; `status` says whose fault: 400 for a type or
+    table the config does not have, 404 for a model or tier it does not have, 503 when
+    nothing can serve now (the statuses of `host.errors`)."""
 
     def __init__(self, status: int, kind: str, message: str, reasons: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -284,7 +286,7 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
     if request.type is not None:
         if request.type not in snap.known_types():
             raise RoutingError(
-                422,
+                400,
                 "unknown_type",
                 f"unknown task type {request.type!r}; known: {_known(snap.known_types())}",
             )
@@ -317,7 +319,7 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
             reasons.append(f"override: tier {requested} requested")
         else:
             raise RoutingError(
-                422,
+                404,
                 "unknown_model",
                 f"unknown model {requested!r}; known models and tiers: "
                 f"{_known([*config.models, *config.tiers])}",
@@ -325,7 +327,7 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
     if request.tier is not None and explicit_model is None:
         if request.tier not in config.tiers:
             raise RoutingError(
-                422,
+                404,
                 "unknown_tier",
                 f"unknown tier {request.tier!r}; known tiers: {_known(config.tiers)}",
             )
@@ -355,7 +357,7 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
             tier = snap.routes.get(task_type) or config.routing.get(task_type)
             if tier is None:
                 raise RoutingError(
-                    422,
+                    400,
                     "unrouted_type",
                     f"no route for task type {task_type!r}; add it to the routing table",
                 )
@@ -501,20 +503,20 @@ def _choose(
 def validate_routes(routes: Mapping[str, Any], config: Config) -> dict[str, str]:
     """A routing table from a client or a file, checked: every type and tier must exist."""
     if not isinstance(routes, Mapping):
-        raise RoutingError(422, "invalid_routes", "routes must be an object of type → tier")
+        raise RoutingError(400, "invalid_routes", "routes must be an object of type → tier")
     known_types = config.task_type_names()
     table: dict[str, str] = {}
     for task_type, tier in routes.items():
         if task_type not in known_types:
             raise RoutingError(
-                422,
+                400,
                 "unknown_type",
                 f"unknown task type {task_type!r}; known: {_known(known_types)} "
                 "(add new types to task_types in the config)",
             )
         if not isinstance(tier, str) or tier not in config.tiers:
             raise RoutingError(
-                422,
+                404,
                 "unknown_tier",
                 f"routes.{task_type}: unknown tier {tier!r}; known tiers: {_known(config.tiers)}",
             )
@@ -530,9 +532,9 @@ def export_routes(routes: Mapping[str, str]) -> dict[str, Any]:
 def import_routes(document: object, config: Config) -> dict[str, str]:
     if not isinstance(document, dict) or not isinstance(document.get("routes"), dict):
         raise RoutingError(
-            422, "invalid_routes", 'model-routing.json must be {"version": 1, "routes": {...}}'
+            400, "invalid_routes", 'model-routing.json must be {"version": 1, "routes": {...}}'
         )
     version = document.get("version", 1)
     if type(version) is not int or version != 1:  # `true == 1` in Python, not in JSON
-        raise RoutingError(422, "invalid_routes", f"unsupported version {version!r}")
+        raise RoutingError(400, "invalid_routes", f"unsupported version {version!r}")
     return validate_routes(document["routes"], config)

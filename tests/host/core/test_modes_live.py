@@ -74,8 +74,8 @@ def test_modes_survive_a_restart(tmp_path: Path, daemon_factory: list[Daemon]) -
         ({"mode": "auto", "colour": "red"}, "colour: unknown field"),
     ],
 )
-def test_bad_mode_changes_are_422(demo_daemon: Daemon, body: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_mode_changes_are_400(demo_daemon: Daemon, body: dict, message: str) -> None:  # type: ignore[type-arg]
     with demo_daemon.client() as http:
         response = http.put("/api/mode", json=body)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert message in response.json()["error"]["message"]

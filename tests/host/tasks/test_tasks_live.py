@@ -151,20 +151,20 @@ def test_cancel_a_queued_task(demo_daemon: Daemon) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "message"),
     [
-        ("POST", "/api/tasks", {}, 422, "prompt: required field is missing"),
-        ("POST", "/api/tasks", {"prompt": ""}, 422, "prompt: String should have at least"),
-        ("POST", "/api/tasks", {"prompt": "x", "priority": "high"}, 422, "priority:"),
-        ("POST", "/api/tasks", {"prompt": "x", "validation": "maybe"}, 422, "validation:"),
-        ("POST", "/api/tasks", {"prompt": "x", "tier": "wizard"}, 422, "wizard"),
-        ("POST", "/api/tasks", {"prompt": "x", "model": "gpt-9"}, 422, "gpt-9"),
-        ("POST", "/api/tasks", {"prompt": "x", "bogus": 1}, 422, "bogus: unknown field"),
+        ("POST", "/api/tasks", {}, 400, "prompt: required field is missing"),
+        ("POST", "/api/tasks", {"prompt": ""}, 400, "prompt: String should have at least"),
+        ("POST", "/api/tasks", {"prompt": "x", "priority": "high"}, 400, "priority:"),
+        ("POST", "/api/tasks", {"prompt": "x", "validation": "maybe"}, 400, "validation:"),
+        ("POST", "/api/tasks", {"prompt": "x", "tier": "wizard"}, 404, "wizard"),
+        ("POST", "/api/tasks", {"prompt": "x", "model": "gpt-9"}, 404, "gpt-9"),
+        ("POST", "/api/tasks", {"prompt": "x", "bogus": 1}, 400, "bogus: unknown field"),
         ("GET", "/api/tasks/t-nope", None, 404, "no task with id 't-nope'"),
         ("POST", "/api/tasks/t-nope/cancel", None, 404, "no task with id"),
-        ("GET", "/api/tasks?status=sleeping", None, 422, "unknown status 'sleeping'"),
-        ("PUT", "/api/routing", {"routes": {"planning": "wizard"}}, 422, "wizard"),
-        ("PUT", "/api/routing", {"routes": {"dancing": "builder"}}, 422, "dancing"),
-        ("PUT", "/api/routing", {"routes": "x"}, 422, "routes:"),
-        ("POST", "/api/route", {"type": "planning"}, 422, "prompt: required"),
+        ("GET", "/api/tasks?status=sleeping", None, 400, "unknown status 'sleeping'"),
+        ("PUT", "/api/routing", {"routes": {"planning": "wizard"}}, 404, "wizard"),
+        ("PUT", "/api/routing", {"routes": {"dancing": "builder"}}, 400, "dancing"),
+        ("PUT", "/api/routing", {"routes": "x"}, 400, "routes:"),
+        ("POST", "/api/route", {"type": "planning"}, 400, "prompt: required"),
     ],
 )
 def test_bad_input_is_a_4xx_json_error(
@@ -174,6 +174,58 @@ def test_bad_input_is_a_4xx_json_error(
         response = http.request(method, path, json=body)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "status", "requests"),
+    [
+        (
+            "a field of the wrong shape",
+            400,
+            [
+                ("POST", "/v1/chat/completions", {"model": "auto", "messages": "hi"}),
+                ("POST", "/api/tasks", {"prompt": 7}),
+                ("POST", "/api/route", {"prompt": "x", "force_big": [1]}),
+                ("PUT", "/api/mode", {"mode": ["gaming"]}),
+            ],
+        ),
+        (
+            "an unknown field",
+            400,
+            [
+                ("POST", "/api/tasks", {"prompt": "x", "colour": 1}),
+                ("POST", "/api/route", {"prompt": "x", "colour": 1}),
+                ("PUT", "/api/mode", {"mode": "auto", "colour": 1}),
+            ],
+        ),
+        (
+            "a model that does not exist",
+            404,
+            [
+                ("POST", "/v1/chat/completions", {"model": "gpt-9", "messages": []}),
+                ("POST", "/api/tasks", {"prompt": "x", "model": "gpt-9"}),
+                ("POST", "/api/route", {"prompt": "x", "model": "gpt-9"}),
+            ],
+        ),
+        (
+            "a task type that does not exist",
+            400,
+            [
+                ("POST", "/api/tasks", {"prompt": "x", "type": "poetry"}),
+                ("POST", "/api/route", {"prompt": "x", "type": "poetry"}),
+                ("PUT", "/api/routing", {"routes": {"poetry": "builder"}}),
+            ],
+        ),
+    ],
+)
+def test_the_same_mistake_gets_the_same_status_on_every_endpoint(
+    demo_daemon: Daemon, mistake: str, status: int, requests: list[tuple[str, str, Any]]
+) -> None:
+    with demo_daemon.client() as http:
+        answers = {path: http.request(method, path, json=body) for method, path, body in requests}
+    assert {path: r.status_code for path, r in answers.items()} == dict.fromkeys(answers, status)
+    for response in answers.values():
+        assert response.json()["error"]["message"], mistake
 
 
 def test_sigterm_requeues_tasks_under_way_at_once_and_the_next_start_finishes_them(
