@@ -20,8 +20,8 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from host.client import HostClient, HostError, HostUnreachable
+from host.wire import TERMINAL
 
-TERMINAL = frozenset({"done", "failed", "cancelled"})
 POLL_S = 0.2
 FIRST_POLL_S = 0.025
 CANCEL_TIMEOUT_S = 10.0

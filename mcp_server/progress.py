@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 
 from host.client import HostClient, HostError, HostUnreachable
+from host.wire import TERMINAL, Task
 from mcp_server import text
-from mcp_server.models import TERMINAL, Task
 
 POLL_S = 0.25
 TOKEN_REPORT_S = 1.0

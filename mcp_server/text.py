@@ -7,7 +7,8 @@ Pure functions of the result models: tested without a daemon.
 
 from __future__ import annotations
 
-from mcp_server.models import Decision, HostStatus, Task, TaskList
+from host.wire import TERMINAL, Decision, Task, TaskList
+from mcp_server.models import HostStatus
 
 RESULT_PREVIEW_CHARS = 4000
 
@@ -40,7 +41,7 @@ def phase(task: Task, model_state: str | None = None) -> str:
 def task(t: Task) -> str:
     head = f"task {t.id}: {t.status} — {t.type or 'untyped'} → {t.tier} ({t.model})"
     lines = [head]
-    if t.status not in ("done", "failed", "cancelled"):
+    if t.status not in TERMINAL:
         lines.append(f"  {phase(t)}")
     if t.result:
         body = t.result

@@ -13,9 +13,10 @@ from mcp.server import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from host.wire import Modes, RoutingTable
 from mcp_server import text
 from mcp_server.link import HostLink, tool_errors
-from mcp_server.models import HostStatus, Modes, RoutingTable
+from mcp_server.models import HostStatus
 from mcp_server.tools_tasks import READ, result
 
 CHANGE = ToolAnnotations(

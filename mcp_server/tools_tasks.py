@@ -17,10 +17,10 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from host.client import HostClient
+from host.wire import TERMINAL, Decision, Task, TaskContext, TaskList, TaskStatusName
 from mcp_server import text
 from mcp_server.caller import unless_caller_leaves
 from mcp_server.link import HostLink, tool_errors
-from mcp_server.models import TERMINAL, Decision, Task, TaskContext, TaskList, TaskStatusName
 from mcp_server.progress import cancel_quietly, follow
 
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,12 +12,7 @@ from host.core.modes import ModeError
 from host.daemon import Host
 from host.errors import ApiError, query_int, read_model
 from host.models.status import status_document
-
-
-class ModeChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    mode: str
-    device: str | None = None
+from host.wire import ModeChange
 
 
 def _host(request: Request) -> Host:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -10,21 +9,7 @@ from starlette.routing import Route
 from host.core import routing
 from host.daemon import Host
 from host.errors import ApiError, read_model
-
-
-class RouteQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(max_length=4_000_000)
-    type: str | None = None
-    tier: str | None = None
-    model: str | None = None
-    force_big: bool = False
-    context_files: list[str] = Field(default_factory=list, max_length=200)
-
-
-class RoutingTable(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    routes: dict[str, str]
+from host.wire import RouteQuery, RoutingChange
 
 
 def _host(request: Request) -> Host:
@@ -59,7 +44,7 @@ async def get_routing(request: Request) -> Response:
 
 
 async def put_routing(request: Request) -> Response:
-    table = await read_model(request, RoutingTable)
+    table = await read_model(request, RoutingChange)
     try:
         routes = await _host(request).controls.set_routes(table.routes)
     except routing.RoutingError as exc:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -14,43 +13,7 @@ from host.core.task_states import TaskStatus
 from host.daemon import Host
 from host.errors import ApiError, query_int, query_text, read_model, shorten
 from host.store import UnknownTask
-
-
-class ContextFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1, max_length=4096)
-    content: str = ""
-
-
-class TaskContext(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    files: list[ContextFile] = Field(default_factory=list, max_length=200)
-    selection: str | None = None
-    target_file: str | None = None
-    """The file an implementation is for; its result is offered as a patch to it."""
-
-
-class GenerationParams(BaseModel):
-    """The few sampling settings a task may choose; the command line stays in config."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_tokens: int | None = Field(None, ge=1, le=131072)
-    temperature: float | None = Field(None, ge=0, le=5)
-    top_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = None
-
-
-class TaskSubmission(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompt: str = Field(min_length=1, max_length=4_000_000)
-    type: str | None = None
-    tier: str | None = None
-    model: str | None = None
-    force_big: bool = False
-    priority: int = Field(0, ge=-100, le=100)
-    validation: Literal["none", "final", "block_by_block"] | None = None
-    context: TaskContext = Field(default_factory=TaskContext)
-    params: GenerationParams = Field(default_factory=GenerationParams)
+from host.wire import TaskSubmission
 
 
 def _host(request: Request) -> Host:

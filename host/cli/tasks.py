@@ -23,8 +23,8 @@ from rich.table import Table
 
 from host.client import HostClient
 from host.json_text import json_kind
+from host.wire import TERMINAL
 
-TERMINAL = {"done", "failed", "cancelled"}
 POLL_S = 0.25
 
 

@@ -1,0 +1,263 @@
+"""The HTTP contract between the daemon and its clients, written once.
+
+The daemon validates its request bodies with these models, and the MCP server, the CLI
+and the LSP bridge read its answers with them, so a field, a limit or a status name is
+changed in one place and every side sees the change. The descriptions here are the
+API's documentation and what MCP clients are shown in the tools' schemas.
+
+Two policies, on purpose:
+
+- requests refuse unknown keys (`extra="forbid"`): a misspelt field is an error its
+  sender can read and correct, not a setting silently ignored;
+- results drop unknown keys (`extra="ignore"`): a new field in the daemon's answer must
+  not break a client that validates against an older schema.
+
+Every client imports this module, so it imports only pydantic, typing and the task
+state machine: no HTTP, server or event-loop library (`tests/host/test_wire.py` checks).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from host.core.task_states import ACTIVE, TERMINAL, TaskStatus
+
+__all__ = [
+    "ACTIVE",
+    "STATUS_NAMES",
+    "TERMINAL",
+    "ContextFile",
+    "Decision",
+    "DeviceStatus",
+    "Finding",
+    "GenerationParams",
+    "HostStatus",
+    "ModeChange",
+    "ModelStatus",
+    "Modes",
+    "RouteQuery",
+    "RoutingChange",
+    "RoutingTable",
+    "Task",
+    "TaskContext",
+    "TaskEvent",
+    "TaskList",
+    "TaskStatus",
+    "TaskStatusName",
+    "TaskSubmission",
+]
+
+# -- task statuses -------------------------------------------------------------------
+#
+# The state machine in `host.core.task_states` is the one definition; `TERMINAL` and
+# `ACTIVE` are re-exported from it unchanged. `TaskStatus` is a StrEnum, so its members
+# equal (and hash like) the plain strings a client holds from the JSON: `"done" in
+# TERMINAL` is true.
+
+STATUS_NAMES: tuple[str, ...] = tuple(status.value for status in TaskStatus)
+"""Every status a task can have, in the order of its life."""
+
+# A status in a model field or a tool argument, a `TaskStatus` once validated. It is
+# checked and published as a Literal of the names, not as the enum: pydantic publishes an
+# enum as a `$ref` to a definition and drops the field's title, while MCP clients have
+# always been given a plain string enum (`tests/mcp_server/tool_contract.json` pins it);
+# and a wrong status is answered with the names as a user types them. A type checker
+# cannot read a Literal built from a tuple, hence two spellings of the one type.
+if TYPE_CHECKING:
+    TaskStatusName = TaskStatus
+else:
+    TaskStatusName = Annotated[Literal[STATUS_NAMES], AfterValidator(TaskStatus)]
+
+
+class _Request(BaseModel):
+    """Request bodies: a misspelt key is an error the sender can read and correct."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Result(BaseModel):
+    """The daemon's answers: unknown keys are dropped, not refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- requests: what the daemon accepts -----------------------------------------------
+
+
+class ContextFile(_Request):
+    """One file the task should see, with its content as the editor has it."""
+
+    path: str = Field(min_length=1, max_length=4096, description="Path of the file")
+    content: str = Field("", description="The file's text (unsaved edits included)")
+
+
+class TaskContext(_Request):
+    """What the editor knows: open files, the selection, the file a patch is for."""
+
+    files: list[ContextFile] = Field(default_factory=list, max_length=200)
+    selection: str | None = Field(None, description="The selected text, if any")
+    target_file: str | None = Field(
+        None, description="The file an implementation is for; its result is offered as a patch"
+    )
+
+
+class GenerationParams(_Request):
+    """The few sampling settings a task may choose; the command line stays in config."""
+
+    max_tokens: int | None = Field(None, ge=1, le=131072)
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+
+
+class TaskSubmission(_Request):
+    """The body of `POST /api/tasks`: a prompt, how to route it, what it may see."""
+
+    prompt: str = Field(min_length=1, max_length=4_000_000)
+    type: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    force_big: bool = False
+    priority: int = Field(0, ge=-100, le=100)
+    validation: Literal["none", "final", "block_by_block"] | None = None
+    context: TaskContext = Field(default_factory=TaskContext)
+    params: GenerationParams = Field(default_factory=GenerationParams)
+
+
+class RouteQuery(_Request):
+    """The body of `POST /api/route`: the router's dry run, which runs nothing."""
+
+    prompt: str = Field(max_length=4_000_000)
+    type: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    force_big: bool = False
+    context_files: list[str] = Field(default_factory=list, max_length=200)
+
+
+class RoutingChange(_Request):
+    """The body of `PUT /api/routing`: the whole new table, task type → tier.
+
+    Named for the change, like `ModeChange`; the table the daemon answers with is the
+    result `RoutingTable`, which ignores unknown keys where this one refuses them."""
+
+    routes: dict[str, str]
+
+
+class ModeChange(_Request):
+    """The body of `PUT /api/mode`: a mode for one device, or for every GPU."""
+
+    mode: str
+    device: str | None = None
+
+
+# -- results: what the daemon answers ------------------------------------------------
+
+
+class Decision(_Result):
+    """Where a prompt goes, and the ordered reasons the router gave."""
+
+    type: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    device: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+    force_big: bool = False
+    wait_reason: str | None = None
+    estimated_tokens: int = 0
+
+
+class TaskEvent(_Result):
+    status: str
+    reason: str | None = None
+    at: float
+
+
+class Finding(_Result):
+    """A problem a validator pass found, pointing at a line of a code block (1-based)."""
+
+    line: int
+    message: str
+    severity: Literal["error", "warning"]
+    source: str
+    block: int | None = None
+
+
+class Task(_Result):
+    """A task as the daemon reports it; `events` only where the daemon sends them."""
+
+    id: str
+    status: TaskStatusName
+    type: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    priority: int = 0
+    validation: str | None = None
+    prompt: str = ""
+    override: dict[str, Any] = Field(default_factory=dict)
+    decision: Decision | None = None
+    result: str | None = None
+    error: str | None = None
+    tokens: int = 0
+    created: float | None = None
+    updated: float | None = None
+    queue_position: int | None = None
+    waiting_because: str | None = None
+    events: list[TaskEvent] | None = None
+    validated: bool | None = Field(
+        None, description="Validator pass outcome; null when not validated (yet)"
+    )
+    attempts: int = Field(0, description="Builder attempts the validator pass took")
+    findings: list[Finding] = Field(default_factory=list)
+    patch: str | None = Field(
+        None, description="Unified diff of the accepted result against context.target_file"
+    )
+
+
+class TaskList(_Result):
+    tasks: list[Task]
+
+
+class Modes(_Result):
+    """The GPU mode of each device (`auto`, a tier name, or `gaming`)."""
+
+    modes: dict[str, str]
+
+
+class RoutingTable(_Result):
+    """Task type → tier."""
+
+    routes: dict[str, str]
+
+
+class DeviceStatus(_Result):
+    name: str
+    kind: str | None = None
+    budget_mb: int | None = None
+    used_mb: int | None = None
+    mode: str | None = None
+    hold: str | None = None
+    residents: list[str] = Field(default_factory=list)
+    queue: int = 0
+
+
+class ModelStatus(_Result):
+    name: str
+    tier: str | None = None
+    kind: str | None = None
+    device: str | None = None
+    state: str | None = None
+    pid: int | None = None
+    port: int | None = None
+    in_flight: int = 0
+    queued: int = 0
+
+
+class HostStatus(_Result):
+    """Devices with their residents and queues, every model's state, task counts."""
+
+    devices: list[DeviceStatus]
+    models: list[ModelStatus]
+    tasks: dict[str, Any] = Field(default_factory=dict)
