@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import kv_slots, liveness, lsp, mcp, swap, tasks, validation, warm_pool
+from bench import kv_slots, liveness, lsp, mcp, routing, swap, tasks, validation, warm_pool
 from bench.common import machine
 
 HEADER = """# Benchmarks
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "kv_slots": ("KV slots across swaps (issue 7)", kv_slots),
     "warm_pool": ("Warm pool (issue 7)", warm_pool),
     "liveness": ("Liveness under the largest prompts (issue 17)", liveness),
+    "routing": ("Task-type inference and routing accuracy (issue 16)", routing),
 }
 
 

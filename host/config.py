@@ -256,6 +256,10 @@ class Config(_Strict):
     """The type given to work whose rules tie and that no classifier settles."""
     classifier: str | None = None
     """A small (CPU) model asked to break ties between inferred types; never alone."""
+    classifier_threshold: float = Field(0.3, ge=0, le=1)
+    """How sure the statistical classifier must be to decide a type over weak rules."""
+    examples: dict[str, list[str]] = Field(default_factory=dict)
+    """Your own example prompts per task type, added to the classifier's corpus."""
     big_tier: str = "architect"
     """Where force-big work goes when its own tier has no GPU model."""
     scheduler: SchedulerSettings = SchedulerSettings()
@@ -320,6 +324,9 @@ class Config(_Strict):
         for task_type in self.inference:
             if task_type not in known_types:
                 raise ValueError(f"inference.{task_type}: unknown task type (add it to task_types)")
+        for task_type in self.examples:
+            if task_type not in known_types:
+                raise ValueError(f"examples.{task_type}: unknown task type (add it to task_types)")
         for task_type in self.validation.defaults:
             if task_type not in known_types:
                 raise ValueError(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from host.config import Config
 from host.core import modes, routing
+from host.core.task_types import Classifier
 
 log = logging.getLogger("tierhost.controls")
 
@@ -59,6 +60,8 @@ class Controls:
         self.routes: dict[str, str] = dict(config.routing)
         self._settings: Settings | None = None
         self._listeners: list[Callable[[], None]] = []
+        self.classifier: Classifier | None = None
+        """The statistical task-type classifier, once the daemon has loaded it."""
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -130,7 +133,11 @@ class Controls:
         """Everything a routing decision reads, as of now (taken on the event loop, so a
         worker may decide on it)."""
         return routing.snapshot_from_config(
-            self.config, routes=self.routes, modes=self.modes, failed=self._failed_recently()
+            self.config,
+            routes=self.routes,
+            modes=self.modes,
+            failed=self._failed_recently(),
+            classifier=self.classifier,
         )
 
     def decide(self, request: routing.RouteRequest) -> routing.Decision:

@@ -25,7 +25,7 @@ from host.controls import Controls
 from host.core.batching import Policy
 from host.core.routing import RoutingSnapshot
 from host.metrics import HostMetrics
-from host.models import gguf, gpu, warm_pool
+from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
@@ -212,6 +212,10 @@ class Host:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
         await self.controls.restore(self.store)
+        # fitted once per corpus and machine (seconds), then read from the user's cache
+        self.controls.classifier = await asyncio.to_thread(
+            type_classifier.load_or_fit, self.config.examples
+        )
         settings = self.config.scheduler
         policy = Policy(
             max_wait_s=settings.max_wait_s,

@@ -113,6 +113,27 @@ def prompt_text(body: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def intent_text(body: dict[str, Any]) -> str:
+    """What the type is inferred from: the newest user turn of a conversation, not a long
+    system prompt or tool output (agent traffic carries both); a completion's prompt."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = _content_text(message.get("content"))
+            if text.strip():
+                return text
+    return prompt_text(body)
+
+
 def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Remove `#force_big` from the prompt and messages before the model sees them."""
     found = False
@@ -157,6 +178,8 @@ class Prepared:
     tagged: bool
     text: str
     """The prompt's text; empty when the request names a model (nothing routes on it)."""
+    intent: str = ""
+    """The newest user turn, which the type is inferred from; empty like `text`."""
 
 
 def prepare(
@@ -178,7 +201,9 @@ def prepare(
         body, tagged = strip_tag(body)
         encoded = json.dumps(body).encode()
     routed = typed or requested not in models
-    return Prepared(body, encoded, tagged, prompt_text(body) if routed else "")
+    if not routed:
+        return Prepared(body, encoded, tagged, "")
+    return Prepared(body, encoded, tagged, prompt_text(body), intent_text(body))
 
 
 def decide_for_proxy(request: RouteRequest, snap: RoutingSnapshot) -> Decision:

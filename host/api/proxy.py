@@ -612,7 +612,13 @@ async def _route(
     known = {*host.config.tiers, *host.config.models, "auto", "big"}
     if requested not in known:
         raise ApiError(404, "model_not_found", str(UnknownModel(requested, host.known_names())))
-    route = RouteRequest(prompt=prepared.text, type=task_type, model=requested, force_big=forced)
+    route = RouteRequest(
+        prompt=prepared.text,
+        type=task_type,
+        model=requested,
+        force_big=forced,
+        intent=prepared.intent,
+    )
     try:
         decision = await _decide_counting(host, route)
     except RoutingError as exc:

@@ -22,6 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from host.client import HostClient
+from host.core.evaluation import BadExamples, Miss, Score, read_examples
 from host.json_text import json_kind
 from host.wire import TERMINAL
 
@@ -365,7 +366,88 @@ def _write_atomically(path: Path, text: str) -> None:
         raise SystemExit(f"tierhost: cannot write {_display(path)}: {reason}") from None
 
 
+def cmd_routing_eval(args: argparse.Namespace, path: Path) -> int:
+    """Score the daemon's router on a labelled JSONL file of your own: each prompt routed
+    as the daemon would route it untyped, against the tier its labelled type reaches."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"tierhost: cannot read {_display(path)}: {exc}") from None
+
+    async def run() -> tuple[Score, list[str]]:
+        async with HostClient(args.url) as client:
+            types = list(await client.routing())
+            try:
+                examples = read_examples(text, types)
+            except BadExamples as exc:
+                raise SystemExit(f"tierhost: {_display(path)}: {exc}") from None
+            scored = Score()
+            want: dict[str, str] = {}
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                disable=_json_mode(args),
+            ) as progress:
+                job = progress.add_task(f"routing {len(examples)} prompts", total=len(examples))
+                for example in examples:
+                    if example.type not in want:
+                        typed = await client.route(example.prompt, type=example.type)
+                        want[example.type] = typed["tier"]
+                    got = await client.route(example.prompt)
+                    scored.add(example, got.get("type"), got.get("tier"), want[example.type])
+                    if got.get("type") != example.type:
+                        why = next((r for r in got["reasons"] if r.startswith("type ")), "")
+                        scored.misses.append(Miss(example, got.get("type"), got.get("tier"), why))
+                    progress.advance(job)
+            return scored, types
+
+    scored, types = asyncio.run(run())
+    if _json_mode(args):
+        print(
+            json.dumps(
+                {
+                    "total": scored.total,
+                    "type_accuracy": scored.type_accuracy,
+                    "tier_accuracy": scored.tier_accuracy,
+                    "confusion": [
+                        {"expected": e, "inferred": g, "count": n}
+                        for (e, g), n in sorted(scored.confusion.items())
+                    ],
+                    "misses": [
+                        {
+                            "prompt": m.example.prompt,
+                            "expected": m.example.type,
+                            "inferred": m.got_type,
+                            "tier": m.got_tier,
+                            "why": m.why,
+                        }
+                        for m in scored.misses
+                    ],
+                }
+            )
+        )
+        return 0
+    print(
+        f"type right for {scored.right_type} of {scored.total} ({scored.type_accuracy:.0%}), "
+        f"tier right for {scored.right_tier} of {scored.total} ({scored.tier_accuracy:.0%})"
+    )
+    print()
+    print("\n".join(scored.table(types)))
+    for miss in scored.misses[:20]:
+        print(f"  - {miss.example.type} → {miss.got_type}: {miss.example.prompt[:70]!r}")
+        if miss.why:
+            print(f"      {miss.why}")
+    return 0
+
+
 def cmd_routing(args: argparse.Namespace) -> int:
+    if args.action == "eval":
+        if args.type is None or args.tier is not None:
+            raise SystemExit("tierhost: usage: tierhost routing eval FILE")
+        return cmd_routing_eval(args, Path(args.type))
     if args.action == "set" and (args.type is None or args.tier is None):
         raise SystemExit("tierhost: usage: tierhost routing set TYPE TIER")
     if args.action in ("export", "import") and args.tier is not None:
@@ -448,9 +530,13 @@ def add_commands(sub: Any) -> None:
     common(route)
     route.set_defaults(func=cmd_route)
 
-    routing = sub.add_parser("routing", help="show, set, export or import the routing table")
-    routing.add_argument("action", choices=["show", "set", "export", "import"])
-    routing.add_argument("type", nargs="?", help="set: the task type; export/import: FILE")
+    routing = sub.add_parser(
+        "routing", help="show, set, export or import the routing table, or score the router"
+    )
+    routing.add_argument("action", choices=["show", "set", "export", "import", "eval"])
+    routing.add_argument(
+        "type", nargs="?", help="set: the task type; export/import: FILE; eval: labelled JSONL"
+    )
     routing.add_argument("tier", nargs="?", help="set: the tier")
     common(routing)
     routing.set_defaults(func=cmd_routing)

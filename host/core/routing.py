@@ -31,7 +31,7 @@ from typing import Any
 
 from host.config import Config, ManagedModel
 from host.core import modes
-from host.core.task_types import InferenceRules, infer_type, resolve_tie
+from host.core.task_types import Classifier, InferenceRules, choose_type, infer_type, scanned_part
 
 FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
 
@@ -64,6 +64,9 @@ class RouteRequest:
     context_files: tuple[str, ...] = ()
     classifier_answer: str | None = None
     """Set by the shell after asking the classifier model to break a tie."""
+    intent: str | None = None
+    """What the type is inferred from, when not the whole prompt: the newest user turn
+    of a conversation (its system prompt and tool output say little of what is wanted)."""
     prompt_tokens: int | None = None
     """The prompt's tokens as counted by a model's own tokenizer, set by the shell when it
     could ask one (a resident llama-server's `/tokenize`); None: estimated from its length."""
@@ -86,6 +89,8 @@ class RoutingSnapshot:
     routes: Mapping[str, str]
     modes: Mapping[str, str]
     models: Mapping[str, ModelView]
+    classifier: Classifier | None = None
+    """The statistical type classifier, when the shell has one (rules alone otherwise)."""
 
     def known_types(self) -> list[str]:
         return self.config.task_type_names()
@@ -200,6 +205,7 @@ def snapshot_from_config(
     modes: Mapping[str, str] | None = None,
     failed: set[str] | frozenset[str] = frozenset(),
     unreachable: set[str] | frozenset[str] = frozenset(),
+    classifier: Classifier | None = None,
 ) -> RoutingSnapshot:
     views = {}
     for name, model in config.models.items():
@@ -222,7 +228,9 @@ def snapshot_from_config(
                 reachable=name not in unreachable,
                 failed_recently=name in failed,
             )
-    return RoutingSnapshot(config, dict(routes or config.routing), dict(modes or {}), views)
+    return RoutingSnapshot(
+        config, dict(routes or config.routing), dict(modes or {}), views, classifier
+    )
 
 
 _TAG = "#force_big"
@@ -293,10 +301,17 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
         return request.type, f"type {request.type} given by the request"
     rules = InferenceRules.with_extra(snap.config.inference)
     inference = infer_type(prompt, request.context_files, rules)
-    if inference.type is None:
-        inference = resolve_tie(inference, request.classifier_answer, snap.config.default_type)
-        return str(inference.type), f"type {inference.type} inferred: {inference.rule}"
-    return inference.type, f"type {inference.type} inferred: {inference.rule}"
+    classification = None
+    if snap.classifier is not None:
+        classification = snap.classifier.classify(scanned_part(prompt))
+    task_type, why = choose_type(
+        inference,
+        classification,
+        snap.config.classifier_threshold,
+        request.classifier_answer,
+        snap.config.default_type,
+    )
+    return task_type, f"type {task_type} inferred: {why}"
 
 
 def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
@@ -333,7 +348,8 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
             )
         tier = request.tier
         reasons.append(f"override: tier {tier} requested")
-    task_type, type_reason = _decide_type(request, snap, prompt)
+    intent = prompt if request.intent is None else strip_force_big(request.intent)[0]
+    task_type, type_reason = _decide_type(request, snap, intent)
     reasons.insert(0, type_reason)
 
     # 2. force-big

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Protocol
 
 DEFAULT_KEYWORDS: dict[str, tuple[str, ...]] = {
     "planning": (
@@ -186,8 +187,13 @@ INFRA_FILE_NAMES = frozenset(
 )
 
 KEYWORD_WEIGHT = 1.0
-CODE_WEIGHT = 2.0
+CODE_WEIGHT = 1.0
 FILE_WEIGHT = 2.0
+STRONG_RULE_SCORE = 2.0
+"""A rule decides before the classifier only on strong evidence: a file of the type's
+kind in the context, or two pieces of evidence for one type (two keywords, a keyword and
+code). One is weak: "plan" in "the plan is to add a --dry-run flag" says little about
+what is wanted, and neither does code alone ("thoughts on this diff?" wants a review)."""
 
 SCAN_HEAD_CHARS = 12_288
 SCAN_TAIL_CHARS = 4_096
@@ -306,3 +312,63 @@ def resolve_tie(
     asked = f"; the classifier answered {classifier_answer!r}" if classifier_answer else ""
     rule = f"{inference.rule}{asked}; default type {default_type}"
     return Inference(default_type, rule, inference.scores, inference.tied)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What the statistical classifier says of a prompt (see `host.models.type_classifier`)."""
+
+    type: str
+    confidence: float
+    """The probability it gives its type, 0 to 1."""
+    evidence: tuple[str, ...] = ()
+    """The words that weighed most for that type, strongest first."""
+
+    def reason(self) -> str:
+        words = ", ".join(f"'{w}'" for w in self.evidence)
+        return f"classifier: {self.type} {self.confidence:.2f}" + (f" — {words}" if words else "")
+
+
+class Classifier(Protocol):
+    """A deterministic function of the text: the same prompt always gets the same answer,
+    so a decision that asks it is still a pure function of its snapshot."""
+
+    def classify(self, text: str) -> Classification | None: ...
+
+
+def choose_type(
+    inference: Inference,
+    classification: Classification | None,
+    threshold: float,
+    classifier_answer: str | None,
+    default_type: str,
+) -> tuple[str, str]:
+    """The type of untyped work, and why, in this order:
+
+    1. a rule on strong evidence (`STRONG_RULE_SCORE`);
+    2. the classifier, when it is at least `threshold` sure;
+    3. a rule on weak evidence (one keyword);
+    4. for rules that tie, the classifier model's answer if it names a tied type;
+    5. `default_type`, saying that nothing was sure.
+    """
+    rule_type = inference.type
+    strong = rule_type is not None and inference.scores.get(rule_type, 0.0) >= STRONG_RULE_SCORE
+    if rule_type is not None and strong:
+        return rule_type, inference.rule
+    if classification is not None and classification.confidence >= threshold:
+        if rule_type is None:
+            return classification.type, classification.reason()
+        if rule_type == classification.type:
+            return rule_type, f"{classification.reason()}; {inference.rule} agrees"
+        return classification.type, f"{classification.reason()}; over the weaker {inference.rule}"
+    unsure = (
+        f"; {classification.reason()} is under the threshold {threshold:.2f}"
+        if classification is not None
+        else ""
+    )
+    if rule_type is not None:
+        return rule_type, inference.rule + unsure
+    settled = resolve_tie(inference, classifier_answer, default_type)
+    if settled.type != default_type or classifier_answer:
+        return str(settled.type), settled.rule + unsure
+    return default_type, f"{inference.rule}{unsure}; nothing was sure: default type {default_type}"

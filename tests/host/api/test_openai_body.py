@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from host.api.openai_body import CHAT_PATH, COMPLETIONS_PATH, check_body, prompt_text, strip_tag
+from host.api.openai_body import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    check_body,
+    intent_text,
+    prompt_text,
+    strip_tag,
+)
 from host.errors import ApiError
 
 
@@ -69,3 +76,20 @@ def test_the_tag_is_stripped_from_strings_and_text_parts() -> None:
     assert stripped["messages"][1]["content"][0]["text"] == "now"
     assert body["messages"][0]["content"] == "#force_big plan it"  # the original is kept
     assert strip_tag({"prompt": "#force_bigger"}) == ({"prompt": "#force_bigger"}, False)
+
+
+def test_the_type_is_read_from_the_newest_user_turn() -> None:
+    agent = {
+        "messages": [
+            {"role": "system", "content": "You are a planning assistant. Plan carefully."},
+            {"role": "user", "content": "Plan the release."},
+            {"role": "assistant", "content": "Here is the plan."},
+            {"role": "tool", "content": "ERROR: nginx failed to reload"},
+            {"role": "user", "content": [{"type": "text", "text": "Now add the --dry-run flag"}]},
+        ]
+    }
+    assert intent_text(agent) == "Now add the --dry-run flag"
+    assert "Plan carefully" in prompt_text(agent)  # the size still counts everything
+    assert intent_text({"prompt": "write a haiku"}) == "write a haiku"
+    no_user = {"messages": [{"role": "system", "content": "only a system prompt"}]}
+    assert intent_text(no_user) == "only a system prompt"

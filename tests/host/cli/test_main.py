@@ -217,3 +217,36 @@ def test_the_cli_sends_the_token_a_daemon_bound_beyond_loopback_requires(
     assert json.loads(back.stdout)["modes"]["gpu0"] == "auto"
     top = tierhost("top", "--once", url=daemon.url, env=from_env)
     assert top.returncode == 0 and "architect-demo" in top.stdout, top.stderr
+
+
+def test_routing_eval_scores_the_daemon_on_a_labelled_file(
+    demo_daemon: Daemon, tmp_path: Path
+) -> None:
+    labelled = tmp_path / "mine.jsonl"
+    lines = [
+        {
+            "prompt": "Fix the crash when the uploaded CSV has an empty last line",
+            "type": "implementation",
+        },
+        {"prompt": "renew the TLS certificate on the ingress controller", "type": "infra"},
+        {"prompt": "reply to Dana: the 22nd works, the 15th does not", "type": "email"},
+    ]
+    labelled.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    result = tierhost("routing", "eval", str(labelled), "--json", url=demo_daemon.url)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["total"] == 3
+    assert sum(row["count"] for row in report["confusion"]) == 3
+    assert 0 <= report["type_accuracy"] <= 1 and 0 <= report["tier_accuracy"] <= 1
+    for miss in report["misses"]:
+        assert miss["why"].startswith("type ")
+
+    for text, named in (
+        ('{"prompt": "x"}\n', "line 1: `type` None is not one of"),
+        ('{"prompt": "x", "type": "poetry"}\n', "'poetry' is not one of"),
+        ("not json\n", "line 1: not JSON"),
+        ("\n", "no examples"),
+    ):
+        labelled.write_text(text)
+        message = one_line_error(tierhost("routing", "eval", str(labelled), url=demo_daemon.url))
+        assert named in message

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from host.core.task_types import (
     SCAN_HEAD_CHARS,
     SCAN_TAIL_CHARS,
+    Classification,
     InferenceRules,
+    choose_type,
     infer_type,
     resolve_tie,
     scanned_part,
@@ -59,9 +61,12 @@ def test_a_tie_names_the_tied_types_and_chooses_nothing() -> None:
     assert "tie" in result.rule
 
 
-def test_code_outweighs_a_single_keyword() -> None:
+def test_code_weighs_as_much_as_one_keyword() -> None:
+    """Code in a prompt is evidence that code is involved, not that code is wanted:
+    "review this: <code>" is a tie for the classifier to settle, not an implementation."""
     result = infer_type("review this:\n```\nx = 1\n```", [], RULES)
-    assert result.type == "implementation"
+    assert result.type is None and result.tied == ("implementation", "review")
+    assert infer_type("```\nx = 1\n```", [], RULES).type == "implementation"
 
 
 def test_the_classifier_settles_a_tie_only_with_a_tied_type() -> None:
@@ -136,3 +141,56 @@ def test_hostile_prompts_are_inferred_in_linear_time(prompt: str) -> None:
 def test_line_start_patterns_still_allow_indentation() -> None:
     assert infer_type("Why?\n\t  def f(x):\n", [], RULES).type == "implementation"
     assert infer_type("See:\n   ```\nx\n```", [], RULES).type == "implementation"
+
+
+SURE = Classification("implementation", 0.86, ("flag", "command", "add"))
+UNSURE = Classification("email", 0.31, ("send",))
+
+
+def test_a_strong_rule_decides_before_the_classifier() -> None:
+    fenced = infer_type("fix this\n```python\nx = 1\n```", ("app/main.py",), RULES)
+    assert choose_type(fenced, Classification("planning", 0.99), 0.5, None, "planning") == (
+        "implementation",
+        "file kind of main.py in the context → implementation",
+    )
+
+
+def test_a_sure_classifier_decides_over_a_weak_rule_and_says_so() -> None:
+    weak = infer_type("the plan is to add a --dry-run flag to sync", (), RULES)
+    assert weak.type == "planning"
+    task_type, why = choose_type(weak, SURE, 0.5, None, "planning")
+    assert task_type == "implementation"
+    assert why == (
+        "classifier: implementation 0.86 — 'flag', 'command', 'add'; "
+        "over the weaker keyword 'plan' → planning"
+    )
+
+
+def test_an_unsure_classifier_leaves_a_weak_rule_to_decide() -> None:
+    weak = infer_type("the plan is to add a --dry-run flag to sync", (), RULES)
+    task_type, why = choose_type(weak, UNSURE, 0.5, None, "planning")
+    assert task_type == "planning"
+    assert why.endswith("classifier: email 0.31 — 'send' is under the threshold 0.50")
+
+
+def test_nothing_sure_is_the_default_type_and_the_reason_says_so() -> None:
+    nothing = infer_type("hmm", (), RULES)
+    task_type, why = choose_type(nothing, UNSURE, 0.5, None, "planning")
+    assert task_type == "planning"
+    assert why.endswith("nothing was sure: default type planning")
+    assert choose_type(nothing, None, 0.5, None, "planning")[0] == "planning"
+
+
+def test_a_tie_is_still_broken_by_the_classifier_models_answer() -> None:
+    tie = infer_type("plan the design", (), RULES)
+    assert tie.type is None
+    assert choose_type(tie, None, 0.5, "design", "planning")[0] == "design"
+
+
+def test_a_rule_that_agrees_with_the_classifier_says_so() -> None:
+    weak = infer_type("Write a Dockerfile for the API", (), RULES)
+    sure = Classification("infra", 0.58, ("dockerfile",))
+    assert choose_type(weak, sure, 0.3, None, "planning") == (
+        "infra",
+        "classifier: infra 0.58 — 'dockerfile'; keyword 'dockerfile' → infra agrees",
+    )
