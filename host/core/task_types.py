@@ -314,6 +314,12 @@ def resolve_tie(
     return Inference(default_type, rule, inference.scores, inference.tied)
 
 
+OVERRULE_CONFIDENCE = 0.5
+"""How sure the classifier must be to overrule a weak rule (a keyword that fired): more
+than where nothing fired, since the rule is evidence too ("Plan it." is planning, though
+the word alone leans elsewhere in the corpus)."""
+
+
 @dataclass(frozen=True)
 class Classification:
     """What the statistical classifier says of a prompt (see `host.models.type_classifier`)."""
@@ -346,7 +352,8 @@ def choose_type(
     """The type of untyped work, and why, in this order:
 
     1. a rule on strong evidence (`STRONG_RULE_SCORE`);
-    2. the classifier, when it is at least `threshold` sure;
+    2. the classifier, when it is at least `threshold` sure (`OVERRULE_CONFIDENCE` to
+       overrule a weak rule);
     3. a rule on weak evidence (one keyword);
     4. for rules that tie, the classifier model's answer if it names a tied type;
     5. `default_type`, saying that nothing was sure.
@@ -355,14 +362,15 @@ def choose_type(
     strong = rule_type is not None and inference.scores.get(rule_type, 0.0) >= STRONG_RULE_SCORE
     if rule_type is not None and strong:
         return rule_type, inference.rule
-    if classification is not None and classification.confidence >= threshold:
+    needed = threshold if rule_type is None else max(threshold, OVERRULE_CONFIDENCE)
+    if classification is not None and classification.confidence >= needed:
         if rule_type is None:
             return classification.type, classification.reason()
         if rule_type == classification.type:
             return rule_type, f"{classification.reason()}; {inference.rule} agrees"
         return classification.type, f"{classification.reason()}; over the weaker {inference.rule}"
     unsure = (
-        f"; {classification.reason()} is under the threshold {threshold:.2f}"
+        f"; {classification.reason()} is under the threshold {needed:.2f}"
         if classification is not None
         else ""
     )

@@ -225,7 +225,7 @@ def test_an_oversize_body_is_a_413_naming_the_limit(daemon: Daemon, method: str,
 
 @pytest.mark.real
 def test_a_chunked_body_within_the_limit_is_read_whole(daemon: Daemon) -> None:
-    body = json.dumps({"prompt": "Plan a small CLI tool. " * 2000}).encode()
+    body = json.dumps({"prompt": "Plan the milestones for a small CLI tool. " * 1200}).encode()
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(body), 1000):
