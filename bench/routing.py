@@ -10,7 +10,6 @@ memo does not hide its cost).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from bench.common import median, percentile
 from host.config import load_config
 from host.core import routing
-from host.core.evaluation import Example, Score, score
+from host.core.evaluation import Example, Score, read_examples, score
 from host.models.type_classifier import load_or_fit
 
 EVAL_SET = Path(__file__).resolve().parent.parent / "tests/host/core/data/routing_eval.jsonl"
@@ -35,7 +34,7 @@ class RoutingResults:
 
 
 def examples() -> list[Example]:
-    return [Example(**json.loads(line)) for line in EVAL_SET.read_text().splitlines() if line]
+    return read_examples(EVAL_SET.read_text(), load_config().task_type_names())
 
 
 def run(runs: int, workdir: Path) -> RoutingResults:

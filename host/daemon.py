@@ -23,7 +23,6 @@ from host.auth import is_loopback, load_or_create_token
 from host.config import Config, FallbackProfile, ManagedModel
 from host.controls import Controls
 from host.core.batching import Policy
-from host.core.routing import RoutingSnapshot
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
@@ -282,9 +281,6 @@ class Host:
     @property
     def remote_in_flight(self) -> dict[str, int]:
         return self.fleet.remote_in_flight
-
-    def routing_snapshot(self) -> RoutingSnapshot:
-        return self.controls.snapshot()
 
     def known_names(self) -> list[str]:
         """Every name a request may give as its `model`: models, then tiers."""

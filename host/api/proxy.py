@@ -566,7 +566,7 @@ async def _decide(host: Host, route: RouteRequest) -> Decision:
     """The snapshot is taken here, on the loop that changes it; only the pure decision
     may run in a worker thread."""
     return await host.offload.run(
-        len(route.prompt), decide_for_proxy, route, host.routing_snapshot()
+        len(route.prompt), decide_for_proxy, route, host.controls.snapshot()
     )
 
 

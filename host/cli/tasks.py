@@ -22,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from host.client import HostClient
-from host.core.evaluation import BadExamples, Miss, Score, read_examples
+from host.core.evaluation import BadExamples, Score, read_examples, type_reason
 from host.json_text import json_kind
 from host.wire import TERMINAL
 
@@ -397,10 +397,8 @@ def cmd_routing_eval(args: argparse.Namespace, path: Path) -> int:
                         typed = await client.route(example.prompt, type=example.type)
                         want[example.type] = typed["tier"]
                     got = await client.route(example.prompt)
-                    scored.add(example, got.get("type"), got.get("tier"), want[example.type])
-                    if got.get("type") != example.type:
-                        why = next((r for r in got["reasons"] if r.startswith("type ")), "")
-                        scored.misses.append(Miss(example, got.get("type"), got.get("tier"), why))
+                    why = type_reason(got.get("reasons") or [])
+                    scored.add(example, got.get("type"), got.get("tier"), want[example.type], why)
                     progress.advance(job)
             return scored, types
 

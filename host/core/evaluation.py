@@ -79,10 +79,17 @@ class Score:
         return self.right_tier / self.total if self.total else 0.0
 
     def add(
-        self, example: Example, got_type: str | None, got_tier: str | None, want: str | None
+        self,
+        example: Example,
+        got_type: str | None,
+        got_tier: str | None,
+        want: str | None,
+        why: str = "",
     ) -> None:
         """One routed example: what it was inferred as, the tier it reached, the tier its
-        type should reach."""
+        type should reach, and why it went there (kept for a miss)."""
+        if got_type != example.type or got_tier is None or got_tier != want:
+            self.misses.append(Miss(example, got_type, got_tier, why))
         self.total += 1
         self.confusion[(example.type, got_type or "refused")] += 1
         if got_type == example.type:
@@ -104,6 +111,11 @@ class Score:
         return lines
 
 
+def type_reason(reasons: Sequence[str]) -> str:
+    """The decision's reason for its type (the first, `type … inferred: …`)."""
+    return next((r for r in reasons if r.startswith("type ")), "")
+
+
 def expected_tier(snapshot: routing.RoutingSnapshot, task_type: str) -> str | None:
     standing = snapshot.config.standing_rules.get(task_type)
     return standing or snapshot.routes.get(task_type)
@@ -116,12 +128,8 @@ def score(examples: Sequence[Example], snapshot: routing.RoutingSnapshot) -> Sco
         try:
             decision = routing.decide(routing.RouteRequest(prompt=example.prompt), snapshot)
         except routing.RoutingError as exc:
-            result.add(example, None, None, want_tier)
-            result.misses.append(Miss(example, None, None, exc.message))
+            result.add(example, None, None, want_tier, exc.message)
             continue
-        got = decision.type or ""
-        result.add(example, got, decision.tier, want_tier)
-        if got != example.type or decision.tier != want_tier:
-            why = next((r for r in decision.reasons if r.startswith("type ")), "")
-            result.misses.append(Miss(example, got, decision.tier, why))
+        why = type_reason(decision.reasons)
+        result.add(example, decision.type or "", decision.tier, want_tier, why)
     return result

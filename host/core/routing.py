@@ -31,7 +31,14 @@ from typing import Any
 
 from host.config import Config, ManagedModel
 from host.core import modes
-from host.core.task_types import Classifier, InferenceRules, choose_type, infer_type, scanned_part
+from host.core.task_types import (
+    Classifier,
+    InferenceRules,
+    choose_type,
+    decided_by_rule,
+    infer_type,
+    scanned_part,
+)
 
 FORCE_BIG_TAG = re.compile(r"(?<!\S)#force_big\b[ \t]?", re.IGNORECASE)
 
@@ -302,7 +309,7 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
     rules = InferenceRules.with_extra(snap.config.inference)
     inference = infer_type(prompt, request.context_files, rules)
     classification = None
-    if snap.classifier is not None:
+    if snap.classifier is not None and not decided_by_rule(inference):
         classification = snap.classifier.classify(scanned_part(prompt))
     task_type, why = choose_type(
         inference,

@@ -342,6 +342,13 @@ class Classifier(Protocol):
     def classify(self, text: str) -> Classification | None: ...
 
 
+def decided_by_rule(inference: Inference) -> bool:
+    """Whether the rules alone decide: a winner on strong evidence (then the classifier
+    need not be asked at all)."""
+    rule_type = inference.type
+    return rule_type is not None and inference.scores.get(rule_type, 0.0) >= STRONG_RULE_SCORE
+
+
 def choose_type(
     inference: Inference,
     classification: Classification | None,
@@ -359,8 +366,7 @@ def choose_type(
     5. `default_type`, saying that nothing was sure.
     """
     rule_type = inference.type
-    strong = rule_type is not None and inference.scores.get(rule_type, 0.0) >= STRONG_RULE_SCORE
-    if rule_type is not None and strong:
+    if rule_type is not None and decided_by_rule(inference):
         return rule_type, inference.rule
     needed = threshold if rule_type is None else max(threshold, OVERRULE_CONFIDENCE)
     if classification is not None and classification.confidence >= needed:

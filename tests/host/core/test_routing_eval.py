@@ -5,14 +5,13 @@ the old keyword rules' score beside it, and the decision latency."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from host.config import load_config
 from host.core import routing
-from host.core.evaluation import Example, Score, score
+from host.core.evaluation import Example, Score, read_examples, score
 from host.models.type_classifier import TypeClassifier, all_examples, load_or_fit
 
 EVAL_SET = Path(__file__).parent / "data" / "routing_eval.jsonl"
@@ -27,7 +26,7 @@ names servers reaches the operator, review work with code the builder)."""
 
 
 def eval_examples() -> list[Example]:
-    return [Example(**json.loads(line)) for line in EVAL_SET.read_text().splitlines() if line]
+    return read_examples(EVAL_SET.read_text(), load_config().task_type_names())
 
 
 @pytest.fixture(scope="module")
