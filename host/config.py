@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -191,6 +192,9 @@ class RemoteModel(_Strict):
 
 ModelConfig = Annotated[ManagedModel | RemoteModel, Field(discriminator="kind")]
 
+RulePhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+"""A phrase of `rules`: a word or a few, found in a prompt as whole words."""
+
 
 class Tier(_Strict):
     """A role such as architect: its models in order, primary first, then fallbacks."""
@@ -251,11 +255,17 @@ class Config(_Strict):
     task_types: list[str] = Field(default_factory=list)
     """Task types beyond the eight built-in ones."""
     inference: dict[str, list[str]] = Field(default_factory=dict)
-    """Extra keywords per task type for inferring the type of untyped work."""
+    """Extra keywords per task type for inferring the type of untyped work (each is weak
+    evidence: the classifier may overrule one alone)."""
+    rules: dict[str, list[RulePhrase]] = Field(default_factory=dict)
+    """Your own phrases per task type that decide it: one found in a prompt (as whole
+    words) settles the type before the classifier is asked."""
     default_type: str = "planning"
     """The type given to work whose rules tie and that no classifier settles."""
     classifier: str | None = None
-    """A small (CPU) model asked to break ties between inferred types; never alone."""
+    """A small (CPU) model asked for the type when neither the rules nor the statistical
+    classifier were sure; its grammar allows only the type names, and it never overrules
+    an explicit step."""
     classifier_threshold: float = Field(0.3, ge=0, le=1)
     """How sure the statistical classifier must be to decide a type over weak rules."""
     examples: dict[str, list[str]] = Field(default_factory=dict)
@@ -327,6 +337,9 @@ class Config(_Strict):
         for task_type in self.examples:
             if task_type not in known_types:
                 raise ValueError(f"examples.{task_type}: unknown task type (add it to task_types)")
+        for task_type in self.rules:
+            if task_type not in known_types:
+                raise ValueError(f"rules.{task_type}: unknown task type (add it to task_types)")
         for task_type in self.validation.defaults:
             if task_type not in known_types:
                 raise ValueError(

@@ -8,19 +8,22 @@ its arbiter is told at once which models it may hold (and stops the rest).
 
 Everything that should look again after a change (the dispatcher, whose held-back tasks
 may start now) subscribes with `on_change`. The decision itself is pure
-(`host.core.routing.decide`); this only gathers its inputs.
+(`host.core.routing.decide`); this only gathers its inputs, and asks the classifier
+model when a decision says nothing explicit was sure of the type (`decide_asking`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from host.config import Config
 from host.core import modes, routing
 from host.core.task_types import Classifier
+from host.models.type_model import TypeQuestionFailed
 
 log = logging.getLogger("tierhost.controls")
 
@@ -29,6 +32,12 @@ class ModeGate(Protocol):
     """What a device's arbiter does with a mode: hold only these models (None: any)."""
 
     def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None: ...
+
+
+class TypeAsker(Protocol):
+    """The classifier model (`host.models.type_model.TypeModel`)."""
+
+    async def ask(self, text: str, choices: Sequence[str]) -> str: ...
 
 
 class Settings(Protocol):
@@ -62,6 +71,8 @@ class Controls:
         self._listeners: list[Callable[[], None]] = []
         self.classifier: Classifier | None = None
         """The statistical task-type classifier, once the daemon has loaded it."""
+        self.type_model: TypeAsker | None = None
+        """The configured classifier model, asked when nothing explicit was sure."""
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
@@ -142,3 +153,23 @@ class Controls:
 
     def decide(self, request: routing.RouteRequest) -> routing.Decision:
         return routing.decide(request, self.snapshot())
+
+    async def decide_asking(
+        self,
+        request: routing.RouteRequest,
+        decide: Callable[[routing.RouteRequest], Awaitable[routing.Decision]],
+    ) -> routing.Decision:
+        """`decide(request)`, and when its type is only the default and a classifier model
+        is configured, the same decision again with the model's answer (or, when it has
+        none, the first decision saying why). `decide` is the caller's way of deciding: in
+        the offload worker, with the tokenizer's count, and so on."""
+        decision = await decide(request)
+        question = decision.type_question
+        if question is None or self.type_model is None:
+            return decision
+        try:
+            answer = await self.type_model.ask(question.text, question.choices)
+        except TypeQuestionFailed as exc:
+            log.info("classifier model %s: %s", question.model, exc)
+            return decision.unanswered(str(exc))
+        return await decide(dataclasses.replace(request, classifier_answer=answer))

@@ -30,6 +30,7 @@ from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
 from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
 from host.models.status import status_document
+from host.models.type_model import TypeModel
 from host.offload import Offload
 from host.paths import find_llama_server, resolve_gguf
 from host.store import Store
@@ -202,6 +203,12 @@ class Host:
                 before_load=self._vram_gate(device_name, info.gpu_index),
             )
 
+    def _type_model(self, name: str) -> TypeModel:
+        """The classifier model; one on a GPU is asked only while resident."""
+        model = self.config.models[name]
+        on_gpu = isinstance(model, ManagedModel) and self.devices[model.device].kind == "gpu"
+        return TypeModel(self.fleet, name, may_wait=not on_gpu)
+
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         reaped = await asyncio.to_thread(reap_leftovers, self.run_dir)
@@ -215,6 +222,8 @@ class Host:
         self.controls.classifier = await asyncio.to_thread(
             type_classifier.load_or_fit, self.config.examples
         )
+        if self.config.classifier is not None:
+            self.controls.type_model = self._type_model(self.config.classifier)
         settings = self.config.scheduler
         policy = Policy(
             max_wait_s=settings.max_wait_s,
@@ -233,7 +242,7 @@ class Host:
             self.config,
             self.store,
             self._dispatcher,
-            self.controls.snapshot,
+            self.controls,
             self.fleet,
             self.offload,
         )

@@ -156,6 +156,42 @@ class ModeChange(_Request):
 # -- results: what the daemon answers ------------------------------------------------
 
 
+class TypeProbability(_Result):
+    type: str
+    probability: float
+
+
+class ClassifierOpinion(_Result):
+    """What the statistical classifier thought, and how sure it had to be to decide."""
+
+    type: str
+    confidence: float
+    words: list[str] = Field(default_factory=list)
+    ranking: list[TypeProbability] = Field(default_factory=list)
+    needed: float | None = None
+
+
+class ClassifierModelAnswer(_Result):
+    """What the classifier model was asked to choose among, and what it said."""
+
+    model: str
+    choices: list[str] = Field(default_factory=list)
+    answer: str | None = None
+    error: str | None = None
+
+
+class TypeEvidence(_Result):
+    """Every step's evidence for an inferred type (`tierhost route --explain`)."""
+
+    decided_by: str
+    """`rule`, `classifier`, `weak rule`, `classifier model` or `default`."""
+    rule: str
+    rule_scores: dict[str, float] = Field(default_factory=dict)
+    strong_rule: bool = False
+    classifier: ClassifierOpinion | None = None
+    classifier_model: ClassifierModelAnswer | None = None
+
+
 class Decision(_Result):
     """Where a prompt goes, and the ordered reasons the router gave."""
 
@@ -167,6 +203,8 @@ class Decision(_Result):
     force_big: bool = False
     wait_reason: str | None = None
     estimated_tokens: int = 0
+    type_evidence: TypeEvidence | None = None
+    """None when the request gave the type."""
 
 
 class TaskEvent(_Result):

@@ -620,7 +620,9 @@ async def _route(
         intent=prepared.intent,
     )
     try:
-        decision = await _decide_counting(host, route)
+        decision = await host.controls.decide_asking(
+            route, lambda asked: _decide_counting(host, asked)
+        )
     except RoutingError as exc:
         if exc.kind == "context_length_exceeded":
             raise _ContextTooLong(exc.message) from None

@@ -23,17 +23,22 @@ def _raise(error: routing.RoutingError) -> ApiError:
 
 async def route(request: Request) -> Response:
     query = await read_model(request, RouteQuery)
+    host = _host(request)
+
+    async def decide(route: routing.RouteRequest) -> routing.Decision:
+        snapshot = host.controls.snapshot()
+        return await host.offload.run(len(route.prompt), routing.decide, route, snapshot)
+
+    route_request = routing.RouteRequest(
+        prompt=query.prompt,
+        type=query.type,
+        tier=query.tier,
+        model=query.model,
+        force_big=query.force_big,
+        context_files=tuple(query.context_files),
+    )
     try:
-        decision = _host(request).controls.decide(
-            routing.RouteRequest(
-                prompt=query.prompt,
-                type=query.type,
-                tier=query.tier,
-                model=query.model,
-                force_big=query.force_big,
-                context_files=tuple(query.context_files),
-            )
-        )
+        decision = await host.controls.decide_asking(route_request, decide)
     except routing.RoutingError as exc:
         raise _raise(exc) from None
     return JSONResponse(decision.as_json())

@@ -220,16 +220,68 @@ def cmd_route(args: argparse.Namespace) -> int:
             )
 
     decision = asyncio.run(run())
-    if _json_mode(args):
+    # `--explain` is for reading, piped into `less` or not; `--json` still wins
+    if args.json or (_json_mode(args) and not args.explain):
         print(json.dumps(decision))
         return 0
     print(
         f"{decision['type']} → {decision['tier']} → {decision['model']} "
         f"on {decision['device'] or 'remote'}"
     )
+    if args.explain:
+        for line in explain_type(decision.get("type_evidence")):
+            print(line)
+        print("route:")
     for reason in decision["reasons"]:
         print(f"  - {reason}")
     return 0
+
+
+def _scores(scores: dict[str, float]) -> str:
+    ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {score:g}" for name, score in ranked) or "none"
+
+
+def explain_type(evidence: dict[str, Any] | None) -> list[str]:
+    """`tierhost route --explain`: each step of the type's inference, with its evidence,
+    in the order the router takes them (`host.core.task_types.choose_type`)."""
+    if evidence is None:
+        return ["type: given by the request (nothing inferred)"]
+    lines = ["type, step by step:"]
+    strength = "strong: decides" if evidence.get("strong_rule") else "not strong enough to decide"
+    lines.append(f"  1. rules: {evidence.get('rule')} ({strength})")
+    lines.append(f"     scores: {_scores(evidence.get('rule_scores') or {})}")
+    opinion = evidence.get("classifier")
+    if opinion is None:
+        why = "a strong rule decided" if evidence.get("strong_rule") else "none loaded"
+        lines.append(f"  2. classifier: not asked ({why})")
+    else:
+        words = ", ".join(f"'{w}'" for w in opinion.get("words") or []) or "no telling words"
+        needed = opinion.get("needed")
+        bar = f", needed {needed:.2f}" if isinstance(needed, (int, float)) else ""
+        lines.append(
+            f"  2. classifier: {opinion.get('type')} {opinion.get('confidence', 0):.2f}{bar} — "
+            f"{words}"
+        )
+        ranking = ", ".join(
+            f"{entry.get('type')} {entry.get('probability', 0):.2f}"
+            for entry in opinion.get("ranking") or []
+        )
+        if ranking:
+            lines.append(f"     likeliest: {ranking}")
+    asked = evidence.get("classifier_model")
+    if asked is None:
+        lines.append("  3. classifier model: not asked")
+    else:
+        choices = ", ".join(asked.get("choices") or [])
+        outcome = (
+            f"answered {asked.get('answer')!r}"
+            if asked.get("error") is None
+            else f"no answer: {asked.get('error')}"
+        )
+        lines.append(f"  3. classifier model {asked.get('model')} (among {choices}): {outcome}")
+    lines.append(f"  decided by: {evidence.get('decided_by')}")
+    return lines
 
 
 ROUTING_VERSION = 1
@@ -525,6 +577,9 @@ def add_commands(sub: Any) -> None:
     route.add_argument("--tier")
     route.add_argument("--model")
     route.add_argument("--force-big", action="store_true")
+    route.add_argument(
+        "--explain", action="store_true", help="show each step of the type's inference"
+    )
     common(route)
     route.set_defaults(func=cmd_route)
 

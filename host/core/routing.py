@@ -22,6 +22,7 @@ Candidates are the tier's models in order, then those of its fallback tiers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -32,8 +33,11 @@ from typing import Any
 from host.config import Config, ManagedModel
 from host.core import modes
 from host.core.task_types import (
+    Classification,
     Classifier,
+    Inference,
     InferenceRules,
+    TypeChoice,
     choose_type,
     decided_by_rule,
     infer_type,
@@ -70,7 +74,7 @@ class RouteRequest:
     force_big: bool = False
     context_files: tuple[str, ...] = ()
     classifier_answer: str | None = None
-    """Set by the shell after asking the classifier model to break a tie."""
+    """Set by the shell after asking the classifier model (`Decision.type_question`)."""
     intent: str | None = None
     """What the type is inferred from, when not the whole prompt: the newest user turn
     of a conversation (its system prompt and tool output say little of what is wanted)."""
@@ -104,6 +108,22 @@ class RoutingSnapshot:
 
 
 @dataclass(frozen=True)
+class TypeQuestion:
+    """What the shell should ask the configured classifier model, because no explicit step
+    was sure of the type: the text the type is read from, and the only answers it may
+    give (its grammar allows nothing else)."""
+
+    model: str
+    text: str
+    choices: tuple[str, ...]
+
+
+QUESTION_CHARS = 2_000
+"""What the classifier model reads of a prompt: its head, where the ask is (a small CPU
+model's prompt processing is the cost of the question)."""
+
+
+@dataclass(frozen=True)
 class Decision:
     type: str | None
     tier: str
@@ -115,6 +135,10 @@ class Decision:
     wait_reason: str | None = None
     estimated_tokens: int = 0
     candidates: tuple[str, ...] = field(default=())
+    type_evidence: Mapping[str, Any] | None = None
+    """Every step's evidence for the type (`type_evidence()`); None when it was given."""
+    type_question: TypeQuestion | None = None
+    """Set when the type is only the default and a classifier model could be asked."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -126,7 +150,29 @@ class Decision:
             "force_big": self.force_big,
             "wait_reason": self.wait_reason,
             "estimated_tokens": self.estimated_tokens,
+            "type_evidence": None if self.type_evidence is None else dict(self.type_evidence),
         }
+
+    def unanswered(self, error: str) -> Decision:
+        """This decision, saying that the classifier model could not answer and why (the
+        default type stands)."""
+        question = self.type_question
+        if question is None or self.type_evidence is None:
+            return self
+        why = f"the classifier model {question.model} gave no answer: {error}"
+        evidence = {
+            **self.type_evidence,
+            "classifier_model": {
+                "model": question.model,
+                "choices": list(question.choices),
+                "answer": None,
+                "error": error,
+            },
+        }
+        reasons = (f"{self.reasons[0]}; {why}", *self.reasons[1:])
+        return dataclasses.replace(
+            self, reasons=reasons, type_evidence=evidence, type_question=None
+        )
 
 
 TYPICAL_CHARS_PER_TOKEN = 4
@@ -297,7 +343,50 @@ def _known(names: Sequence[str] | Mapping[str, object]) -> str:
     return ", ".join(sorted(names))
 
 
-def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> tuple[str, str]:
+def type_evidence(
+    inference: Inference,
+    classification: Classification | None,
+    choice: TypeChoice,
+    request: RouteRequest,
+    classifier_model: str | None,
+) -> dict[str, Any]:
+    """Each step's evidence, for `tierhost route --explain` and the decision JSON: what
+    every rule scored, what the classifier thought of each likely type and how sure it
+    had to be, and what the classifier model was asked and answered."""
+    opinion = None
+    if classification is not None:
+        opinion = {
+            "type": classification.type,
+            "confidence": round(classification.confidence, 4),
+            "words": list(classification.evidence),
+            "ranking": [
+                {"type": name, "probability": round(p, 4)} for name, p in classification.ranking
+            ],
+            "needed": choice.needed,
+        }
+    asked = None
+    if request.classifier_answer is not None and classifier_model is not None:
+        asked = {
+            "model": classifier_model,
+            "choices": list(inference.tied),
+            "answer": request.classifier_answer,
+            "error": None,
+        }
+    return {
+        "decided_by": choice.decided_by,
+        "rule": inference.rule,
+        "rule_scores": dict(inference.scores),
+        "strong_rule": decided_by_rule(inference),
+        "classifier": opinion,
+        "classifier_model": asked,
+    }
+
+
+def _decide_type(
+    request: RouteRequest, snap: RoutingSnapshot, prompt: str
+) -> tuple[str, str, dict[str, Any] | None, TypeQuestion | None]:
+    """The type, why, each step's evidence, and the question for the classifier model
+    when nothing explicit was sure."""
     if request.type is not None:
         if request.type not in snap.known_types():
             raise RoutingError(
@@ -305,20 +394,28 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
                 "unknown_type",
                 f"unknown task type {request.type!r}; known: {_known(snap.known_types())}",
             )
-        return request.type, f"type {request.type} given by the request"
-    rules = InferenceRules.with_extra(snap.config.inference)
+        return request.type, f"type {request.type} given by the request", None, None
+    config = snap.config
+    rules = InferenceRules.with_extra(config.inference, config.rules)
     inference = infer_type(prompt, request.context_files, rules)
+    if inference.type is None and not inference.scores:
+        # Nothing fired: the classifier model may name any type.
+        inference = dataclasses.replace(inference, tied=tuple(snap.known_types()))
     classification = None
     if snap.classifier is not None and not decided_by_rule(inference):
         classification = snap.classifier.classify(scanned_part(prompt))
-    task_type, why = choose_type(
+    choice = choose_type(
         inference,
         classification,
-        snap.config.classifier_threshold,
+        config.classifier_threshold,
         request.classifier_answer,
-        snap.config.default_type,
+        config.default_type,
     )
-    return task_type, f"type {task_type} inferred: {why}"
+    question = None
+    if choice.unsure and config.classifier is not None and request.classifier_answer is None:
+        question = TypeQuestion(config.classifier, prompt[:QUESTION_CHARS], inference.tied)
+    evidence = type_evidence(inference, classification, choice, request, config.classifier)
+    return choice.type, f"type {choice.type} inferred: {choice.reason}", evidence, question
 
 
 def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
@@ -356,7 +453,7 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
         tier = request.tier
         reasons.append(f"override: tier {tier} requested")
     intent = prompt if request.intent is None else strip_force_big(request.intent)[0]
-    task_type, type_reason = _decide_type(request, snap, intent)
+    task_type, type_reason, evidence, question = _decide_type(request, snap, intent)
     reasons.insert(0, type_reason)
 
     # 2. force-big
@@ -401,7 +498,8 @@ def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:
                 f"candidates: {', '.join(candidates)} (fallback tiers {', '.join(chain[1:])})"
             )
 
-    return _choose(candidates, snap, reasons, task_type, tier or "", prompt, tokens, force_big)
+    decision = _choose(candidates, snap, reasons, task_type, tier or "", prompt, tokens, force_big)
+    return dataclasses.replace(decision, type_evidence=evidence, type_question=question)
 
 
 def _choose(

@@ -18,6 +18,7 @@ keyword is looked for with a substring test before its word-boundary pattern run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -187,6 +188,8 @@ INFRA_FILE_NAMES = frozenset(
 )
 
 KEYWORD_WEIGHT = 1.0
+USER_RULE_WEIGHT = 2.0
+"""A phrase of the owner's `rules` is strong evidence on its own (`STRONG_RULE_SCORE`)."""
 CODE_WEIGHT = 1.0
 FILE_WEIGHT = 2.0
 STRONG_RULE_SCORE = 2.0
@@ -212,14 +215,21 @@ _CODE_LINE = re.compile(
 class InferenceRules:
     keywords: Mapping[str, Sequence[str]] = field(default_factory=lambda: DEFAULT_KEYWORDS)
     file_kinds: Mapping[str, str] = field(default_factory=lambda: FILE_KINDS)
+    user_rules: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """The owner's phrases per type, each strong enough to decide (`USER_RULE_WEIGHT`)."""
 
     @classmethod
-    def with_extra(cls, extra: Mapping[str, Sequence[str]]) -> InferenceRules:
-        """The defaults plus keywords from config (new types may bring their own)."""
+    def with_extra(
+        cls,
+        extra: Mapping[str, Sequence[str]],
+        user_rules: Mapping[str, Sequence[str]] | None = None,
+    ) -> InferenceRules:
+        """The defaults plus keywords from config (new types may bring their own), and
+        the config's own deciding rules."""
         merged = {t: tuple(words) for t, words in DEFAULT_KEYWORDS.items()}
         for task_type, words in extra.items():
             merged[task_type] = (*merged.get(task_type, ()), *words)
-        return cls(keywords=merged)
+        return cls(keywords=merged, user_rules=dict(user_rules or {}))
 
 
 @dataclass(frozen=True)
@@ -266,6 +276,13 @@ def infer_type(prompt: str, context_files: Sequence[str], rules: InferenceRules)
     scores: dict[str, _Score] = {}
     prompt = scanned_part(prompt)
     lowered = prompt.lower()
+    for task_type, phrases in rules.user_rules.items():
+        for phrase in phrases:
+            key = phrase.lower()
+            if key in lowered and _keyword_pattern(key).search(lowered):
+                scores.setdefault(task_type, _Score()).add(
+                    USER_RULE_WEIGHT, f"your rule '{phrase}' → {task_type}"
+                )
     for task_type, words in rules.keywords.items():
         for word in words:
             key = word.lower()
@@ -299,17 +316,24 @@ def infer_type(prompt: str, context_files: Sequence[str], rules: InferenceRules)
     return Inference(winner, scores[winner].best_rule, totals)
 
 
+def _answer(text: str | None) -> str:
+    """A model's answer as a type name: trimmed, lowercased, without a closing period."""
+    return (text or "").strip().lower().strip(".")
+
+
 def resolve_tie(
     inference: Inference, classifier_answer: str | None, default_type: str
 ) -> Inference:
-    """Settle a tie: the classifier's answer if it names a tied type, else the default."""
+    """Settle what the rules left open: the classifier model's answer if it names one of
+    the candidates (`Inference.tied`: the tied types, or every type when nothing fired),
+    else the default."""
     if inference.type is not None:
         return inference
-    answer = (classifier_answer or "").strip().lower().strip(".")
+    answer = _answer(classifier_answer)
     if answer in inference.tied:
         rule = f"{inference.rule}; the classifier model chose {answer}"
         return Inference(answer, rule, inference.scores, inference.tied)
-    asked = f"; the classifier answered {classifier_answer!r}" if classifier_answer else ""
+    asked = f"; the classifier model answered {classifier_answer!r}" if classifier_answer else ""
     rule = f"{inference.rule}{asked}; default type {default_type}"
     return Inference(default_type, rule, inference.scores, inference.tied)
 
@@ -329,6 +353,8 @@ class Classification:
     """The probability it gives its type, 0 to 1."""
     evidence: tuple[str, ...] = ()
     """The words that weighed most for that type, strongest first."""
+    ranking: tuple[tuple[str, float], ...] = ()
+    """The likeliest types with their probabilities, its own first (for `--explain`)."""
 
     def reason(self) -> str:
         words = ", ".join(f"'{w}'" for w in self.evidence)
@@ -349,40 +375,76 @@ def decided_by_rule(inference: Inference) -> bool:
     return rule_type is not None and inference.scores.get(rule_type, 0.0) >= STRONG_RULE_SCORE
 
 
+RULE = "rule"
+CLASSIFIER = "classifier"
+WEAK_RULE = "weak rule"
+CLASSIFIER_MODEL = "classifier model"
+DEFAULT = "default"
+"""The steps that can decide an inferred type, in the order `choose_type` tries them."""
+
+
+@dataclass(frozen=True)
+class TypeChoice:
+    """An inferred type, why, and which step decided it."""
+
+    type: str
+    reason: str
+    decided_by: str
+    """`RULE`, `CLASSIFIER`, `WEAK_RULE`, `CLASSIFIER_MODEL` or `DEFAULT`."""
+    needed: float | None = None
+    """How sure the classifier had to be at its step (None: it was not consulted)."""
+
+    @property
+    def unsure(self) -> bool:
+        """Nothing was sure enough: the default type stands (a classifier model may help)."""
+        return self.decided_by == DEFAULT
+
+
 def choose_type(
     inference: Inference,
     classification: Classification | None,
     threshold: float,
     classifier_answer: str | None,
     default_type: str,
-) -> tuple[str, str]:
+) -> TypeChoice:
     """The type of untyped work, and why, in this order:
 
-    1. a rule on strong evidence (`STRONG_RULE_SCORE`);
+    1. a rule on strong evidence (`STRONG_RULE_SCORE`; the owner's own rules are);
     2. the classifier, when it is at least `threshold` sure (`OVERRULE_CONFIDENCE` to
        overrule a weak rule);
     3. a rule on weak evidence (one keyword);
-    4. for rules that tie, the classifier model's answer if it names a tied type;
+    4. the classifier model's answer, if it names a candidate (a tied type, or any when
+       nothing fired); the shell asks it only when this would otherwise be step 5;
     5. `default_type`, saying that nothing was sure.
     """
     rule_type = inference.type
     if rule_type is not None and decided_by_rule(inference):
-        return rule_type, inference.rule
+        return TypeChoice(rule_type, inference.rule, RULE)
     needed = threshold if rule_type is None else max(threshold, OVERRULE_CONFIDENCE)
     if classification is not None and classification.confidence >= needed:
         if rule_type is None:
-            return classification.type, classification.reason()
-        if rule_type == classification.type:
-            return rule_type, f"{classification.reason()}; {inference.rule} agrees"
-        return classification.type, f"{classification.reason()}; over the weaker {inference.rule}"
+            why = classification.reason()
+        elif rule_type == classification.type:
+            why = f"{classification.reason()}; {inference.rule} agrees"
+        else:
+            why = f"{classification.reason()}; over the weaker {inference.rule}"
+        return TypeChoice(classification.type, why, CLASSIFIER, needed)
+    consulted = needed if classification is not None else None
     unsure = (
         f"; {classification.reason()} is under the threshold {needed:.2f}"
         if classification is not None
         else ""
     )
     if rule_type is not None:
-        return rule_type, inference.rule + unsure
-    settled = resolve_tie(inference, classifier_answer, default_type)
-    if settled.type != default_type or classifier_answer:
-        return str(settled.type), settled.rule + unsure
-    return default_type, f"{inference.rule}{unsure}; nothing was sure: default type {default_type}"
+        return TypeChoice(rule_type, inference.rule + unsure, WEAK_RULE, consulted)
+    if classifier_answer:
+        with_unsure = dataclasses.replace(inference, rule=inference.rule + unsure)
+        settled = resolve_tie(with_unsure, classifier_answer, default_type)
+        step = CLASSIFIER_MODEL if _answer(classifier_answer) in inference.tied else DEFAULT
+        return TypeChoice(str(settled.type), settled.rule, step, consulted)
+    return TypeChoice(
+        default_type,
+        f"{inference.rule}{unsure}; nothing was sure: default type {default_type}",
+        DEFAULT,
+        consulted,
+    )

@@ -45,6 +45,8 @@ CLASSIFY_CHARS = 4_096
 """What a prompt's type is read from: its head, where what is wanted is said."""
 
 EVIDENCE_WORDS = 3
+RANKED_TYPES = 3
+"""How many of the likeliest types a classification lists with their probabilities."""
 MAX_EXAMPLE_CHARS = 2_000
 
 
@@ -139,7 +141,9 @@ class TypeClassifier:
         ]
         contributions.sort(reverse=True)
         evidence = tuple(word for weight, word in contributions[:EVIDENCE_WORDS] if weight > 0)
-        return Classification(self.types[best], float(probabilities[best]), evidence)
+        order = np.argsort(-probabilities, kind="stable")[:RANKED_TYPES]
+        ranking = tuple((self.types[int(i)], float(probabilities[int(i)])) for i in order)
+        return Classification(self.types[best], float(probabilities[best]), evidence, ranking)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """To another process as the cache path it can load, when there is one."""

@@ -1,7 +1,8 @@
 """The task queue: submit, get, list and cancel, as every client sees tasks.
 
 A submission is decided (`Controls.snapshot()` taken here, on the event loop; a long
-prompt decided in the offload worker), stored `queued`, and the dispatcher is woken. What
+prompt decided in the offload worker; the classifier model asked when the decision
+wants it), stored `queued`, and the dispatcher is woken. What
 a client reads of a task is the stored row and, while it runs, the dispatcher's live
 token count; a task held back by its device's mode says why (`waiting_because`), and a
 queued one where it stands (`queue_position`).
@@ -9,7 +10,7 @@ queued one where it stands (`queue_position`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from host.config import Config
@@ -26,39 +27,52 @@ class Holds(Protocol):
     def hold_reason(self, model: str, forced: bool = False) -> str | None: ...
 
 
+class Deciding(Protocol):
+    """Where a submission's decision comes from (`host.controls.Controls`)."""
+
+    def snapshot(self) -> routing.RoutingSnapshot: ...
+
+    async def decide_asking(
+        self,
+        request: routing.RouteRequest,
+        decide: Callable[[routing.RouteRequest], Awaitable[routing.Decision]],
+    ) -> routing.Decision: ...
+
+
 class TaskQueue:
     def __init__(
         self,
         config: Config,
         store: Store,
         dispatcher: Dispatcher,
-        snapshot: Callable[[], routing.RoutingSnapshot],
+        controls: Deciding,
         holds: Holds,
         offload: Offload,
     ) -> None:
         self._config = config
         self._store = store
         self._dispatcher = dispatcher
-        self._snapshot = snapshot
+        self._controls = controls
         self._holds = holds
         self._offload = offload
 
     async def submit(self, submission: dict[str, Any]) -> dict[str, Any]:
         """Decide where the task goes, store it, then wake the dispatcher. Raises
         `RoutingError` when no model can take it."""
-        decision = await self._offload.run(
-            len(submission["prompt"]),
-            routing.decide,
-            routing.RouteRequest(
-                prompt=submission["prompt"],
-                type=submission.get("type"),
-                tier=submission.get("tier"),
-                model=submission.get("model"),
-                force_big=bool(submission.get("force_big")),
-                context_files=tuple(f["path"] for f in submission["context"]["files"]),
-            ),
-            self._snapshot(),
+        request = routing.RouteRequest(
+            prompt=submission["prompt"],
+            type=submission.get("type"),
+            tier=submission.get("tier"),
+            model=submission.get("model"),
+            force_big=bool(submission.get("force_big")),
+            context_files=tuple(f["path"] for f in submission["context"]["files"]),
         )
+
+        async def decide(request: routing.RouteRequest) -> routing.Decision:
+            snapshot = self._controls.snapshot()
+            return await self._offload.run(len(request.prompt), routing.decide, request, snapshot)
+
+        decision = await self._controls.decide_asking(request, decide)
         validation = submission.get("validation") or self._config.validation_default(decision.type)
         task = await self._store.create_task(
             prompt=decision.prompt,

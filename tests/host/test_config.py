@@ -80,6 +80,8 @@ def test_a_remote_model_needs_an_http_url() -> None:
         ('[tiers.extra]\nmodels = ["nope"]\n', r"tiers\.extra\.models: unknown model 'nope'"),
         ('[routing]\nplanning = "wizard"\n', r"routing\.planning: unknown tier 'wizard'"),
         ('[models.auto]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\n', r"models\.auto: the name"),
+        ('[rules]\npoetry = ["sonnet"]\n', r"rules\.poetry: unknown task type"),
+        ('[rules]\ninfra = ["x"]\n', r"rules\.infra\.0: String should have at least 2 characters"),
         ("[devices.gpu0\n", r"not valid TOML"),
     ],
 )

@@ -219,6 +219,30 @@ def test_the_cli_sends_the_token_a_daemon_bound_beyond_loopback_requires(
     assert top.returncode == 0 and "architect-demo" in top.stdout, top.stderr
 
 
+def test_route_explain_shows_each_step_of_the_types_inference(demo_daemon: Daemon) -> None:
+    result = tierhost(
+        "route",
+        "--explain",
+        "the plan: add a --dry-run flag to the sync command",
+        url=demo_daemon.url,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "implementation → builder → builder-demo on gpu0"
+    assert lines[1] == "type, step by step:"
+    assert lines[2] == ("  1. rules: keyword 'plan' → planning (not strong enough to decide)")
+    assert lines[3] == "     scores: planning 1"
+    assert lines[4].startswith("  2. classifier: implementation 0.")
+    assert ", needed 0.50 — " in lines[4]
+    assert lines[5].startswith("     likeliest: implementation 0.")
+    assert lines[6] == "  3. classifier model: not asked"
+    assert lines[7] == "  decided by: classifier"
+    assert lines[8] == "route:"
+    assert lines[9].startswith("  - type implementation inferred: classifier: implementation")
+    as_json = json.loads(tierhost("route", "--json", "--explain", "x", url=demo_daemon.url).stdout)
+    assert as_json["type_evidence"]["decided_by"] in {"classifier", "default"}
+
+
 def test_routing_eval_scores_the_daemon_on_a_labelled_file(
     demo_daemon: Daemon, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from host.core.routing import (
     Decision,
     RouteRequest,
     RoutingError,
+    TypeQuestion,
     context_window_of,
     decide,
     export_routes,
@@ -20,11 +21,11 @@ from host.core.routing import (
     strip_force_big,
     validate_routes,
 )
+from host.core.task_types import Classification
 
 # A 24 GB box: an MoE architect and a dense builder share gpu0, a small operator on the
 # CPU, and a hosted model as the architect's last resort.
-BOX = parse_config(
-    """
+BOX_TEXT = """
     [devices.gpu0]
     memory_mb = 24000
     [devices.cpu]
@@ -67,9 +68,8 @@ BOX = parse_config(
     models = ["helper"]
     [tiers.cloud]
     models = ["hosted"]
-    """,
-    "box",
-)
+    """
+BOX = parse_config(BOX_TEXT, "box")
 
 
 def route(
@@ -115,6 +115,100 @@ def test_the_classifier_breaks_a_tie_and_the_decision_says_so() -> None:
     decision = route("review the plan", classifier_answer="review")
     assert decision.type == "review"
     assert "classifier model chose review" in decision.reasons[0]
+
+
+WITH_ROUTER = BOX.model_copy(update={"classifier": "helper"})
+"""The box with its CPU helper as the classifier model."""
+
+
+def test_an_unsure_type_asks_the_classifier_model_among_the_candidates() -> None:
+    decision = route("review the plan", config=WITH_ROUTER)
+    assert decision.type == "planning"  # the default, until the model answers
+    assert decision.type_question == TypeQuestion(
+        "helper", "review the plan", ("planning", "review")
+    )
+    nothing_fired = route("hello there", config=WITH_ROUTER).type_question
+    assert nothing_fired is not None
+    assert nothing_fired.choices == tuple(WITH_ROUTER.task_type_names())
+
+
+def test_no_question_without_a_classifier_model_or_once_it_answered() -> None:
+    assert route("review the plan").type_question is None
+    answered = route("review the plan", config=WITH_ROUTER, classifier_answer="review")
+    assert (answered.type, answered.type_question) == ("review", None)
+    assert answered.type_evidence is not None
+    assert answered.type_evidence["decided_by"] == "classifier model"
+    assert answered.type_evidence["classifier_model"] == {
+        "model": "helper",
+        "choices": ["planning", "review"],
+        "answer": "review",
+        "error": None,
+    }
+
+
+def test_a_sure_step_or_a_given_type_asks_nothing() -> None:
+    assert route("Draft a roadmap for the launch", config=WITH_ROUTER).type_question is None
+    given = route("hello", type="email", config=WITH_ROUTER)
+    assert (given.type_question, given.type_evidence) == (None, None)
+    assert given.as_json()["type_evidence"] is None
+
+
+def test_a_question_left_unanswered_keeps_the_default_and_says_why() -> None:
+    asked = route("review the plan", config=WITH_ROUTER)
+    decision = asked.unanswered("no answer within 10 s")
+    assert (decision.type, decision.model, decision.type_question) == ("planning", "qwen-moe", None)
+    assert decision.reasons[0].endswith(
+        "default type planning; the classifier model helper gave no answer: no answer within 10 s"
+    )
+    assert decision.reasons[1:] == asked.reasons[1:]
+    assert decision.type_evidence is not None
+    assert decision.type_evidence["classifier_model"]["error"] == "no answer within 10 s"
+
+
+class FixedClassifier:
+    def __init__(self, answer: Classification) -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def classify(self, text: str) -> Classification | None:
+        self.asked.append(text)
+        return self.answer
+
+
+def test_the_decision_json_carries_each_steps_evidence() -> None:
+    sure = Classification(
+        "implementation", 0.81, ("flag", "command"), (("implementation", 0.81), ("planning", 0.1))
+    )
+    snap = snapshot_from_config(BOX, classifier=FixedClassifier(sure))
+    decision = decide(RouteRequest(prompt="the plan: add a --dry-run flag to sync"), snap)
+    assert decision.type == "implementation"
+    assert decision.as_json()["type_evidence"] == {
+        "decided_by": "classifier",
+        "rule": "keyword 'plan' → planning",
+        "rule_scores": {"planning": 1.0},
+        "strong_rule": False,
+        "classifier": {
+            "type": "implementation",
+            "confidence": 0.81,
+            "words": ["flag", "command"],
+            "ranking": [
+                {"type": "implementation", "probability": 0.81},
+                {"type": "planning", "probability": 0.1},
+            ],
+            "needed": 0.5,
+        },
+        "classifier_model": None,
+    }
+
+
+def test_the_owners_rules_decide_before_the_classifier_is_asked() -> None:
+    config = parse_config(BOX_TEXT + '\n[rules]\ninfra = ["grafana"]\n', "box-with-rules")
+    classifier = FixedClassifier(Classification("review", 0.99))
+    snap = snapshot_from_config(config, classifier=classifier)
+    decision = decide(RouteRequest(prompt="grafana shows no data since tuesday"), snap)
+    assert (decision.type, decision.model) == ("infra", "helper")
+    assert decision.reasons[0] == "type infra inferred: your rule 'grafana' → infra"
+    assert classifier.asked == []
 
 
 def test_the_standing_infra_rule_beats_an_edited_table() -> None:

@@ -77,7 +77,7 @@ def test_the_classifier_settles_a_tie_only_with_a_tied_type() -> None:
 
     ignored = resolve_tie(tie, "email", "planning")
     assert ignored.type == "planning"
-    assert "classifier answered 'email'" in ignored.rule
+    assert "classifier model answered 'email'" in ignored.rule
     assert "default type planning" in ignored.rule
 
 
@@ -149,18 +149,20 @@ UNSURE = Classification("email", 0.31, ("send",))
 
 def test_a_strong_rule_decides_before_the_classifier() -> None:
     fenced = infer_type("fix this\n```python\nx = 1\n```", ("app/main.py",), RULES)
-    assert choose_type(fenced, Classification("planning", 0.99), 0.5, None, "planning") == (
+    choice = choose_type(fenced, Classification("planning", 0.99), 0.5, None, "planning")
+    assert (choice.type, choice.reason, choice.decided_by) == (
         "implementation",
         "file kind of main.py in the context → implementation",
+        "rule",
     )
 
 
 def test_a_sure_classifier_decides_over_a_weak_rule_and_says_so() -> None:
     weak = infer_type("the plan is to add a --dry-run flag to sync", (), RULES)
     assert weak.type == "planning"
-    task_type, why = choose_type(weak, SURE, 0.5, None, "planning")
-    assert task_type == "implementation"
-    assert why == (
+    choice = choose_type(weak, SURE, 0.5, None, "planning")
+    assert (choice.type, choice.decided_by, choice.needed) == ("implementation", "classifier", 0.5)
+    assert choice.reason == (
         "classifier: implementation 0.86 — 'flag', 'command', 'add'; "
         "over the weaker keyword 'plan' → planning"
     )
@@ -168,29 +170,56 @@ def test_a_sure_classifier_decides_over_a_weak_rule_and_says_so() -> None:
 
 def test_an_unsure_classifier_leaves_a_weak_rule_to_decide() -> None:
     weak = infer_type("the plan is to add a --dry-run flag to sync", (), RULES)
-    task_type, why = choose_type(weak, UNSURE, 0.5, None, "planning")
-    assert task_type == "planning"
-    assert why.endswith("classifier: email 0.31 — 'send' is under the threshold 0.50")
+    choice = choose_type(weak, UNSURE, 0.5, None, "planning")
+    assert (choice.type, choice.decided_by, choice.unsure) == ("planning", "weak rule", False)
+    assert choice.reason.endswith("classifier: email 0.31 — 'send' is under the threshold 0.50")
 
 
 def test_nothing_sure_is_the_default_type_and_the_reason_says_so() -> None:
     nothing = infer_type("hmm", (), RULES)
-    task_type, why = choose_type(nothing, UNSURE, 0.5, None, "planning")
-    assert task_type == "planning"
-    assert why.endswith("nothing was sure: default type planning")
-    assert choose_type(nothing, None, 0.5, None, "planning")[0] == "planning"
+    choice = choose_type(nothing, UNSURE, 0.5, None, "planning")
+    assert (choice.type, choice.unsure) == ("planning", True)
+    assert choice.reason.endswith("nothing was sure: default type planning")
+    assert choose_type(nothing, None, 0.5, None, "planning").type == "planning"
 
 
 def test_a_tie_is_still_broken_by_the_classifier_models_answer() -> None:
     tie = infer_type("plan the design", (), RULES)
     assert tie.type is None
-    assert choose_type(tie, None, 0.5, "design", "planning")[0] == "design"
+    choice = choose_type(tie, None, 0.5, "design", "planning")
+    assert (choice.type, choice.decided_by) == ("design", "classifier model")
+    assert choice.reason.endswith("the classifier model chose design")
+
+
+def test_a_classifier_model_answer_outside_the_candidates_leaves_the_default() -> None:
+    tie = infer_type("plan the design", (), RULES)
+    choice = choose_type(tie, None, 0.5, "email", "planning")
+    assert (choice.type, choice.decided_by) == ("planning", "default")
+    assert "the classifier model answered 'email'" in choice.reason
+
+
+def test_the_classifier_model_is_not_heard_where_an_explicit_step_was_sure() -> None:
+    weak = infer_type("the plan is to add a --dry-run flag to sync", (), RULES)
+    assert choose_type(weak, SURE, 0.5, "email", "planning").type == "implementation"
+    assert choose_type(weak, None, 0.5, "email", "planning").type == "planning"
+
+
+def test_an_owners_rule_decides_alone_and_is_quoted() -> None:
+    rules = InferenceRules.with_extra({}, {"infra": ["grafana"], "admin": ["expense report"]})
+    result = infer_type("Why does Grafana show no data since Tuesday?", (), rules)
+    assert result.type == "infra"
+    assert result.rule == "your rule 'grafana' → infra"
+    choice = choose_type(result, Classification("review", 0.95), 0.3, None, "planning")
+    assert (choice.type, choice.decided_by) == ("infra", "rule")
+    # whole words only, as for keywords
+    assert infer_type("grafanalike dashboards", (), rules).type is None
 
 
 def test_a_rule_that_agrees_with_the_classifier_says_so() -> None:
     weak = infer_type("Write a Dockerfile for the API", (), RULES)
     sure = Classification("infra", 0.58, ("dockerfile",))
-    assert choose_type(weak, sure, 0.3, None, "planning") == (
+    choice = choose_type(weak, sure, 0.3, None, "planning")
+    assert (choice.type, choice.reason) == (
         "infra",
         "classifier: infra 0.58 — 'dockerfile'; keyword 'dockerfile' → infra agrees",
     )
