@@ -411,7 +411,8 @@ def choose_type(
 
     1. a rule on strong evidence (`STRONG_RULE_SCORE`; the owner's own rules are);
     2. the classifier, when it is at least `threshold` sure (`OVERRULE_CONFIDENCE` to
-       overrule a weak rule);
+       overrule a weak rule) and can name the words that weighed for its type (without
+       any, its confidence is the shape of the letters: "go on" is not infra work);
     3. a rule on weak evidence (one keyword);
     4. the classifier model's answer, if it names a candidate (a tied type, or any when
        nothing fired); the shell asks it only when this would otherwise be step 5;
@@ -421,7 +422,8 @@ def choose_type(
     if rule_type is not None and decided_by_rule(inference):
         return TypeChoice(rule_type, inference.rule, RULE)
     needed = threshold if rule_type is None else max(threshold, OVERRULE_CONFIDENCE)
-    if classification is not None and classification.confidence >= needed:
+    sure = classification is not None and classification.confidence >= needed
+    if classification is not None and sure and classification.evidence:
         if rule_type is None:
             why = classification.reason()
         elif rule_type == classification.type:
@@ -430,11 +432,11 @@ def choose_type(
             why = f"{classification.reason()}; over the weaker {inference.rule}"
         return TypeChoice(classification.type, why, CLASSIFIER, needed)
     consulted = needed if classification is not None else None
-    unsure = (
-        f"; {classification.reason()} is under the threshold {needed:.2f}"
-        if classification is not None
-        else ""
-    )
+    unsure = ""
+    if classification is not None and classification.confidence < needed:
+        unsure = f"; {classification.reason()} is under the threshold {needed:.2f}"
+    elif classification is not None:
+        unsure = f"; {classification.reason()} names no telling word for it"
     if rule_type is not None:
         return TypeChoice(rule_type, inference.rule + unsure, WEAK_RULE, consulted)
     if classifier_answer:

@@ -1,7 +1,14 @@
-"""The router scored on an evaluation set written apart from the classifier's corpus
-(tests/host/core/data/routing_eval.jsonl: everyday requests, labelled by what the
-person wants). The suite enforces floors; docs/BENCHMARKS.md reports the full table,
-the old keyword rules' score beside it, and the decision latency."""
+"""The router scored on two labelled sets written apart from the classifier's corpus
+(everyday requests, labelled by what the person wants):
+
+- tests/host/core/data/routing_eval.jsonl, the evaluation set: its misses showed which
+  boundaries the corpus needed more examples on (and corpus lines too close to one of
+  its prompts were taken out again);
+- tests/host/core/data/routing_holdout.jsonl, the held-out set: written afterwards by
+  someone who saw neither the corpus nor the evaluation set; nothing was tuned on it.
+
+The suite enforces the issue's targets on both; docs/BENCHMARKS.md reports the full
+tables, the old keyword rules' score beside them, and the decision latency."""
 
 from __future__ import annotations
 
@@ -14,19 +21,17 @@ from host.core import routing
 from host.core.evaluation import Example, Score, read_examples, score
 from host.models.type_classifier import TypeClassifier, all_examples, load_or_fit
 
-EVAL_SET = Path(__file__).parent / "data" / "routing_eval.jsonl"
+DATA = Path(__file__).parent / "data"
+SETS = ("routing_eval.jsonl", "routing_holdout.jsonl")
 
-TYPE_ACCURACY_FLOOR = 0.88
-"""Under the issue's 90 % target, not met yet: 89.5 % on 2026-12-02 (91.4 % when the
-classifier may overrule a keyword at 0.3, but then "Plan it." goes to admin). The floor
-keeps what is reached from slipping back."""
-TIER_ACCURACY_FLOOR = 0.90
-"""Under the issue's 95 % target, not met yet: 91.8 % on 2026-12-02 (audit work that
-names servers reaches the operator, review work with code the builder)."""
+TYPE_ACCURACY_FLOOR = 0.90
+"""The issue's target (2026-12-02: 96.9 % on the evaluation set, 96.7 % held out)."""
+TIER_ACCURACY_FLOOR = 0.95
+"""The issue's target (2026-12-02: 98.0 % on the evaluation set, 97.9 % held out)."""
 
 
-def eval_examples() -> list[Example]:
-    return read_examples(EVAL_SET.read_text(), load_config().task_type_names())
+def examples_of(name: str) -> list[Example]:
+    return read_examples((DATA / name).read_text(), load_config().task_type_names())
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +39,19 @@ def classifier() -> TypeClassifier:
     return load_or_fit()
 
 
-@pytest.fixture(scope="module")
-def scored(classifier: TypeClassifier) -> Score:
+@pytest.fixture(scope="module", params=SETS)
+def scored(request: pytest.FixtureRequest, classifier: TypeClassifier) -> Score:
     snapshot = routing.snapshot_from_config(load_config(), classifier=classifier)
-    return score(eval_examples(), snapshot)
+    return score(examples_of(request.param), snapshot)
 
 
-def test_the_eval_set_is_not_the_training_corpus() -> None:
+@pytest.mark.parametrize("name", SETS)
+def test_each_set_is_apart_from_the_training_corpus(name: str) -> None:
     training = {prompt.strip().lower() for prompt, _ in all_examples()}
-    shared = [e.prompt for e in eval_examples() if e.prompt.strip().lower() in training]
+    shared = [e.prompt for e in examples_of(name) if e.prompt.strip().lower() in training]
     assert shared == []
     per_type: dict[str, int] = {}
-    for example in eval_examples():
+    for example in examples_of(name):
         per_type[example.type] = per_type.get(example.type, 0) + 1
     assert set(per_type) == set(load_config().task_type_names())
     assert min(per_type.values()) >= 25

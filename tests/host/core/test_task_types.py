@@ -183,6 +183,14 @@ def test_nothing_sure_is_the_default_type_and_the_reason_says_so() -> None:
     assert choose_type(nothing, None, 0.5, None, "planning").type == "planning"
 
 
+def test_a_classifier_that_names_no_word_for_its_type_decides_nothing() -> None:
+    nothing = infer_type("go on", (), RULES)
+    shapeless = Classification("infra", 0.58)  # only character shapes weighed
+    choice = choose_type(nothing, shapeless, 0.3, None, "planning")
+    assert (choice.type, choice.decided_by) == ("planning", "default")
+    assert "classifier: infra 0.58 names no telling word for it" in choice.reason
+
+
 def test_a_tie_is_still_broken_by_the_classifier_models_answer() -> None:
     tie = infer_type("plan the design", (), RULES)
     assert tie.type is None
