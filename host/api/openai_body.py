@@ -123,15 +123,49 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+MAX_INTENT_FILES = 64
+"""The most attached file names a turn's kinds are read from (a rule per file is cheap,
+but a hostile body may attach thousands)."""
+
+
+def _newest_user_turn(body: dict[str, Any]) -> Any:
+    """The content of the newest user message that says or attaches something."""
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if _content_text(content).strip() or _attached_files(content):
+                return content
+    return None
+
+
+def _attached_files(content: Any) -> tuple[str, ...]:
+    """The names of the files attached to one message (OpenAI's `file` content parts)."""
+    if not isinstance(content, list):
+        return ()
+    names = []
+    for part in content:
+        file = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
+        name = file.get("filename") if isinstance(file, dict) else None
+        if isinstance(name, str) and 0 < len(name) <= 4096:
+            names.append(name)
+            if len(names) == MAX_INTENT_FILES:
+                break
+    return tuple(names)
+
+
 def intent_text(body: dict[str, Any]) -> str:
     """What the type is inferred from: the newest user turn of a conversation, not a long
     system prompt or tool output (agent traffic carries both); a completion's prompt."""
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = _content_text(message.get("content"))
-            if text.strip():
-                return text
+    content = _newest_user_turn(body)
+    if content is not None:
+        return _content_text(content)  # "" for a turn that only attaches files
     return prompt_text(body)
+
+
+def intent_files(body: dict[str, Any]) -> tuple[str, ...]:
+    """The files attached to the newest user turn, whose kinds are evidence of its type
+    (a `.py` file attached to "what's wrong here?" asks for implementation work)."""
+    return _attached_files(_newest_user_turn(body))
 
 
 def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -180,6 +214,8 @@ class Prepared:
     """The prompt's text; empty when the request names a model (nothing routes on it)."""
     intent: str = ""
     """The newest user turn, which the type is inferred from; empty like `text`."""
+    intent_files: tuple[str, ...] = ()
+    """The names of the files attached to that turn."""
 
 
 def prepare(
@@ -203,7 +239,7 @@ def prepare(
     routed = typed or requested not in models
     if not routed:
         return Prepared(body, encoded, tagged, "")
-    return Prepared(body, encoded, tagged, prompt_text(body), intent_text(body))
+    return Prepared(body, encoded, tagged, prompt_text(body), intent_text(body), intent_files(body))
 
 
 def decide_for_proxy(request: RouteRequest, snap: RoutingSnapshot) -> Decision:

@@ -618,6 +618,7 @@ async def _route(
         model=requested,
         force_big=forced,
         intent=prepared.intent,
+        context_files=prepared.intent_files,
     )
     try:
         decision = await host.controls.decide_asking(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,12 +10,15 @@ import pytest
 from host.api.openai_body import (
     CHAT_PATH,
     COMPLETIONS_PATH,
+    MAX_INTENT_FILES,
     check_body,
+    intent_files,
     intent_text,
+    prepare,
     prompt_text,
     strip_tag,
 )
-from host.errors import ApiError
+from host.errors import DEFAULT_LIMITS, ApiError
 
 
 @pytest.mark.parametrize(
@@ -93,3 +97,57 @@ def test_the_type_is_read_from_the_newest_user_turn() -> None:
     assert intent_text({"prompt": "write a haiku"}) == "write a haiku"
     no_user = {"messages": [{"role": "system", "content": "only a system prompt"}]}
     assert intent_text(no_user) == "only a system prompt"
+
+
+def file_part(name: object) -> dict[str, object]:
+    return {"type": "file", "file": {"filename": name, "file_data": "data:;base64,eA=="}}
+
+
+def test_the_files_attached_to_the_newest_user_turn_are_read_for_their_kinds() -> None:
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [file_part("old/Dockerfile"), {"type": "text", "text": "a"}],
+            },
+            {"role": "assistant", "content": "ok"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what's wrong here?"},
+                    file_part("src/app.py"),
+                    file_part(7),
+                    file_part(""),
+                    {"type": "file", "file": "not an object"},
+                ],
+            },
+        ]
+    }
+    assert intent_files(body) == ("src/app.py",)
+    assert intent_text(body) == "what's wrong here?"
+    only_a_file = {"messages": [{"role": "user", "content": [file_part("main.rs")]}]}
+    assert (intent_text(only_a_file), intent_files(only_a_file)) == ("", ("main.rs",))
+    many = {"messages": [{"role": "user", "content": [file_part(f"{i}.py") for i in range(500)]}]}
+    assert len(intent_files(many)) == MAX_INTENT_FILES
+    assert intent_files({"prompt": "x"}) == ()
+
+
+def test_a_routed_request_carries_its_turns_files_to_the_router() -> None:
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "why?"}, file_part("a.tf")]}
+        ],
+    }
+    raw = json.dumps(body).encode()
+    prepared = prepare(raw, DEFAULT_LIMITS, CHAT_PATH, ["auto", "m"], {"m"}, typed=False)
+    assert (prepared.intent, prepared.intent_files) == ("why?", ("a.tf",))
+    named = prepare(
+        json.dumps({**body, "model": "m"}).encode(),
+        DEFAULT_LIMITS,
+        CHAT_PATH,
+        ["auto", "m"],
+        {"m"},
+        typed=False,
+    )
+    assert named.intent_files == ()  # a named model routes on nothing
