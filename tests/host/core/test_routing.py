@@ -21,7 +21,8 @@ from host.core.routing import (
     strip_force_big,
     validate_routes,
 )
-from host.core.task_types import Classification
+from host.core.task_types import Classification, Classifier
+from host.models.type_classifier import load_or_fit
 
 # A 24 GB box: an MoE architect and a dense builder share gpu0, a small operator on the
 # CPU, and a hosted model as the architect's last resort.
@@ -80,9 +81,10 @@ def route(
     modes: dict[str, str] | None = None,
     failed: frozenset[str] = frozenset(),
     unreachable: frozenset[str] = frozenset(),
+    classifier: Classifier | None = None,
     **request: object,
 ) -> Decision:
-    snap = snapshot_from_config(config, routes, modes, failed, unreachable)
+    snap = snapshot_from_config(config, routes, modes, failed, unreachable, classifier)
     return decide(RouteRequest(prompt=prompt, **request), snap)  # type: ignore[arg-type]
 
 
@@ -420,6 +422,8 @@ MODES = st.sampled_from(["auto", "gaming", "architect", "builder"])
     failed=st.frozensets(st.sampled_from(sorted(BOX.models))),
     unreachable=st.frozensets(st.just("hosted")),
     routes=st.dictionaries(st.sampled_from(TYPES), st.sampled_from(sorted(BOX.tiers))),
+    classified=st.booleans(),
+    answer=st.none() | st.sampled_from(TYPES) | st.text(max_size=20),
 )
 def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
     prompt: str,
@@ -430,10 +434,13 @@ def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
     failed: frozenset[str],
     unreachable: frozenset[str],
     routes: dict[str, str],
+    classified: bool,
+    answer: str | None,
 ) -> None:
     try:
         decision = route(
             prompt,
+            config=WITH_ROUTER,
             type=task_type,
             model=model,
             force_big=force_big,
@@ -441,6 +448,8 @@ def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
             failed=failed,
             unreachable=unreachable,
             routes={**BOX.routing, **routes},
+            classifier=load_or_fit() if classified else None,
+            classifier_answer=answer,
         )
     except RoutingError as error:
         assert error.status in (400, 404)
@@ -449,6 +458,10 @@ def test_every_decision_names_a_real_model_with_reasons_or_is_a_clear_error(
     assert decision.model in BOX.models
     assert decision.reasons
     assert decision.tier in BOX.tiers
+    assert decision.type in TYPES
+    assert (decision.type_evidence is None) == (task_type is not None)
+    if decision.type_question is not None:
+        assert answer is None and set(decision.type_question.choices) <= set(TYPES)
     if task_type == "infra" and model is None and not force_big:
         assert decision.tier == "operator"
     if decision.wait_reason is not None:
