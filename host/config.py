@@ -181,10 +181,16 @@ class RemoteModel(_Strict):
     """The model name to send upstream; defaults to this model's name."""
     max_concurrency: int = Field(32, ge=1)
     context_window: int | None = Field(None, gt=0)
+    health_url: str | None = None
+    """What the health probe asks (any answer under 500 is up); default `{base_url}/models`."""
+    health_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    health_timeout_s: float = Field(2.0, gt=0, le=60)
 
-    @field_validator("base_url")
+    @field_validator("base_url", "health_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")

@@ -61,10 +61,12 @@ class Controls:
         config: Config,
         gates: Mapping[str, ModeGate],
         failed_recently: Callable[[], set[str]],
+        unreachable: Callable[[], set[str]] = set,
     ) -> None:
         self.config = config
         self._gates = gates
         self._failed_recently = failed_recently
+        self._unreachable = unreachable
         self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
         self.routes: dict[str, str] = dict(config.routing)
         self._settings: Settings | None = None
@@ -142,12 +144,13 @@ class Controls:
 
     def snapshot(self) -> routing.RoutingSnapshot:
         """Everything a routing decision reads, as of now (taken on the event loop, so a
-        worker may decide on it)."""
+        worker may decide on it): the remotes that do not answer included."""
         return routing.snapshot_from_config(
             self.config,
             routes=self.routes,
             modes=self.modes,
             failed=self._failed_recently(),
+            unreachable=self._unreachable(),
             classifier=self.classifier,
         )
 

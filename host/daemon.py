@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from host.auth import is_loopback, load_or_create_token
-from host.config import Config, FallbackProfile, ManagedModel
+from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
 from host.controls import Controls
 from host.core.batching import Policy
+from host.core.remote_health import Health
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
 from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
+from host.models.remote_health import RemoteHealth
 from host.models.status import status_document
 from host.models.type_model import TypeModel
 from host.offload import Offload
@@ -69,9 +72,14 @@ class Host:
         self.store: Store | None = None
         self.fleet = Fleet(config, self.arbiters, self.device_of, self.processes, self.http)
         """Leases for every model, managed or remote (filled in by `build()`)."""
-        self.controls = Controls(config, self.arbiters, self.fleet.failed_recently)
+        self.remote_health = RemoteHealth(config, self.http)
+        """Whether each model on another box answers now (probed in the background)."""
+        self.controls = Controls(
+            config, self.arbiters, self.fleet.failed_recently, self.remote_health.unreachable
+        )
         """Each GPU's mode and the routing table, persisted, and `decide()`."""
         self.controls.on_change(self._wake_dispatcher)
+        self.remote_health.on_change(lambda _name, _health: self._wake_dispatcher())
         self.offload = Offload()
         """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -248,6 +256,13 @@ class Host:
         )
         await self._dispatcher.start()
         self.warm_pool.start()
+        for name, model in self.config.models.items():
+            key_env = model.api_key_env if isinstance(model, RemoteModel) else None
+            if key_env and not os.environ.get(key_env, "").strip():
+                log.warning(
+                    "remote model %s: $%s is not set; its requests go without a key", name, key_env
+                )
+        self.remote_health.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
         for name, model in self.config.managed().items():
@@ -291,6 +306,10 @@ class Host:
     def remote_in_flight(self) -> dict[str, int]:
         return self.fleet.remote_in_flight
 
+    @property
+    def remote_health_of(self) -> Mapping[str, Health]:
+        return self.remote_health.view()
+
     def known_names(self) -> list[str]:
         """Every name a request may give as its `model`: models, then tiers."""
         return sorted(self.config.models) + sorted(self.config.tiers)
@@ -303,6 +322,7 @@ class Host:
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
         await self.warm_pool.close()
+        await self.remote_health.stop()
         self.offload.close()
         await self.http.aclose()
         for process in self.processes.values():

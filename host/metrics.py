@@ -199,7 +199,24 @@ class StateCollector(Collector):
             "Resident memory of the model's server.",
             labels=["model"],
         )
+        reachable = GaugeMetricFamily(
+            "tierhost_remote_reachable",
+            "1 while the model on another box answers its health probe.",
+            labels=["model"],
+        )
+        probe = GaugeMetricFamily(
+            "tierhost_remote_probe_seconds",
+            "How long the remote model's last health probe took.",
+            labels=["model"],
+        )
         for model in models:
+            if model.get("kind") == "remote":
+                name = model["name"]
+                reachable.add_metric([name], 1.0 if model.get("reachable") else 0.0)
+                in_flight.add_metric([name], model.get("in_flight", 0))
+                if model.get("probe_ms") is not None:
+                    probe.add_metric([name], model["probe_ms"] / 1000)
+                continue
             if model.get("kind") != "managed":
                 continue
             name = model["name"]
@@ -212,4 +229,4 @@ class StateCollector(Collector):
             if pid:
                 with contextlib.suppress(psutil.Error):
                     rss.add_metric([name], psutil.Process(pid).memory_info().rss)
-        yield from (resident, queued, in_flight, warm, rss)
+        yield from (resident, queued, in_flight, warm, rss, reachable, probe)

@@ -291,6 +291,9 @@ class ModelStatus(_Result):
     port: int | None = None
     in_flight: int = 0
     queued: int = 0
+    reachable: bool | None = None
+    """A remote model's last health probe (None for a model this host runs)."""
+    last_error: str | None = None
 
 
 class HostStatus(_Result):

@@ -70,10 +70,10 @@ def _wait_healthy(box: RemoteBox) -> None:
 
 
 @contextlib.contextmanager
-def running_remote_box(tmp: Path) -> Iterator[RemoteBox]:
+def running_remote_box(tmp: Path, port: int | None = None) -> Iterator[RemoteBox]:
     """A real llama-server with the demo model, as another box on the LAN would run it;
-    stopped at the end whatever happened."""
-    port = free_port()
+    stopped at the end whatever happened. `port`: the same box again after a restart."""
+    port = port or free_port()
     log_path = tmp / "remote-box.log"
     argv = [
         str(find_llama_server(None)),
@@ -93,7 +93,7 @@ def running_remote_box(tmp: Path) -> Iterator[RemoteBox]:
         "2",
         "--no-warmup",
     ]
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )

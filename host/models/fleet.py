@@ -170,6 +170,9 @@ class Fleet:
 def remote_headers(model: RemoteModel) -> dict[str, str]:
     """The headers a request to a remote model carries: its API key, when it has one
     (read from the environment variable the config names, never from the config)."""
-    if not model.api_key_env:
+    key = os.environ.get(model.api_key_env, "").strip() if model.api_key_env else ""
+    if not key:
+        # Unset or empty: no header at all ("Bearer " alone is not a legal header value,
+        # so every request failed before it left), and the remote's 401 says what is missing.
         return {}
-    return {"authorization": f"Bearer {os.environ.get(model.api_key_env, '')}"}
+    return {"authorization": f"Bearer {key}"}

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from host.config import Config, ManagedModel
 from host.core import modes as mode_names
+from host.core.remote_health import Health
 from host.models import gpu
 from host.models.arbiter import DeviceArbiter
 from host.models.gpu import DeviceInfo
@@ -48,6 +49,8 @@ class StatusView(Protocol):
     def modes(self) -> Mapping[str, str]: ...
     @property
     def remote_in_flight(self) -> Mapping[str, int]: ...
+    @property
+    def remote_health_of(self) -> Mapping[str, Health]: ...
 
 
 def status_document(view: StatusView) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def _model(view: StatusView, name: str) -> dict[str, Any]:
             queued=0,
             base_url=model.base_url,
         )
+        entry.update(view.remote_health_of.get(name, Health()).as_json())
         return entry
     process = view.processes[name]
     arbiter = view.arbiters[model.device]

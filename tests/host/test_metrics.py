@@ -29,7 +29,15 @@ STATUS: dict[str, Any] = {
             "warm": 0.5,
             "pid": os.getpid(),
         },
-        {"name": "r", "kind": "remote", "state": "remote", "queued": 0, "in_flight": 0},
+        {
+            "name": "r",
+            "kind": "remote",
+            "state": "remote",
+            "queued": 0,
+            "in_flight": 2,
+            "reachable": False,
+            "probe_ms": 250.0,
+        },
     ],
 }
 
@@ -75,6 +83,10 @@ def test_events_and_state_render_as_prometheus_text() -> None:
     assert value(text, "tierhost_model_rss_bytes", model="m") > 0
     assert value(text, "tierhost_ram_bytes", kind="total") > 0
     assert ("tierhost_model_ready", (("model", "r"),)) not in samples(text)  # remote: no gauge
+    assert ("tierhost_remote_reachable", (("model", "r"),)) in samples(text)
+    assert value(text, "tierhost_remote_reachable", model="r") == 0
+    assert value(text, "tierhost_remote_probe_seconds", model="r") == 0.25
+    assert value(text, "tierhost_model_in_flight", model="r") == 2
 
 
 def test_each_host_has_its_own_registry() -> None:
