@@ -185,8 +185,12 @@ class RemoteModel(_Strict):
     """What the health probe asks (any answer under 500 is up); default `{base_url}/models`."""
     health_interval_s: float = Field(5.0, ge=0.1, le=3600)
     health_timeout_s: float = Field(2.0, gt=0, le=60)
+    mode_url: str | None = None
+    """The other box's GPU mode: `{"mode": "NORMAL"|"GAMING"}`, or a Tierhost's `/api/mode`.
+    While it says gaming (or does not answer) only forced work goes there."""
+    mode_interval_s: float = Field(3.0, ge=0.1, le=3600)
 
-    @field_validator("base_url", "health_url")
+    @field_validator("base_url", "health_url", "mode_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
         if url is None:

@@ -62,11 +62,13 @@ class Controls:
         gates: Mapping[str, ModeGate],
         failed_recently: Callable[[], set[str]],
         unreachable: Callable[[], set[str]] = set,
+        remote_holds: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.config = config
         self._gates = gates
         self._failed_recently = failed_recently
         self._unreachable = unreachable
+        self._remote_holds = remote_holds
         self.modes: dict[str, str] = dict.fromkeys(modes.gpu_devices(config), modes.AUTO)
         self.routes: dict[str, str] = dict(config.routing)
         self._settings: Settings | None = None
@@ -144,13 +146,15 @@ class Controls:
 
     def snapshot(self) -> routing.RoutingSnapshot:
         """Everything a routing decision reads, as of now (taken on the event loop, so a
-        worker may decide on it): the remotes that do not answer included."""
+        worker may decide on it): the remotes that do not answer, and those whose box is
+        gaming, included."""
         return routing.snapshot_from_config(
             self.config,
             routes=self.routes,
             modes=self.modes,
             failed=self._failed_recently(),
             unreachable=self._unreachable(),
+            remote_holds=self._remote_holds(),
             classifier=self.classifier,
         )
 

@@ -24,7 +24,7 @@ from host.auth import is_loopback, load_or_create_token
 from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
 from host.controls import Controls
 from host.core.batching import Policy
-from host.core.remote_health import Health
+from host.core.remote_health import Health, RemoteMode
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
@@ -73,13 +73,18 @@ class Host:
         self.fleet = Fleet(config, self.arbiters, self.device_of, self.processes, self.http)
         """Leases for every model, managed or remote (filled in by `build()`)."""
         self.remote_health = RemoteHealth(config, self.http)
-        """Whether each model on another box answers now (probed in the background)."""
+        """Whether each model on another box answers now, and whether its box is gaming."""
+        self.fleet.remote_holds = self.remote_health.hold_reason
         self.controls = Controls(
-            config, self.arbiters, self.fleet.failed_recently, self.remote_health.unreachable
+            config,
+            self.arbiters,
+            self.fleet.failed_recently,
+            self.remote_health.unreachable,
+            self.remote_health.holds,
         )
         """Each GPU's mode and the routing table, persisted, and `decide()`."""
         self.controls.on_change(self._wake_dispatcher)
-        self.remote_health.on_change(lambda _name, _health: self._wake_dispatcher())
+        self.remote_health.on_change(lambda _name: self._wake_dispatcher())
         self.offload = Offload()
         """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -309,6 +314,10 @@ class Host:
     @property
     def remote_health_of(self) -> Mapping[str, Health]:
         return self.remote_health.view()
+
+    @property
+    def remote_modes(self) -> Mapping[str, RemoteMode]:
+        return self.remote_health.modes
 
     def known_names(self) -> list[str]:
         """Every name a request may give as its `model`: models, then tiers."""

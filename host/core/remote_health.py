@@ -91,3 +91,54 @@ def changed_reachability(before: Health, after: Health) -> bool:
     """Whether routing should look again: the box came up or went away (a first probe
     that finds it up changes nothing routing did not already assume)."""
     return before.reachable != after.reachable
+
+
+@dataclass(frozen=True)
+class RemoteMode:
+    """What the other box says of its GPU: gaming (take no unforced work) or not.
+
+    Gated until read, and whenever it cannot be read: the gaming PC must never get load
+    by surprise, so only an answer that says NORMAL (or a Tierhost with no GPU in gaming
+    mode) lets unforced work through."""
+
+    gaming: bool = True
+    reason: str = "its mode has not been read yet"
+    """Why the work is held back, naming the mode and where it came from; or what it said."""
+    checked_at: float | None = None
+
+
+def read_mode(
+    url: str, status: int | None, document: object, error: str | None, at: float
+) -> RemoteMode:
+    """The mode in a mode endpoint's answer: `{"mode": "NORMAL" | "GAMING"}` (any case), or
+    a Tierhost's `/api/mode` document (`{"modes": {"gpu0": "gaming", ...}}`: gaming when
+    any of its GPUs is)."""
+    if status is None:
+        return RemoteMode(
+            True, f"its mode endpoint {url} does not answer ({error}): held back as gaming", at
+        )
+    if status >= 400:
+        return RemoteMode(
+            True, f"its mode endpoint {url} answered HTTP {status}: held back as gaming", at
+        )
+    if isinstance(document, dict) and isinstance(document.get("mode"), str):
+        mode = document["mode"].strip().lower()
+        if mode == "gaming":
+            return RemoteMode(True, f"its box is in gaming mode ({url})", at)
+        if mode == "normal":
+            return RemoteMode(False, f"its box is in normal mode ({url})", at)
+        return RemoteMode(
+            True,
+            f"its mode endpoint {url} says {document['mode'][:40]!r}, neither NORMAL nor GAMING: held back as gaming",
+            at,
+        )
+    if isinstance(document, dict) and isinstance(document.get("modes"), dict):
+        gaming = sorted(str(d) for d, m in document["modes"].items() if str(m).lower() == "gaming")
+        if gaming:
+            return RemoteMode(True, f"its box has {', '.join(gaming)} in gaming mode ({url})", at)
+        return RemoteMode(False, f"its box has no GPU in gaming mode ({url})", at)
+    return RemoteMode(
+        True,
+        f"its mode endpoint {url} answered something that is not a mode document: held back as gaming",
+        at,
+    )

@@ -8,8 +8,9 @@ Evaluated in this order, each step that applies adding a reason a person can aud
 3. routing table — the task type (given, or inferred by `host.core.task_types`) → tier, except
    that the config's standing rules (infra → operator) always win;
 4. mode gate — a device in gaming mode takes no work unless forced (the work fails soft
-   to its CPU or remote fallbacks, or waits when there are none); a device pinned to
-   another tier makes the work wait for its own model (`wait_reason`);
+   to its CPU or remote fallbacks, or waits when there are none), and neither does a
+   remote model whose own box says it is gaming (or whose mode cannot be read); a device
+   pinned to another tier makes the work wait for its own model (`wait_reason`);
 5. size — the prompt's tokens (counted by the model's own tokenizer when the shell could,
    else estimated from its length) against each candidate's context window and its tier's
    threshold; too big → the next candidate with room, or a 400 `context_length_exceeded`
@@ -92,6 +93,8 @@ class ModelView:
     remote: bool = False
     reachable: bool = True
     failed_recently: bool = False
+    held_by_mode: str | None = None
+    """For a remote: why its own box takes no unforced work now (its GPU mode)."""
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def snapshot_from_config(
     failed: set[str] | frozenset[str] = frozenset(),
     unreachable: set[str] | frozenset[str] = frozenset(),
     classifier: Classifier | None = None,
+    remote_holds: Mapping[str, str] | None = None,
 ) -> RoutingSnapshot:
     views = {}
     for name, model in config.models.items():
@@ -280,6 +284,7 @@ def snapshot_from_config(
                 remote=True,
                 reachable=name not in unreachable,
                 failed_recently=name in failed,
+                held_by_mode=(remote_holds or {}).get(name),
             )
     return RoutingSnapshot(
         config, dict(routes or config.routing), dict(modes or {}), views, classifier
@@ -523,6 +528,10 @@ def _choose(
     passed: list[str] = []
     for name in candidates:
         view = snap.models[name]
+        if view.held_by_mode is not None and not force_big:
+            held.append((name, view.held_by_mode))
+            reasons.append(f"mode gate: skip {name}, {view.held_by_mode}")
+            continue
         mode = snap.modes.get(view.device or "", modes.AUTO)
         verdict = modes.gate(config, view.device, mode, name, force_big)
         if verdict is modes.Gate.PASS:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -48,21 +48,27 @@ class Fleet:
         self.remote_in_flight: dict[str, int] = {
             name: 0 for name, entry in config.models.items() if isinstance(entry, RemoteModel)
         }
+        self.remote_holds: Callable[[str], str | None] = lambda _model: None
+        """Why a remote's own box takes no unforced work now (its GPU mode), or None."""
 
     # -- before leasing -----------------------------------------------------------
 
     def permits(self, model: str, forced: bool = False) -> bool:
-        """Whether `model` may run now: its device's mode allows it (a remote model
-        has no device here, and is always allowed)."""
-        arbiter = self._arbiter(model)
-        return arbiter is None or arbiter.permits(model, forced)
+        """Whether `model` may run now: its device's mode allows it, or, for a remote
+        model, its own box's mode does."""
+        return self.hold_reason(model, forced) is None
 
     def hold_reason(self, model: str, forced: bool = False) -> str | None:
-        """Why `model` is held back (e.g. "gpu0 is in gaming mode"), or None."""
+        """Why `model` is held back (e.g. "gpu0 is in gaming mode", "its box is in gaming
+        mode (http://pc:8788/mode)"), or None."""
+        if forced:
+            return None
+        if model in self.remote_in_flight:
+            return self.remote_holds(model)
         arbiter = self._arbiter(model)
         if arbiter is None or arbiter.permits(model, forced):
             return None
-        return arbiter.mode_reason or None
+        return arbiter.mode_reason or "held back by its device's mode"
 
     def device_for(self, model: str) -> str | None:
         """The device a managed model runs on; None for a remote one."""

@@ -1,4 +1,4 @@
-"""Probing the models on other boxes: is each one serving now?
+"""Probing the models on other boxes: is each one serving now, and is its GPU free?
 
 One probe loop per remote model, each on its own `health_interval_s`, asks
 `GET {base_url}/models` (or the model's `health_url`) with the model's own API key and a
@@ -7,6 +7,11 @@ routing snapshot reads `unreachable()`, so a box that went away is skipped at on
 a reason that says so) and taken back when it answers; `/api/status` and `/metrics`
 show each remote's health, the last error and the probe's latency. A change of
 reachability is logged and reported to the listeners (the dispatcher looks again).
+
+A remote with a `mode_url` (a gaming PC's mode endpoint, or the `/api/mode` of the
+Tierhost that runs there) has its mode read every `mode_interval_s`; while it says
+gaming, or cannot be read, `hold_reason()` holds unforced work back from it, exactly as
+a local GPU in gaming mode does (`host.core.remote_health.read_mode`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import httpx
 
 from host.config import Config, RemoteModel
-from host.core.remote_health import Health, Probe, after_probe, changed_reachability
+from host.core.remote_health import (
+    Health,
+    Probe,
+    RemoteMode,
+    after_probe,
+    changed_reachability,
+    read_mode,
+)
 from host.models.fleet import remote_headers
 
 log = logging.getLogger("tierhost.remote")
@@ -46,15 +58,60 @@ class RemoteHealth:
         }
         self._http = http
         self.health: dict[str, Health] = dict.fromkeys(self._remotes, Health())
+        self.modes: dict[str, RemoteMode] = {
+            name: RemoteMode() for name, model in self._remotes.items() if model.mode_url
+        }
         self._tasks: list[asyncio.Task[None]] = []
-        self._listeners: list[Callable[[str, Health], None]] = []
+        self._listeners: list[Callable[[str], None]] = []
 
-    def on_change(self, listener: Callable[[str, Health], None]) -> None:
-        """Called with the model and its new health when it comes up or goes away."""
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Called with the model's name when it comes up or goes away, or its box's mode
+        changes between gaming and not."""
         self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
 
     def unreachable(self) -> set[str]:
         return {name for name, health in self.health.items() if not health.reachable}
+
+    def hold_reason(self, name: str) -> str | None:
+        """Why unforced work may not go to this remote now (its box is gaming), or None."""
+        mode = self.modes.get(name)
+        return mode.reason if mode is not None and mode.gaming else None
+
+    def holds(self) -> dict[str, str]:
+        """Every remote that takes only forced work now, and why."""
+        return {name: mode.reason for name, mode in self.modes.items() if mode.gaming}
+
+    async def read_mode(self, name: str) -> RemoteMode:
+        """Read one remote's mode now and record it."""
+        model = self._remotes[name]
+        url = model.mode_url
+        assert url is not None
+        status: int | None = None
+        document: object = None
+        error: str | None = None
+        try:
+            response = await self._http.get(
+                url, headers=remote_headers(model), timeout=model.health_timeout_s
+            )
+            status = response.status_code
+            try:
+                document = response.json()
+            except ValueError:
+                document = None
+        except httpx.HTTPError as exc:
+            error = _error_text(exc, model.health_timeout_s)
+        before = self.modes[name]
+        after = read_mode(url, status, document, error, time.time())
+        self.modes[name] = after
+        if after.gaming != before.gaming or after.reason != before.reason:
+            log.info("remote model %s: %s", name, after.reason)
+        if after.gaming != before.gaming:
+            self._changed(name)
+        return after
 
     def view(self) -> Mapping[str, Health]:
         return self.health
@@ -82,22 +139,33 @@ class RemoteHealth:
                 log.info("remote model %s is reachable again", name)
             else:
                 log.warning("remote model %s is not reachable: %s", name, after.last_error)
-            for listener in self._listeners:
-                listener(name, after)
+            self._changed(name)
         return after
 
-    async def _loop(self, name: str) -> None:
-        interval = self._remotes[name].health_interval_s
+    async def _loop(
+        self, name: str, probe: Callable[[str], Awaitable[object]], interval: float
+    ) -> None:
         while True:
             try:
-                await self.probe(name)
+                await probe(name)
             except Exception:  # a probe must never end its loop: log it, probe again
                 log.exception("probing remote model %s failed", name)
             await asyncio.sleep(interval)
 
     def start(self) -> None:
-        for name in self._remotes:
-            self._tasks.append(asyncio.create_task(self._loop(name), name=f"probe {name}"))
+        for name, model in self._remotes.items():
+            self._tasks.append(
+                asyncio.create_task(
+                    self._loop(name, self.probe, model.health_interval_s), name=f"probe {name}"
+                )
+            )
+            if model.mode_url:
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._loop(name, self.read_mode, model.mode_interval_s),
+                        name=f"mode of {name}",
+                    )
+                )
 
     async def stop(self) -> None:
         for task in self._tasks:

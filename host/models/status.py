@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from host.config import Config, ManagedModel
 from host.core import modes as mode_names
-from host.core.remote_health import Health
+from host.core.remote_health import Health, RemoteMode
 from host.models import gpu
 from host.models.arbiter import DeviceArbiter
 from host.models.gpu import DeviceInfo
@@ -51,6 +51,8 @@ class StatusView(Protocol):
     def remote_in_flight(self) -> Mapping[str, int]: ...
     @property
     def remote_health_of(self) -> Mapping[str, Health]: ...
+    @property
+    def remote_modes(self) -> Mapping[str, RemoteMode]: ...
 
 
 def status_document(view: StatusView) -> dict[str, Any]:
@@ -97,6 +99,12 @@ def _model(view: StatusView, name: str) -> dict[str, Any]:
             base_url=model.base_url,
         )
         entry.update(view.remote_health_of.get(name, Health()).as_json())
+        mode = view.remote_modes.get(name)
+        entry["box_mode"] = (
+            None
+            if mode is None
+            else {"gaming": mode.gaming, "reason": mode.reason, "checked_at": mode.checked_at}
+        )
         return entry
     process = view.processes[name]
     arbiter = view.arbiters[model.device]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from host.core.remote_health import Health, Probe, after_probe, changed_reachability, verdict
+from host.core.remote_health import (
+    Health,
+    Probe,
+    RemoteMode,
+    after_probe,
+    changed_reachability,
+    read_mode,
+    verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -58,3 +66,48 @@ def test_the_status_fields_say_since_when() -> None:
         "checked_at": 15.0,
         "unreachable_since": 15.0,
     }
+
+
+URL = "http://pc.lan:8790/mode"
+
+
+@pytest.mark.parametrize(
+    ("status", "document", "error", "gaming", "reason"),
+    [
+        (
+            200,
+            {"mode": "NORMAL"},
+            None,
+            False,
+            "its box is in normal mode (http://pc.lan:8790/mode)",
+        ),
+        (
+            200,
+            {"mode": "gaming"},
+            None,
+            True,
+            "its box is in gaming mode (http://pc.lan:8790/mode)",
+        ),
+        (200, {"mode": " Gaming "}, None, True, "its box is in gaming mode"),
+        (200, {"modes": {"gpu0": "auto", "gpu1": "gaming"}}, None, True, "has gpu1 in gaming"),
+        (200, {"modes": {"gpu0": "builder"}}, None, False, "has no GPU in gaming mode"),
+        (200, {"modes": {}}, None, False, "has no GPU in gaming mode"),
+        (200, {"mode": "sleepy"}, None, True, "neither NORMAL nor GAMING: held back as gaming"),
+        (200, ["NORMAL"], None, True, "not a mode document: held back as gaming"),
+        (200, None, None, True, "not a mode document"),
+        (500, {"mode": "NORMAL"}, None, True, "answered HTTP 500: held back as gaming"),
+        (None, None, "no answer within 2 s", True, "does not answer (no answer within 2 s)"),
+    ],
+)
+def test_only_an_answer_that_says_normal_lets_unforced_work_through(
+    status: int | None, document: object, error: str | None, gaming: bool, reason: str
+) -> None:
+    mode = read_mode(URL, status, document, error, 5.0)
+    assert mode.gaming is gaming
+    assert reason in mode.reason
+    assert mode.checked_at == 5.0
+
+
+def test_a_mode_not_read_yet_holds_work_back() -> None:
+    assert RemoteMode().gaming
+    assert RemoteMode().reason == "its mode has not been read yet"

@@ -515,3 +515,56 @@ def test_a_shared_model_has_the_size_limit_of_the_tier_routed_to() -> None:
     with pytest.raises(RoutingError) as caught:
         route(long, config=SHARED, type="planning")
     assert caught.value.kind == "context_length_exceeded"
+
+
+# The big model on a gaming PC across the LAN, a small one at home as its fallback.
+GAMING_PC = parse_config(
+    """
+    [devices.cpu]
+    kind = "cpu"
+    [models.pc-big]
+    kind = "remote"
+    base_url = "http://pc.lan:8080/v1"
+    mode_url = "http://pc.lan:8790/mode"
+    [models.small]
+    gguf = "/models/small.gguf"
+    device = "cpu"
+    memory_mb = 2000
+    [tiers.architect]
+    models = ["pc-big", "small"]
+    [tiers.builder]
+    models = ["pc-big", "small"]
+    [tiers.operator]
+    models = ["small"]
+    """,
+    "gaming-pc",
+)
+GAMING = "its box is in gaming mode (http://pc.lan:8790/mode)"
+
+
+def on_the_pc(holds: dict[str, str], **request: object) -> Decision:
+    snap = snapshot_from_config(GAMING_PC, remote_holds=holds)
+    return decide(RouteRequest(prompt="plan the release", type="planning", **request), snap)  # type: ignore[arg-type]
+
+
+def test_a_remote_whose_box_is_gaming_is_skipped_saying_why() -> None:
+    assert on_the_pc({}).model == "pc-big"
+    decision = on_the_pc({"pc-big": GAMING})
+    assert decision.model == "small"
+    assert said(decision, f"mode gate: skip pc-big, {GAMING}")
+    assert decision.wait_reason is None
+
+
+def test_forced_work_still_goes_to_the_gaming_box() -> None:
+    for forced in ({"force_big": True}, {"model": "big"}):
+        decision = on_the_pc({"pc-big": GAMING}, **forced)
+        assert decision.model == "pc-big", forced
+        assert not said(decision, "mode gate: skip")
+
+
+def test_a_gaming_box_with_nothing_else_makes_the_work_wait_with_its_reason() -> None:
+    decision = decide(
+        RouteRequest(prompt="x", model="pc-big"),
+        snapshot_from_config(GAMING_PC, remote_holds={"pc-big": GAMING}),
+    )
+    assert (decision.model, decision.wait_reason) == ("pc-big", GAMING)

@@ -70,7 +70,7 @@ async def test_a_5xx_takes_the_remote_out_and_tells_the_listeners_once() -> None
     answers = iter([200, 503, 503, 200])
     changes: list[tuple[str, bool]] = []
     remote = monitor(lambda _: httpx.Response(next(answers)))
-    remote.on_change(lambda name, health: changes.append((name, health.reachable)))
+    remote.on_change(lambda name: changes.append((name, remote.health[name].reachable)))
     for _ in range(4):
         await remote.probe("far")
         if len(changes) == 1:
@@ -156,3 +156,48 @@ async def test_a_key_variable_that_is_not_set_sends_no_header(
     health = await monitor(answer).probe("far")
     assert "authorization" not in seen[0].headers
     assert (health.reachable, health.last_error) == (True, "answers, but HTTP 401 to the probe")
+
+
+MODE = 'mode_url = "http://pc.test/mode"'
+
+
+async def test_the_boxs_mode_is_read_and_its_flips_reported() -> None:
+    answers = iter(
+        [
+            httpx.Response(200, json={"mode": "NORMAL"}),
+            httpx.Response(200, json={"mode": "GAMING"}),
+            httpx.Response(200, json={"modes": {"gpu0": "gaming"}}),
+            httpx.Response(200, json={"mode": "normal"}),
+        ]
+    )
+    changes: list[str] = []
+    remote = monitor(lambda _: next(answers), MODE)
+    remote.on_change(changes.append)
+    assert remote.hold_reason("far") == "its mode has not been read yet"  # until read
+    await remote.read_mode("far")
+    assert remote.hold_reason("far") is None and remote.holds() == {}
+    await remote.read_mode("far")
+    assert remote.hold_reason("far") == "its box is in gaming mode (http://pc.test/mode)"
+    await remote.read_mode("far")
+    assert remote.holds() == {"far": "its box has gpu0 in gaming mode (http://pc.test/mode)"}
+    await remote.read_mode("far")
+    assert remote.holds() == {}
+    assert changes == ["far", "far", "far"]  # gaming → not, not → gaming, gaming → not
+
+
+async def test_a_mode_endpoint_that_stops_answering_holds_the_box_back() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    remote = monitor(refuse, MODE)
+    mode = await remote.read_mode("far")
+    assert mode.gaming
+    assert mode.reason == (
+        "its mode endpoint http://pc.test/mode does not answer (cannot connect (refused)): "
+        "held back as gaming"
+    )
+
+
+def test_a_remote_without_a_mode_url_is_never_held_back() -> None:
+    remote = monitor(lambda _: httpx.Response(200))
+    assert remote.hold_reason("far") is None and remote.holds() == {}
