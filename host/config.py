@@ -161,12 +161,21 @@ class ManagedModel(_Strict):
     fallbacks: list[FallbackProfile] = Field(default_factory=list)
     """Tried in order when a start fails, before the tier's next model. The device budget
     keeps counting `memory_mb`: a fallback should need no more."""
+    idle_unload_s: float | None = Field(None, gt=0)
+    """Stop the model after this long without a request, freeing its memory (default:
+    it stays until a swap needs the room)."""
 
     @field_validator("args")
     @classmethod
     def _no_reserved_args(cls, args: list[str]) -> list[str]:
         _refuse_reserved(args)
         return args
+
+    @model_validator(mode="after")
+    def _idle_unload_is_not_persistent(self) -> ManagedModel:
+        if self.persistent and self.idle_unload_s is not None:
+            raise ValueError("idle_unload_s: a persistent model is never unloaded; set one")
+        return self
 
 
 class RemoteModel(_Strict):

@@ -214,6 +214,7 @@ class Host:
                 max_queue=self.config.host.max_queue,
                 on_swap=self._record_swap,
                 before_load=self._vram_gate(device_name, info.gpu_index),
+                idle_unload_s={n: s for n in names if (s := managed[n].idle_unload_s) is not None},
             )
 
     def _type_model(self, name: str) -> TypeModel:

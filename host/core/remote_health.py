@@ -129,7 +129,8 @@ def read_mode(
             return RemoteMode(False, f"its box is in normal mode ({url})", at)
         return RemoteMode(
             True,
-            f"its mode endpoint {url} says {document['mode'][:40]!r}, neither NORMAL nor GAMING: held back as gaming",
+            f"its mode endpoint {url} says {document['mode'][:40]!r}, neither NORMAL nor "
+            "GAMING: held back as gaming",
             at,
         )
     if isinstance(document, dict) and isinstance(document.get("modes"), dict):
@@ -139,6 +140,7 @@ def read_mode(
         return RemoteMode(False, f"its box has no GPU in gaming mode ({url})", at)
     return RemoteMode(
         True,
-        f"its mode endpoint {url} answered something that is not a mode document: held back as gaming",
+        f"its mode endpoint {url} answered something that is not a mode document: "
+        "held back as gaming",
         at,
     )

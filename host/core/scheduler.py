@@ -22,6 +22,10 @@ Rules:
 - The device's mode may restrict which models it holds (`allowed`): a waiter for a
   model that is not allowed waits without blocking others (unless it is forced, the
   force-big override), and idle residents that are not allowed are released.
+- A resident with `idle_unload_s` that has served nothing for that long (counted from
+  the end of its last request; the snapshot's `now` is the clock) is unloaded, unless a
+  waiter wants it; `next_unload_at()` says when the next one falls due, so the shell
+  can look again then rather than poll.
 - Invariant: the memory of a device's residents never exceeds its budget.
 """
 
@@ -42,6 +46,8 @@ class Resident:
     in_flight: int = 0
     last_used: float = 0.0
     persistent: bool = False
+    idle_unload_s: float | None = None
+    """Unload after this long without a request (None: stay until evicted)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class Snapshot:
     waiters: Sequence[Waiter]
     allowed: frozenset[str] | None = None
     """Models the device's mode lets it hold; None: any (mode auto)."""
+    now: float = 0.0
+    """The clock `last_used` is read against (monotonic seconds)."""
 
     def permits(self, waiter: Waiter) -> bool:
         return self.allowed is None or waiter.forced or waiter.model in self.allowed
@@ -90,6 +98,14 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Unload:
+    """Stop a resident that has been idle for its `idle_unload_s`."""
+
+    model: str
+    idle_s: float
+
+
+@dataclass(frozen=True)
 class Reject:
     """Waiters whose model can never fit beside the persistent residents."""
 
@@ -97,7 +113,7 @@ class Reject:
     reason: str
 
 
-Action = Admit | Load | Evict | Release | Reject
+Action = Admit | Load | Evict | Release | Unload | Reject
 
 
 def used_mb(residents: Sequence[Resident]) -> int:
@@ -153,8 +169,42 @@ def plan(snapshot: Snapshot) -> list[Action]:
     actions.extend(Load(model) for model in loads)
     if blocked is not None and blocked.model not in residents and free is not None:
         actions.extend(_evictions(snapshot, blocked, free, admitted))
-    actions.extend(_releases(snapshot, admitted))
+    releases = _releases(snapshot, admitted)
+    actions.extend(releases)
+    released = {a.model for a in releases if isinstance(a, Release)}
+    actions.extend(u for u in _unloads(snapshot) if u.model not in released)
     return actions
+
+
+def _idle_unloadable(snapshot: Snapshot) -> list[Resident]:
+    wanted = {w.model for w in snapshot.waiters}
+    return [
+        r
+        for r in snapshot.residents
+        if r.idle_unload_s is not None
+        and r.phase == "ready"
+        and r.in_flight == 0
+        and r.name not in wanted
+    ]
+
+
+def _unloads(snapshot: Snapshot) -> list[Unload]:
+    """Residents idle for their `idle_unload_s` or longer."""
+    return [
+        Unload(r.name, snapshot.now - r.last_used)
+        for r in _idle_unloadable(snapshot)
+        if r.idle_unload_s is not None and snapshot.now - r.last_used >= r.idle_unload_s
+    ]
+
+
+def next_unload_at(snapshot: Snapshot) -> float | None:
+    """When the next idle resident falls due for unloading (None: none will on its own)."""
+    due = [
+        r.last_used + r.idle_unload_s
+        for r in _idle_unloadable(snapshot)
+        if r.idle_unload_s is not None and r.last_used + r.idle_unload_s > snapshot.now
+    ]
+    return min(due, default=None)
 
 
 def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:

@@ -107,6 +107,7 @@ class DeviceArbiter:
         max_queue: int = 256,
         on_swap: SwapSink | None = None,
         before_load: Callable[[str, int], Awaitable[None]] | None = None,
+        idle_unload_s: dict[str, float] | None = None,
     ) -> None:
         self.name = name
         self.budget_mb = budget_mb
@@ -118,6 +119,8 @@ class DeviceArbiter:
         self._on_swap = on_swap
         self._before_load = before_load
         """On a real card: wait until the memory a load needs is really free (NVML)."""
+        self._idle_unload_s = idle_unload_s or {}
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._waiters: list[_Waiter] = []
         self._ids = itertools.count(1)
         self.in_flight: dict[str, int] = dict.fromkeys(models, 0)
@@ -163,6 +166,7 @@ class DeviceArbiter:
                     in_flight=self.in_flight[name],
                     last_used=self._last_used[name],
                     persistent=name in self._persistent,
+                    idle_unload_s=self._idle_unload_s.get(name),
                 )
             )
         return result
@@ -176,6 +180,7 @@ class DeviceArbiter:
             residents=self.residents(),
             waiters=[scheduler.Waiter(w.id, w.model, w.memory_mb, w.forced) for w in self._waiters],
             allowed=self.allowed,
+            now=time.monotonic(),
         )
 
     def permits(self, model: str, forced: bool = False) -> bool:
@@ -265,7 +270,8 @@ class DeviceArbiter:
         waited_for = {w.model for w in self._waiters}
         for model in [m for m in self._pending_swaps if m not in waited_for]:
             del self._pending_swaps[model]  # its requests left: the next load is a new swap
-        for action in scheduler.plan(self.snapshot()):
+        snapshot = self.snapshot()
+        for action in scheduler.plan(snapshot):
             match action:
                 case scheduler.Admit(waiter_ids):
                     self._admit(set(waiter_ids))
@@ -281,8 +287,26 @@ class DeviceArbiter:
                 case scheduler.Release(model):
                     self._evicting.add(model)
                     self._spawn(self._release_for_mode(model))
+                case scheduler.Unload(model, idle_s):
+                    self._evicting.add(model)
+                    self._spawn(self._unload_idle(model, idle_s))
                 case scheduler.Reject(waiter_ids, reason):
                     self._fail_waiters(set(waiter_ids), ModelUnavailable(reason))
+
+        self._look_again_at(scheduler.next_unload_at(snapshot))
+
+    def _look_again_at(self, due: float | None) -> None:
+        """Replan when the next idle model falls due (one timer, moved as plans change)."""
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if due is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # planned outside the loop (a test's setup): no one to wake
+            return
+        self._idle_timer = loop.call_later(max(0.0, due - time.monotonic()), self._replan)
 
     def _admit(self, ids: set[int]) -> None:
         now = time.monotonic()
@@ -347,6 +371,13 @@ class DeviceArbiter:
             self._evicting.discard(model)
             self._replan()
 
+    async def _unload_idle(self, model: str, idle_s: float) -> None:
+        try:
+            await self.models[model].stop(f"idle for {idle_s:.1f} s (idle_unload_s)")
+        finally:
+            self._evicting.discard(model)
+            self._replan()
+
     async def _release_for_mode(self, model: str) -> None:
         try:
             await self.models[model].stop(self.mode_reason or "released by the device mode")
@@ -365,6 +396,7 @@ class DeviceArbiter:
     async def close(self) -> None:
         """Fail every waiter, stop loads under way, stop every model of the device."""
         self._closed = True
+        self._look_again_at(None)
         for waiter in self._waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(ModelUnavailable("the host is shutting down"))

@@ -81,6 +81,11 @@ def test_a_remote_model_needs_an_http_url() -> None:
         ('[routing]\nplanning = "wizard"\n', r"routing\.planning: unknown tier 'wizard'"),
         ('[models.auto]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\n', r"models\.auto: the name"),
         ('[rules]\npoetry = ["sonnet"]\n', r"rules\.poetry: unknown task type"),
+        (
+            '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\npersistent = true\n'
+            "idle_unload_s = 60\n",
+            r"models\.m2: idle_unload_s: a persistent model is never unloaded",
+        ),
         ('[rules]\ninfra = ["x"]\n', r"rules\.infra\.0: String should have at least 2 characters"),
         ("[devices.gpu0\n", r"not valid TOML"),
     ],

@@ -13,7 +13,9 @@ from host.core.scheduler import (
     Release,
     Resident,
     Snapshot,
+    Unload,
     Waiter,
+    next_unload_at,
     plan,
     used_mb,
 )
@@ -206,3 +208,39 @@ def test_a_forced_request_loads_despite_the_mode() -> None:
     assert plan(snapshot) == [Load("b")]
     resident = Snapshot(400, [ready("b")], [Waiter(2, "b", 300, forced=True)], allowed=frozenset())
     assert plan(resident) == [Admit((2,))]  # and "b" is not released under it
+
+
+# -- idle unload ---------------------------------------------------------------------------
+
+
+def idle(name: str, last_used: float, after_s: float | None = 60.0, **kw: object) -> Resident:
+    return Resident(name, 300, "ready", last_used=last_used, idle_unload_s=after_s, **kw)  # type: ignore[arg-type]
+
+
+def test_a_model_idle_for_its_idle_unload_s_is_unloaded() -> None:
+    snap = Snapshot(1000, [idle("a", last_used=100.0)], [], now=160.0)
+    assert plan(snap) == [Unload("a", 60.0)]
+    assert next_unload_at(snap) is None  # due now, not later
+
+
+def test_before_it_is_due_the_plan_says_when_to_look_again() -> None:
+    residents = [idle("a", 100.0), idle("b", 120.0, 10.0), idle("c", 0.0, None)]
+    early = Snapshot(1000, residents, [], now=125.0)
+    assert plan(early) == []
+    assert next_unload_at(early) == 130.0  # b's, before a's at 160; c never
+    assert plan(Snapshot(1000, residents, [], now=130.0)) == [Unload("b", 10.0)]
+
+
+def test_a_model_in_use_or_wanted_is_never_unloaded_for_idleness() -> None:
+    busy = Resident("a", 300, "ready", in_flight=1, last_used=0.0, idle_unload_s=1.0)
+    assert plan(Snapshot(1000, [busy], [], now=100.0)) == []
+    wanted = Snapshot(1000, [idle("a", 0.0, 1.0)], [Waiter(1, "a", 300)], now=100.0)
+    assert plan(wanted) == [Admit((1,))]
+    assert next_unload_at(wanted) is None
+    starting = Resident("a", 300, "starting", last_used=0.0, idle_unload_s=1.0)
+    assert plan(Snapshot(1000, [starting], [], now=100.0)) == []
+
+
+def test_a_model_the_mode_releases_is_not_also_unloaded() -> None:
+    snap = Snapshot(1000, [idle("a", 0.0, 1.0)], [], allowed=frozenset(), now=100.0)
+    assert plan(snap) == [Release("a")]

@@ -132,6 +132,7 @@ class Devices:
         max_queue: int = 256,
         on_swap: SwapSink | None = None,
         before_load: Callable[[str, int], Awaitable[None]] | None = None,
+        idle_unload_s: dict[str, float] | None = None,
     ) -> Device:
         """A device whose models are `memory_mb`'s keys, those in `ready` already up.
 
@@ -158,6 +159,7 @@ class Devices:
             max_queue=max_queue,
             on_swap=on_swap or record,
             before_load=before_load,
+            idle_unload_s=idle_unload_s,
         )
         device = Device(arbiter, fakes, journal, swaps)
         self._built.append(device)
@@ -1001,3 +1003,27 @@ async def test_releasing_a_lease_twice_releases_it_once(devices: Devices) -> Non
     second.release()
     assert arbiter.in_flight["a"] == 0
     assert device.phases() == {"a": "stopping"}
+
+
+# -- idle unload -------------------------------------------------------------------------
+
+
+def stop_seen(fake_process: FakeProcess) -> asyncio.Event:
+    """Set when the fake reaches `stopped` (on the arbiter's own timer, here)."""
+    seen = asyncio.Event()
+    fake_process.subscribe(lambda t: seen.set() if t.new is ModelState.STOPPED else None)
+    return seen
+
+
+async def test_a_model_idle_for_its_idle_unload_s_is_stopped_by_its_own_timer(
+    devices: Devices,
+) -> None:
+    device = devices.make({"a": 400, "b": 400}, ready={"a", "b"}, idle_unload_s={"a": 0.05})
+    a_stopped = stop_seen(device["a"])
+    device.now("a").release()
+    device.now("b").release()
+    await bounded(a_stopped.wait())
+    assert device["a"].stop_reasons[-1].startswith("idle for 0.")
+    assert device["a"].stop_reasons[-1].endswith(" s (idle_unload_s)")
+    assert device["b"].state is ModelState.READY  # no idle_unload_s: it stays
+    assert device.phases() == {"b": "ready"}
