@@ -105,6 +105,18 @@ class Device(_Strict):
     """NVML / CUDA index of the card."""
     reserve_mb: int = Field(512, ge=0)
     """Kept free on a measured GPU for the display and other processes."""
+    auto_yield: bool = False
+    """Go to gaming mode by itself while a process this host did not start holds more than
+    `yield_above_mb` of the card (a game), and back `yield_grace_s` after it is gone."""
+    yield_above_mb: int = Field(1024, ge=0)
+    yield_grace_s: float = Field(30.0, ge=0)
+    yield_poll_s: float = Field(2.0, ge=0.05, le=600)
+
+    @model_validator(mode="after")
+    def _yield_needs_a_gpu(self) -> Device:
+        if self.auto_yield and self.kind != "gpu":
+            raise ValueError("auto_yield: only a GPU device yields to games")
+        return self
 
 
 RESERVED_ARGS = frozenset({"--host", "--port", "-m", "--model"})

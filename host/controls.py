@@ -105,28 +105,32 @@ class Controls:
             except routing.RoutingError as exc:
                 log.warning("ignoring the saved routing table: %s", exc)
 
-    def _apply_mode(self, device: str, mode: str) -> None:
+    def _apply_mode(self, device: str, mode: str, why: str | None = None) -> None:
         self.modes[device] = mode
-        self._gates[device].set_allowed(
-            modes.allowed_models(self.config, device, mode), modes.hold_reason(device, mode)
-        )
+        hold = modes.hold_reason(device, mode)
+        if hold and why:
+            hold = f"{hold} ({why})"
+        self._gates[device].set_allowed(modes.allowed_models(self.config, device, mode), hold)
 
-    async def set_mode(self, mode: str, device: str | None = None) -> dict[str, str]:
+    async def set_mode(
+        self, mode: str, device: str | None = None, reason: str | None = None
+    ) -> dict[str, str]:
         """Change the mode of one GPU device, or of all; stops what the mode excludes.
-        Raises `ModeError` for a mode or device that does not exist."""
+        `reason`: why, when it is not the owner's own command (auto-yield says which
+        process it yields to). Raises `ModeError` for a mode or device that does not exist."""
         devices = modes.check_mode(self.config, mode, device)
         for name in devices:
             old = self.modes[name]
-            self._apply_mode(name, mode)
+            self._apply_mode(name, mode, reason)
             if old != mode:
-                log.info("mode of %s: %s -> %s", name, old, mode)
+                log.info("mode of %s: %s -> %s (%s)", name, old, mode, reason or "mode changed")
                 if self._settings is not None:
                     await self._settings.record_model_event(
                         model=f"device:{name}",
                         at=time.time(),
                         old=old,
                         new=mode,
-                        reason="mode changed",
+                        reason=reason or "mode changed",
                     )
         if self._settings is not None:
             await self._settings.put_setting("modes", self.modes)

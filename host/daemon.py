@@ -28,6 +28,7 @@ from host.core.remote_health import Health, RemoteMode
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, SwapRecord
+from host.models.auto_yield import AutoYield
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
 from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
@@ -85,6 +86,8 @@ class Host:
         """Each GPU's mode and the routing table, persisted, and `decide()`."""
         self.controls.on_change(self._wake_dispatcher)
         self.remote_health.on_change(lambda _name: self._wake_dispatcher())
+        self.auto_yield = AutoYield(config, self.controls, self._our_pids)
+        """GPUs with `auto_yield` go to gaming mode by themselves while a game holds them."""
         self.offload = Offload()
         """Where big request bodies are parsed, checked and routed (`host.offload`)."""
         self._background: set[asyncio.Task[Any]] = set()
@@ -269,6 +272,7 @@ class Host:
                     "remote model %s: $%s is not set; its requests go without a key", name, key_env
                 )
         self.remote_health.start()
+        self.auto_yield.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
         for name, model in self.config.managed().items():
@@ -282,6 +286,10 @@ class Host:
             log.error("persistent model %s did not start: %s", name, exc)
             return
         lease.release()
+
+    def _our_pids(self) -> set[int]:
+        """The model servers this host started (a yield is never to one of them)."""
+        return {process.pid for process in self.processes.values() if process.pid}
 
     def _wake_dispatcher(self) -> None:
         if self._dispatcher is not None:
@@ -333,6 +341,7 @@ class Host:
             await asyncio.wait({task}, timeout=2)
         await self.warm_pool.close()
         await self.remote_health.stop()
+        await self.auto_yield.stop()
         self.offload.close()
         await self.http.aclose()
         for process in self.processes.values():

@@ -14,9 +14,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from host.config import Config, ConfigError
+from host.core.auto_yield import GpuProcess
 
 log = logging.getLogger("tierhost.gpu")
+
+
+def read_processes(index: int) -> list[GpuProcess] | None:
+    """The processes using card `index` (compute and graphics) and their memory, or None
+    without NVML or card. A process whose memory NVML cannot tell (some drivers and
+    containers) counts as 0 MiB; one whose name cannot be read is named by its pid."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        running = [
+            *nvml.nvmlDeviceGetComputeRunningProcesses(handle),
+            *nvml.nvmlDeviceGetGraphicsRunningProcesses(handle),
+        ]
+    except Exception as exc:
+        log.debug("NVML process list of GPU %d failed: %s", index, exc)
+        return None
+    used: dict[int, int] = {}
+    for entry in running:
+        memory = getattr(entry, "usedGpuMemory", None)
+        mb = int(memory) // (1024 * 1024) if isinstance(memory, int) else 0
+        used[int(entry.pid)] = max(used.get(int(entry.pid), 0), mb)
+    return [GpuProcess(pid, _process_name(pid), mb) for pid, mb in sorted(used.items())]
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return str(psutil.Process(pid).name())
+    except psutil.Error:
+        return f"pid {pid}"
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,10 @@ def test_a_remote_model_needs_an_http_url() -> None:
         ('[models.auto]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\n', r"models\.auto: the name"),
         ('[rules]\npoetry = ["sonnet"]\n', r"rules\.poetry: unknown task type"),
         (
+            '[devices.box]\nkind = "cpu"\nauto_yield = true\n',
+            r"devices\.box: auto_yield: only a GPU device yields to games",
+        ),
+        (
             '[models.m2]\ngguf = "x"\ndevice = "gpu0"\nmemory_mb = 1\npersistent = true\n'
             "idle_unload_s = 60\n",
             r"models\.m2: idle_unload_s: a persistent model is never unloaded",

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
+import psutil
+import pytest
+
+from host.core.auto_yield import GpuProcess
+from host.models import gpu
 from host.models.gpu import GpuMemory, gpu_count, read_memory, wait_for_free
 
 
@@ -50,3 +56,43 @@ def test_readings_degrade_to_none_without_a_card() -> None:
     else:  # on a lent GPU machine the same call reads the real card
         reading = read_memory(0)
         assert reading is not None and reading.total_mb > 0
+
+
+class FakeNvml:
+    """The few pynvml calls `read_processes` makes, scripted: one compute process whose
+    memory the driver reports, one graphics process whose memory it cannot tell, and
+    the same pid in both lists (counted once, at its larger figure)."""
+
+    class Entry:
+        def __init__(self, pid: int, used: int | None) -> None:
+            self.pid = pid
+            self.usedGpuMemory = used
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[Entry]:
+        return [self.Entry(os.getpid(), 512 * MIB), self.Entry(2**22 + 7, 6144 * MIB)]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: int) -> list[Entry]:
+        return [self.Entry(os.getpid(), 1024 * MIB), self.Entry(2**22 + 9, None)]
+
+
+MIB = 1024 * 1024
+
+
+def test_the_processes_on_a_card_are_read_with_their_memory_and_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gpu, "_nvml", lambda: FakeNvml())
+    processes = gpu.read_processes(0)
+    assert processes == [
+        GpuProcess(os.getpid(), psutil.Process().name(), 1024),
+        GpuProcess(2**22 + 7, f"pid {2**22 + 7}", 6144),  # gone: named by its pid
+        GpuProcess(2**22 + 9, f"pid {2**22 + 9}", 0),
+    ]
+
+
+def test_a_card_nvml_cannot_read_has_no_process_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu, "_nvml", lambda: None)
+    assert gpu.read_processes(0) is None
