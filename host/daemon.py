@@ -23,6 +23,7 @@ import httpx
 from host.auth import is_loopback, load_or_create_token
 from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
 from host.controls import Controls
+from host.core import routing
 from host.core.batching import Policy
 from host.core.remote_health import Health, RemoteMode
 from host.metrics import HostMetrics
@@ -37,7 +38,7 @@ from host.models.status import status_document
 from host.models.type_model import TypeModel
 from host.offload import Offload
 from host.paths import find_llama_server, resolve_gguf
-from host.store import Store
+from host.store import Store, TaskRow
 from host.tasks.dispatcher import Dispatcher
 from host.tasks.queue import TaskQueue
 
@@ -254,6 +255,7 @@ class Host:
             policy,
             self.config.validation,
             self.config.validator_model(),
+            self._reroute,
         )
         self._tasks = TaskQueue(
             self.config,
@@ -286,6 +288,26 @@ class Host:
             log.error("persistent model %s did not start: %s", name, exc)
             return
         lease.release()
+
+    async def _reroute(self, row: TaskRow, failed: str, why: str) -> routing.Decision | None:
+        """A task's route again after the remote `failed` it: that remote counts as
+        unreachable until a probe finds it answering."""
+        self.remote_health.mark_down(failed, why)
+        request = routing.RouteRequest(
+            prompt=row.prompt,
+            type=row.type,
+            tier=row.request.get("tier"),
+            model=row.request.get("model"),
+            force_big=bool(row.request.get("force_big")),
+            context_files=tuple(f["path"] for f in row.context.get("files", [])),
+        )
+        try:
+            return await self.offload.run(
+                len(row.prompt), routing.decide, request, self.controls.snapshot()
+            )
+        except routing.RoutingError as exc:
+            log.info("task %s has nowhere to fail over to: %s", row.id, exc)
+            return None
 
     def _our_pids(self) -> set[int]:
         """The model servers this host started (a yield is never to one of them)."""

@@ -24,7 +24,12 @@ ERROR_DETAIL_CHARS = 300
 class ChatFailed(Exception):
     """The model answered, but not with a chat completion: an error status, a stream
     event that is not JSON or not an object, an error reported mid-answer, or an answer
-    of the wrong shape. The message says which, and names the model."""
+    of the wrong shape. The message says which, and names the model; `status` is the
+    HTTP status of an error answer (a 5xx is the server's fault, worth another model)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 TokensSoFar = Callable[[int], Awaitable[None]]
@@ -91,7 +96,8 @@ async def stream_chat(
             detail = (await response.aread()).decode(errors="replace")[:ERROR_DETAIL_CHARS]
             raise ChatFailed(
                 f"model {lease.model} answered HTTP {response.status_code} ({lease.where()}): "
-                f"{detail}"
+                f"{detail}",
+                response.status_code,
             )
         async for line in response.aiter_lines():
             if not line.startswith("data:") or line.removeprefix("data:").strip() == "[DONE]":
@@ -111,7 +117,8 @@ async def complete_chat(lease: ModelLease, body: dict[str, Any]) -> str:
     if response.status_code >= 400:
         raise ChatFailed(
             f"model {lease.model} answered HTTP {response.status_code} ({lease.where()}): "
-            f"{response.text[:ERROR_DETAIL_CHARS]}"
+            f"{response.text[:ERROR_DETAIL_CHARS]}",
+            response.status_code,
         )
     try:
         answer = response.json()

@@ -76,6 +76,28 @@ class RemoteHealth:
     def unreachable(self) -> set[str]:
         return {name for name, health in self.health.items() if not health.reachable}
 
+    def mark_down(self, name: str, reason: str) -> None:
+        """A request found the remote failing before its probe did: skip it now, until a
+        probe finds it answering again (the next is at most `health_interval_s` away)."""
+        if name not in self.health:
+            return
+        before = self.health[name]
+        now = time.time()
+        self.health[name] = Health(
+            reachable=False,
+            probed=True,
+            last_error=reason,
+            latency_s=before.latency_s,
+            checked_at=now,
+            since=now if before.reachable else before.since,
+            failures=before.failures + 1,
+        )
+        if before.reachable:
+            log.warning(
+                "remote model %s failed a request: %s; skipped until it answers", name, reason
+            )
+            self._changed(name)
+
     def hold_reason(self, name: str) -> str | None:
         """Why unforced work may not go to this remote now (its box is gaming), or None."""
         mode = self.modes.get(name)

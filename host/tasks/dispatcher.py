@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ import httpx
 
 from host.config import ValidationSettings
 from host.core.batching import DeviceState, Policy, QueuedTask, pick
+from host.core.routing import Decision
 from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.models.chat import ChatFailed, stream_chat
@@ -36,6 +37,13 @@ from host.tasks.validation import ValidationLoop, ask_validator
 log = logging.getLogger("tierhost.dispatcher")
 
 TaskListener = Callable[[str], None]
+
+Reroute = Callable[[TaskRow, str, str], Awaitable[Decision | None]]
+"""After a remote model failed a task before its first token (why): the task's route
+decided again with that model counted as unreachable; None when nothing else can take it."""
+
+MAX_FAILOVERS = 3
+"""The most times one task moves on to another model: a fallback chain, not a loop."""
 
 
 class Models(Protocol):
@@ -98,8 +106,11 @@ class Dispatcher:
         policy: Policy,
         validation: ValidationSettings,
         validator: str | None,
+        reroute: Reroute | None = None,
     ) -> None:
         self._models = models
+        self._reroute = reroute
+        self._failovers: dict[str, int] = {}
         self._store = store
         self.policy = policy
         self._validation = validation
@@ -294,6 +305,7 @@ class Dispatcher:
     async def _end(self, task_id: str, status: TaskStatus, reason: str, **fields: Any) -> None:
         """Record how a task ended. This never raises: a task that cannot be moved is
         logged, so nothing is stuck silently (the next start requeues an active one)."""
+        self._failovers.pop(task_id, None)
         if status is TaskStatus.FAILED:
             fields.setdefault("error", reason)
         try:
@@ -333,6 +345,7 @@ class Dispatcher:
                 await self._validate(row, endpoint)
                 return
             text, tokens = await self._generate_retrying(row, build_messages(row), endpoint)
+            self._failovers.pop(row.id, None)
             await self._store.move_task(
                 row.id,
                 TaskStatus.DONE,
@@ -353,11 +366,13 @@ class Dispatcher:
             TooManyRequests,
             ChatFailed,
         ) as exc:
-            await self._end(row.id, TaskStatus.FAILED, str(exc))
+            if not await self._failed_over(row, endpoint, exc, str(exc)):
+                await self._end(row.id, TaskStatus.FAILED, str(exc))
         except httpx.HTTPError as exc:
             where = f" ({endpoint.where()})" if endpoint is not None else ""
             message = f"model {model} failed while generating{where}: {type(exc).__name__}: {exc}"
-            await self._end(row.id, TaskStatus.FAILED, message)
+            if not await self._failed_over(row, endpoint, exc, message):
+                await self._end(row.id, TaskStatus.FAILED, message)
         except Exception as exc:
             log.exception("task %s failed unexpectedly on %s", row.id, model)
             message = f"internal error while running on {model}: {type(exc).__name__}: {exc}"
@@ -365,6 +380,41 @@ class Dispatcher:
         finally:
             if endpoint is not None:
                 endpoint.release()
+
+    async def _failed_over(
+        self, row: TaskRow, endpoint: ModelLease | None, exc: Exception, why: str
+    ) -> bool:
+        """Move a task that a remote model failed before its first token (it could not be
+        reached, timed out, dropped the connection, answered a 5xx) on to the next model
+        of its route, back in the queue with an event saying from where to where. False
+        when this is not such a failure, or nothing else can take it."""
+        failed = endpoint is not None and not endpoint.managed
+        worth_it = isinstance(exc, httpx.TransportError) or (
+            isinstance(exc, ChatFailed) and (exc.status or 0) >= 500
+        )
+        running = self._running.get(row.id)
+        if not (failed and worth_it) or self._reroute is None or running is None:
+            return False
+        if running.tokens or self._failovers.get(row.id, 0) >= MAX_FAILOVERS:
+            return False  # bytes of an answer came, or the chain is spent: it fails
+        assert endpoint is not None
+        decision = await self._reroute(row, endpoint.model, why)
+        if decision is None or decision.model == endpoint.model:
+            return False
+        self._failovers[row.id] = self._failovers.get(row.id, 0) + 1
+        try:
+            await self._store.move_task(
+                row.id,
+                TaskStatus.QUEUED,
+                f"failed over from {endpoint.model} ({why}) to {decision.model} ({decision.tier})",
+                model=decision.model,
+                tier=decision.tier,
+                decision=decision.as_json(),
+            )
+        except IllegalTransition:
+            return True  # cancelled meanwhile: its end is recorded
+        self.wake()
+        return True
 
     async def _validate(self, row: TaskRow, endpoint: ModelLease) -> None:
         """Generate → validate → commit (host.tasks.validation). Runs inside `_run`, whose

@@ -1,0 +1,134 @@
+"""Tasks fail soft: the operator tier's first model is a scripted remote that answers its
+health probe but fails the request itself (a 500, or a connection dropped before any
+reply: faults a real llama-server does not show on demand); its second is a real
+llama-server on loopback, "the other box". The task moves on, says where from and to,
+and is finished by the box; the flaky one is skipped until a probe finds it answering."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, start_daemon, stop_checked
+from tests.host.tasks.test_dispatcher_live import statuses, submit, wait_terminal
+from tests.remote_box import KEY_ENV, REMOTE_ALIAS, REMOTE_KEY, RemoteBox
+
+pytestmark = pytest.mark.real
+
+
+class FlakyRemote:
+    """Answers `GET /v1/models`; fails every chat completion the way `fault` says."""
+
+    def __init__(self) -> None:
+        self.fault = "500"
+        self.chats = 0
+        remote = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._send(200, b'{"object": "list", "data": [{"id": "flaky"}]}')
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                remote.chats += 1
+                if remote.fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()  # no status line: dropped before any reply
+                    return
+                self._send(500, b'{"error": {"message": "CUDA error: out of memory"}}')
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def flaky() -> Iterator[FlakyRemote]:
+    remote = FlakyRemote()
+    yield remote
+    remote.close()
+
+
+def config(flaky_url: str, box_url: str) -> str:
+    return f"""
+[devices.cpu]
+kind = "cpu"
+
+[models.flaky]
+kind = "remote"
+base_url = "{flaky_url}/v1"
+health_interval_s = 60
+
+[models.operator-far]
+kind = "remote"
+base_url = "{box_url}/v1"
+api_key_env = "{KEY_ENV}"
+remote_model = "{REMOTE_ALIAS}"
+
+[tiers.architect]
+models = ["operator-far"]
+[tiers.builder]
+models = ["operator-far"]
+[tiers.operator]
+models = ["flaky", "operator-far"]
+"""
+
+
+@pytest.mark.parametrize("fault", ["500", "drop"])
+def test_a_task_the_first_remote_fails_is_finished_by_the_next(
+    tmp_path: Path, remote_box: RemoteBox, flaky: FlakyRemote, fault: str
+) -> None:
+    flaky.fault = fault
+    daemon: Daemon = start_daemon(
+        tmp_path, config(flaky.url, remote_box.url), extra_env={KEY_ENV: REMOTE_KEY}
+    )
+    try:
+        with daemon.client() as http:
+            task = submit(http, "reply to Dana", type="email", params={"max_tokens": 4})
+        assert task["model"] == "flaky"  # it answers its probe: routing cannot know yet
+        done = wait_terminal(daemon, task["id"])
+        assert done["status"] == "done", done["events"]
+        assert done["model"] == "operator-far" and done["tier"] == "operator"
+        assert statuses(done) == [
+            "queued",
+            "waiting_device",
+            "running",
+            "queued",
+            "waiting_device",
+            "running",
+            "done",
+        ]
+        moved = done["events"][3]["reason"]
+        assert moved.startswith("failed over from flaky (")
+        assert moved.endswith("to operator-far (operator)")
+        assert ("HTTP 500" in moved) if fault == "500" else ("RemoteProtocolError" in moved)
+        assert done["events"][-1]["reason"].endswith("tokens from operator-far")
+
+        far = {m["name"]: m for m in daemon.status()["models"]}["flaky"]
+        assert far["reachable"] is False  # skipped until a probe finds it answering
+        with daemon.client() as http:
+            again = submit(http, "reply to Sam", type="email", params={"max_tokens": 4})
+        assert again["model"] == "operator-far"
+        assert "health: skip flaky" in " ".join(again["decision"]["reasons"])
+    finally:
+        stop_checked(daemon)
