@@ -206,6 +206,11 @@ class RemoteModel(_Strict):
     """What the health probe asks (any answer under 500 is up); default `{base_url}/models`."""
     health_interval_s: float = Field(5.0, ge=0.1, le=3600)
     health_timeout_s: float = Field(2.0, gt=0, le=60)
+    connect_timeout_s: float = Field(5.0, gt=0, le=600)
+    """How long a request waits for the other box to accept its connection."""
+    read_timeout_s: float = Field(120.0, gt=0, le=3600)
+    """The longest the other box may stay silent, before its first byte and between bytes
+    (a hanging box fails the request after this, and a task moves on to the next model)."""
     mode_url: str | None = None
     """The other box's GPU mode: `{"mode": "NORMAL"|"GAMING"}`, or a Tierhost's `/api/mode`.
     While it says gaming (or does not answer) only forced work goes there."""

@@ -446,7 +446,9 @@ async def _forward(request: Request, path: str) -> Response:
         upstream = await _unless(
             _send_once_more_if_dropped(
                 lease.http,
-                lease.http.build_request("POST", url, content=content, headers=send_headers),
+                lease.http.build_request(
+                    "POST", url, content=content, headers=send_headers, timeout=lease.timeouts()
+                ),
             ),
             stops,
         )

@@ -90,7 +90,11 @@ async def stream_chat(
     piece as llama-server sends them)."""
     pieces: list[str] = []
     async with lease.http.stream(
-        "POST", lease.chat_url, json=lease.body({**body, "stream": True}), headers=lease.headers
+        "POST",
+        lease.chat_url,
+        json=lease.body({**body, "stream": True}),
+        headers=lease.headers,
+        timeout=lease.timeouts(),
     ) as response:
         if response.status_code >= 400:
             detail = (await response.aread()).decode(errors="replace")[:ERROR_DETAIL_CHARS]
@@ -112,7 +116,10 @@ async def stream_chat(
 async def complete_chat(lease: ModelLease, body: dict[str, Any]) -> str:
     """One plain (non-streamed) answer's text."""
     response = await lease.http.post(
-        lease.chat_url, json=lease.body({**body, "stream": False}), headers=lease.headers
+        lease.chat_url,
+        json=lease.body({**body, "stream": False}),
+        headers=lease.headers,
+        timeout=lease.timeouts(),
     )
     if response.status_code >= 400:
         raise ChatFailed(

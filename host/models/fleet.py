@@ -151,6 +151,9 @@ class Fleet:
             log_path=None,
             server_url=None,
             _release=release,
+            timeout=httpx.Timeout(
+                connect=entry.connect_timeout_s, read=entry.read_timeout_s, write=60.0, pool=None
+            ),
         )
 
     def _entry(self, model: str) -> ManagedModel | RemoteModel:

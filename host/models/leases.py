@@ -35,7 +35,13 @@ class ModelLease:
     """A managed llama-server's own root, for its native endpoints (`/slots`,
     `/tokenize`); None for a remote endpoint, whose server is not ours to drive."""
     _release: Callable[[], None] = field(repr=False)
+    timeout: httpx.Timeout | None = None
+    """The request's timeouts when not the client's own (a remote's connect and read)."""
     _released: bool = field(default=False, repr=False)
+
+    def timeouts(self) -> httpx.Timeout | Any:
+        """For `timeout=` of a request: this lease's, else the client's default."""
+        return self.timeout if self.timeout is not None else httpx.USE_CLIENT_DEFAULT
 
     @property
     def managed(self) -> bool:

@@ -26,6 +26,7 @@ class FlakyRemote:
     def __init__(self) -> None:
         self.fault = "500"
         self.chats = 0
+        self.release = threading.Event()
         remote = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,9 @@ class FlakyRemote:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 remote.chats += 1
+                if remote.fault == "hang":
+                    remote.release.wait(30)  # accepted, and silent until the test ends
+                    return
                 if remote.fault == "drop":
                     self.close_connection = True
                     self.connection.close()  # no status line: dropped before any reply
@@ -57,6 +61,7 @@ class FlakyRemote:
         self._thread.start()
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
@@ -78,6 +83,7 @@ kind = "cpu"
 kind = "remote"
 base_url = "{flaky_url}/v1"
 health_interval_s = 60
+read_timeout_s = 1
 
 [models.operator-far]
 kind = "remote"
@@ -94,7 +100,7 @@ models = ["flaky", "operator-far"]
 """
 
 
-@pytest.mark.parametrize("fault", ["500", "drop"])
+@pytest.mark.parametrize("fault", ["500", "drop", "hang"])
 def test_a_task_the_first_remote_fails_is_finished_by_the_next(
     tmp_path: Path, remote_box: RemoteBox, flaky: FlakyRemote, fault: str
 ) -> None:
@@ -121,7 +127,8 @@ def test_a_task_the_first_remote_fails_is_finished_by_the_next(
         moved = done["events"][3]["reason"]
         assert moved.startswith("failed over from flaky (")
         assert moved.endswith("to operator-far (operator)")
-        assert ("HTTP 500" in moved) if fault == "500" else ("RemoteProtocolError" in moved)
+        named = {"500": "HTTP 500", "drop": "RemoteProtocolError", "hang": "ReadTimeout"}
+        assert named[fault] in moved
         assert done["events"][-1]["reason"].endswith("tokens from operator-far")
 
         far = {m["name"]: m for m in daemon.status()["models"]}["flaky"]
