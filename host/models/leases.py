@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from host.models.upstream import Upstream
+
 
 @dataclass
 class ModelLease:
@@ -36,6 +38,9 @@ class ModelLease:
     `/tokenize`); None for a remote endpoint, whose server is not ours to drive."""
     _release: Callable[[], None] = field(repr=False)
     _released: bool = field(default=False, repr=False)
+    upstream: Upstream | None = field(default=None, kw_only=True)
+    """A managed server's own connections for the proxy's hot path (`host.models.upstream`);
+    None for a remote endpoint, which is reached with `http`."""
 
     @property
     def managed(self) -> bool:
