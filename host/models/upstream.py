@@ -185,6 +185,9 @@ class UpstreamResponse:
         self._error = error
         self._wake()
 
+    def _is_event_stream(self) -> bool:
+        return self.headers.get("content-type", "").startswith("text/event-stream")
+
     def _delimited_by_close(self) -> bool:
         """An answer with neither a length nor chunks ends where the connection does."""
         return (
@@ -312,8 +315,12 @@ class _Connection(asyncio.Protocol):
             self._response._body(body)
 
     def on_message_complete(self) -> None:
-        if self._response is not None:
-            self._response._complete(self._parser.should_keep_alive())
+        response = self._response
+        if response is not None:
+            kept = self._parser.should_keep_alive()
+            if self._upstream.closes_after_stream and response._is_event_stream():
+                kept = False
+            response._complete(kept)
 
 
 class Upstream:
@@ -327,16 +334,24 @@ class Upstream:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         read_timeout_s: float | None = None,
         max_idle: int = MAX_IDLE,
+        closes_after_stream: bool = True,
     ) -> None:
         """`read_timeout_s`: the longest wait for the next bytes of an answer; None (the
         proxy's) waits as long as the server takes, since a long prompt may be read for
-        minutes before the first token and only the client or the host ends that."""
+        minutes before the first token and only the client or the host ends that.
+
+        `closes_after_stream`: the server closes a connection once it has sent a stream
+        (`text/event-stream`), so none is kept after one. llama-server does, within about
+        10 ms of the stream's end and whatever its `Keep-Alive` header says; a connection
+        kept made one request in six fail on the demo box (it came before the close did)
+        and be sent again."""
         self.host = host
         self.port = port
         self.authority = f"{host}:{port}"
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_idle = max_idle
+        self.closes_after_stream = closes_after_stream
         self._idle: list[_Connection] = []
         self._closed = False
 

@@ -225,6 +225,25 @@ async def test_an_answer_saying_connection_close_is_not_reused() -> None:
         upstream.close()
 
 
+@pytest.mark.parametrize("closes_after_stream", [True, False])
+async def test_a_connection_is_kept_after_a_stream_only_for_a_server_that_keeps_it(
+    closes_after_stream: bool,
+) -> None:
+    async def streams(peer: Peer) -> None:
+        while True:
+            await peer.request()
+            peer.write(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    async with serving(streams) as server:
+        upstream = Upstream("127.0.0.1", server.port, closes_after_stream=closes_after_stream)
+        for _ in range(2):
+            answer = await ask(upstream)
+            assert await bounded(answer.read()) == b"data: [DONE]\n\n"
+            answer.close()
+        assert len(server.peers) == (2 if closes_after_stream else 1)
+        upstream.close()
+
+
 async def test_a_kept_alive_connection_the_server_closed_is_not_used_again() -> None:
     async def once_then_close(peer: Peer) -> None:
         await peer.request()
