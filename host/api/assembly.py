@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
 from host.api.openai_body import CHAT_PATH
 
 
@@ -155,15 +153,11 @@ class Assembly:
                 continue  # a torn event: what came before it still stands
 
 
-async def assembled(upstream: httpx.Response, path: str) -> tuple[int, dict[str, Any]]:
-    """Read a streamed answer to its end and put it back together (`Assembly`)."""
+def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:
+    """A streamed answer, read to its end, put back together (`Assembly`): split into
+    events once, not as it came (nobody reads a plain answer before its end)."""
     assembly = Assembly(path)
-    pending = b""
-    async for chunk in upstream.aiter_raw():
-        pending += chunk
-        *events, pending = pending.split(b"\n\n")
-        for event in events:
+    for event in payload.split(b"\n\n"):
+        if event.strip():
             assembly.feed_event(event)
-    if pending.strip():
-        assembly.feed_event(pending)
     return assembly.result()
