@@ -956,6 +956,8 @@ async def _route(
         model=requested,
         force_big=forced,
         intent=prepared.intent,
+        # A named tier routes by its name: the type is not needed (nor reported, below).
+        classify=requested in ("auto", "big"),
     )
     try:
         decision = await _decide_counting(host, route)

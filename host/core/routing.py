@@ -77,6 +77,11 @@ class RouteRequest:
     prompt_tokens: int | None = None
     """The prompt's tokens as counted by a model's own tokenizer, set by the shell when it
     could ask one (a resident llama-server's `/tokenize`); None: estimated from its length."""
+    classify: bool = True
+    """Whether the statistical classifier may be asked for the type. The proxy says no for
+    a request that names its tier: there the type routes nothing and is not reported,
+    while the classifier costs ~1.5 ms of a request the rules do not settle. The type is
+    then the rules' alone, and its reason says so."""
 
 
 @dataclass(frozen=True)
@@ -309,8 +314,14 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
     rules = InferenceRules.with_extra(snap.config.inference)
     inference = infer_type(prompt, request.context_files, rules)
     classification = None
+    unasked = ""
     if snap.classifier is not None and not decided_by_rule(inference):
-        classification = snap.classifier.classify(scanned_part(prompt))
+        if request.classify:
+            classification = snap.classifier.classify(scanned_part(prompt))
+        else:
+            unasked = (
+                " (by the rules alone: the classifier is not asked where the type routes nothing)"
+            )
     task_type, why = choose_type(
         inference,
         classification,
@@ -318,7 +329,7 @@ def _decide_type(request: RouteRequest, snap: RoutingSnapshot, prompt: str) -> t
         request.classifier_answer,
         snap.config.default_type,
     )
-    return task_type, f"type {task_type} inferred: {why}"
+    return task_type, f"type {task_type} inferred: {why}{unasked}"
 
 
 def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:

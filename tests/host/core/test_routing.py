@@ -20,6 +20,7 @@ from host.core.routing import (
     strip_force_big,
     validate_routes,
 )
+from host.core.task_types import Classification
 
 # A 24 GB box: an MoE architect and a dense builder share gpu0, a small operator on the
 # CPU, and a hosted model as the architect's last resort.
@@ -115,6 +116,31 @@ def test_the_classifier_breaks_a_tie_and_the_decision_says_so() -> None:
     decision = route("review the plan", classifier_answer="review")
     assert decision.type == "review"
     assert "classifier model chose review" in decision.reasons[0]
+
+
+class AskedClassifier:
+    """Says review, sure, of anything; remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def classify(self, text: str) -> Classification:
+        self.asked.append(text)
+        return Classification("review", 0.9)
+
+
+def test_a_request_that_says_the_type_routes_nothing_is_typed_by_the_rules_alone() -> None:
+    classifier = AskedClassifier()
+    snap = snapshot_from_config(BOX, classifier=classifier)
+    named = decide(RouteRequest(prompt="tidy this up", tier="builder", classify=False), snap)
+    assert classifier.asked == []
+    assert named.model == "coder" and named.type == BOX.default_type
+    assert named.reasons[0].endswith(
+        "(by the rules alone: the classifier is not asked where the type routes nothing)"
+    )
+    routed = decide(RouteRequest(prompt="tidy this up", model="auto"), snap)
+    assert classifier.asked == ["tidy this up"]
+    assert routed.type == "review" and "classifier: review 0.90" in routed.reasons[0]
 
 
 def test_the_standing_infra_rule_beats_an_edited_table() -> None:
