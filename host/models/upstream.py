@@ -228,8 +228,10 @@ class _Connection(asyncio.Protocol):
         self._response = None
         if reusable and not self.lost:
             self._upstream.give_back(self)
-        else:
-            self.abort()
+            return
+        self.abort()
+        if response.complete and response._error is None:
+            self._upstream.connect_ahead()  # a whole answer, a connection not kept: a stream's
 
     def abort(self) -> None:
         self.lost = True
@@ -335,6 +337,7 @@ class Upstream:
         read_timeout_s: float | None = None,
         max_idle: int = MAX_IDLE,
         closes_after_stream: bool = True,
+        ahead: bool = True,
     ) -> None:
         """`read_timeout_s`: the longest wait for the next bytes of an answer; None (the
         proxy's) waits as long as the server takes, since a long prompt may be read for
@@ -344,7 +347,13 @@ class Upstream:
         (`text/event-stream`), so none is kept after one. llama-server does, within about
         10 ms of the stream's end and whatever its `Keep-Alive` header says; a connection
         kept made one request in six fail on the demo box (it came before the close did)
-        and be sent again."""
+        and be sent again.
+
+        `ahead`: when a whole answer leaves its connection unkept (a stream's), open the
+        next connection at once, so the next request finds one waiting: a connect made
+        on its way costs it a round trip and llama-server's accept and hand-off to one
+        of its threads. At most one is made ahead, only while none is idle; an idle one
+        llama-server closes after its keep-alive timeout (5 s), and `close()` at once."""
         self.host = host
         self.port = port
         self.authority = f"{host}:{port}"
@@ -352,8 +361,10 @@ class Upstream:
         self.read_timeout_s = read_timeout_s
         self.max_idle = max_idle
         self.closes_after_stream = closes_after_stream
+        self.ahead = ahead
         self._idle: list[_Connection] = []
         self._closed = False
+        self._connecting: asyncio.Task[None] | None = None
 
     async def send(
         self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
@@ -375,6 +386,8 @@ class Upstream:
         """Close the idle connections, and every other as its answer ends: llama-server
         waits on open kept-alive connections when it is told to stop."""
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.abort()
@@ -390,6 +403,20 @@ class Upstream:
             connection.abort()
         else:
             self._idle.append(connection)
+
+    def connect_ahead(self) -> None:
+        if not self.ahead or self._closed or self._idle or self._connecting is not None:
+            return
+        self._connecting = asyncio.ensure_future(self._connect_ahead())
+
+    async def _connect_ahead(self) -> None:
+        try:
+            connection = await self._connect()
+        except UpstreamError:
+            return  # the next request connects itself, and says what went wrong
+        finally:
+            self._connecting = None
+        self.give_back(connection)
 
     def forget(self, connection: _Connection) -> None:
         if connection in self._idle:

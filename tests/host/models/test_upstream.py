@@ -216,7 +216,7 @@ async def test_a_connection_is_kept_alive_and_reused() -> None:
 
 async def test_an_answer_saying_connection_close_is_not_reused() -> None:
     async with serving(lambda peer: answer_each(peer, b"x", "Connection: close")) as server:
-        upstream = Upstream("127.0.0.1", server.port)
+        upstream = Upstream("127.0.0.1", server.port, ahead=False)
         for _ in range(2):
             answer = await ask(upstream)
             assert await bounded(answer.read()) == b"x"
@@ -235,13 +235,64 @@ async def test_a_connection_is_kept_after_a_stream_only_for_a_server_that_keeps_
             peer.write(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
 
     async with serving(streams) as server:
-        upstream = Upstream("127.0.0.1", server.port, closes_after_stream=closes_after_stream)
+        upstream = Upstream(
+            "127.0.0.1", server.port, closes_after_stream=closes_after_stream, ahead=False
+        )
         for _ in range(2):
             answer = await ask(upstream)
             assert await bounded(answer.read()) == b"data: [DONE]\n\n"
             answer.close()
         assert len(server.peers) == (2 if closes_after_stream else 1)
         upstream.close()
+
+
+async def test_after_a_stream_the_next_connection_is_made_ahead_and_used() -> None:
+    async def streams(peer: Peer) -> None:
+        while True:
+            await peer.request()
+            peer.write(CHUNKED_HEAD + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    async with serving(streams) as server:
+        upstream = Upstream("127.0.0.1", server.port)
+        answer = await ask(upstream)
+        assert await bounded(answer.read()) == b"data: [DONE]\n\n"
+        answer.close()
+        await bounded(until(lambda: upstream.idle_count() == 1))
+        assert len(server.peers) == 2 and not server.peers[1].requests
+        answer = await ask(upstream)
+        assert await bounded(answer.read()) == b"data: [DONE]\n\n"
+        answer.close()
+        assert len(server.peers[1].requests) == 1  # the request went on the one made ahead
+        await bounded(until(lambda: upstream.idle_count() == 1))
+        upstream.close()
+        await bounded(server.peers[2].closed.wait())  # close() lets go of it too
+
+
+async def test_no_connection_is_made_ahead_after_a_failed_answer() -> None:
+    async def die(peer: Peer) -> None:
+        await peer.request()
+        peer.write(CHUNKED_HEAD + chunk(b"data: 1\n\n"))
+        await peer.writer.drain()
+        peer.writer.transport.abort()
+
+    async with serving(die) as server:
+        upstream = Upstream("127.0.0.1", server.port)
+        answer = await ask(upstream)
+        with pytest.raises(UpstreamError):
+            await bounded(answer.read())
+        answer.close()
+        await asyncio.sleep(0.1)
+        assert len(server.peers) == 1 and upstream.idle_count() == 0
+        upstream.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Polled: what is awaited is the event loop's own bookkeeping, with no event to wait on."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the condition never held")
 
 
 async def test_a_kept_alive_connection_the_server_closed_is_not_used_again() -> None:
@@ -252,7 +303,7 @@ async def test_a_kept_alive_connection_the_server_closed_is_not_used_again() -> 
         peer.writer.close()  # as llama-server does after its keep-alive timeout
 
     async with serving(once_then_close) as server:
-        upstream = Upstream("127.0.0.1", server.port)
+        upstream = Upstream("127.0.0.1", server.port, ahead=False)
         answer = await ask(upstream)
         assert await bounded(answer.read()) == b"x"
         answer.close()
