@@ -154,10 +154,31 @@ class Assembly:
 
 
 def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:
-    """A streamed answer, read to its end, put back together (`Assembly`): split into
-    events once, not as it came (nobody reads a plain answer before its end)."""
+    """A streamed answer, read to its end, put back together (`Assembly`).
+
+    Nobody reads a plain answer before its end, so it is taken apart once, not as it
+    came: the `data:` lines are parsed as one JSON array (one call into the parser for
+    the whole answer, not one per event), each line on its own only if that fails (a torn
+    event: what came before it still stands) or the lines were not one value each."""
     assembly = Assembly(path)
-    for event in payload.split(b"\n\n"):
-        if event.strip():
-            assembly.feed_event(event)
+    datas = []
+    for line in payload.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data and data != b"[DONE]":
+                datas.append(data)
+    try:
+        events = json.loads(b"[" + b",".join(datas) + b"]")
+    except ValueError:
+        events = None
+    if isinstance(events, list) and len(events) == len(datas):
+        for event in events:
+            assembly.feed(event)
+        return assembly.result()
+    for data in datas:
+        try:
+            assembly.feed(json.loads(data))
+        except ValueError:
+            continue
     return assembly.result()
