@@ -650,11 +650,14 @@ async def _from_upstream(
             answer.close()  # read to its end, the connection goes back to the pool
         lease.release()  # and the model is free for the next request
         status = answer.status
+        timings = None
         if content_type.startswith("text/event-stream"):
             status, answer_body = assembled_body(payload, x.path)
+            found = answer_body.get("timings")
+            timings = found if isinstance(found, dict) else None
             payload = await x.host.offload.run(len(payload), encode, answer_body)
             headers["content-type"] = "application/json"
-        await _pass_on(x, status, payload, answer.headers, headers, ending)
+        await _pass_on(x, status, payload, answer.headers, headers, ending, timings)
     finally:
         watch.end()
         if answer is not None:
@@ -753,10 +756,15 @@ async def _pass_on(
     upstream_headers: httpx.Headers | dict[str, str],
     headers: dict[str, str],
     ending: _Ending,
+    timings: dict[str, Any] | None = None,
 ) -> None:
     """A whole answer, as the client gets it: metrics told, a context refusal put in
-    OpenAI's words, the upstream's content type kept."""
-    timings = _timings_in_body(payload) if status == 200 else None
+    OpenAI's words, the upstream's content type kept. `timings` when the caller has them
+    already (an assembled answer: not parsed again from the bytes just encoded)."""
+    if status != 200:
+        timings = None
+    elif timings is None:
+        timings = _timings_in_body(payload)
     ending(timings, status == 200)
     if status == 400:
         refused = _context_refusal(payload)

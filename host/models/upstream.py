@@ -82,6 +82,8 @@ class UpstreamResponse:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
+        self._whole = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def head(self) -> None:
         """Wait for the status and headers; raises like `next_chunk`. Close the response
@@ -119,11 +121,17 @@ class UpstreamResponse:
             await self._wait()
 
     async def read(self) -> bytes:
-        """The rest of the body, to its end."""
-        pieces = []
-        while (piece := await self.next_chunk()) is not None:
-            pieces.append(piece)
-        return b"".join(pieces)
+        """The rest of the body, to its end. The reader is woken at the end (or a failure,
+        or a full buffer), not for every piece: a plain answer made from a stream comes
+        in four reads or more, and nobody looks at it before its end."""
+        self._whole = True
+        try:
+            pieces = []
+            while (piece := await self.next_chunk()) is not None:
+                pieces.append(piece)
+            return b"".join(pieces)
+        finally:
+            self._whole = False
 
     def interrupt(self, error: BaseException) -> None:
         """Make the current or next read raise `error`, unless the answer is complete;
@@ -146,18 +154,26 @@ class UpstreamResponse:
     async def _wait(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiter = waiter
-        timer = self._connection.start_timer()
+        self._timer = self._connection.start_timer()
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _arrived(self) -> None:
+        if not self._whole or self._done or self._buffered >= PAUSE_AT_BYTES:
+            self._wake()
+        elif self._timer is not None:  # bytes came: the read timeout starts again
+            self._timer.cancel()
+            self._timer = self._connection.start_timer()
 
     def _header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
@@ -282,7 +298,7 @@ class _Connection(asyncio.Protocol):
             response._fail(UpstreamError(f"malformed answer from {self._upstream.authority}"))
             self.abort()
             return
-        response._wake()  # once per read, however many pieces it brought
+        response._arrived()  # once per read, however many pieces it brought
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -469,6 +469,23 @@ async def test_a_server_silent_past_the_read_timeout_times_out() -> None:
         upstream.close()
 
 
+async def test_the_read_timeout_is_between_bytes_not_for_the_whole_answer() -> None:
+    async def trickle(peer: Peer) -> None:
+        await peer.request()
+        peer.write(CHUNKED_HEAD)
+        for _ in range(6):
+            await asyncio.sleep(0.05)
+            peer.write(chunk(b"data: t\n\n"))
+        peer.write(b"0\r\n\r\n")
+
+    async with serving(trickle) as server:
+        upstream = Upstream("127.0.0.1", server.port, read_timeout_s=0.2)
+        answer = await ask(upstream)
+        assert await bounded(answer.read()) == b"data: t\n\n" * 6  # 0.3 s in all
+        answer.close()
+        upstream.close()
+
+
 async def test_without_a_read_timeout_a_slow_first_byte_is_waited_for() -> None:
     async def slow(peer: Peer) -> None:
         await peer.request()
