@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from host import paths as host_paths
 from host.paths import find_llama_server, resolve_gguf
 
 START_TIMEOUT_S = 60.0
@@ -122,20 +123,37 @@ def bare_llama_server(args: Sequence[str], log: Path) -> Iterator[Server]:
         stop(process)
 
 
+def same_code_env() -> dict[str, str]:
+    """The environment for a daemon that runs the code this benchmark imported.
+
+    `python -m host` would otherwise import whatever `host` comes first from its working
+    directory or the editable install, which for a benchmark run from a git worktree is
+    another checkout's code: a measurement of the wrong thing. So the daemon is started
+    with `-P` (no working directory on its path) and the root of this `host` first."""
+    root = str(Path(host_paths.__file__).resolve().parents[1])
+    before = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + before if before else "")}
+
+
 @contextmanager
 def tierhost_daemon(config_text: str | None, workdir: Path) -> Iterator[str]:
     """`tierhost serve` with a config, in its own data dir; yields its URL."""
     port = free_port()
     data = workdir / f"data-{port}"
     data.mkdir(parents=True)
-    argv = [sys.executable, "-m", "host", "serve", "--port", str(port), "--data-dir", str(data)]
+    argv = [sys.executable, "-P", "-m", "host", "serve", "--port", str(port)]
+    argv += ["--data-dir", str(data)]
     if config_text is not None:
         config = workdir / f"tierhost-{port}.toml"
         config.write_text(config_text)
         argv += ["--config", str(config)]
     log = workdir / f"daemon-{port}.log"
     process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,
+        env=same_code_env(),
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive
 
 from host.json_text import json_kind
 from host.offload import Offload
@@ -161,6 +162,38 @@ async def read_body(request: Request) -> bytes:
     if not raw:
         raise ApiError(400, "invalid_request", "the request has no body; send a JSON object")
     request.state.raw_body = raw
+    return raw
+
+
+async def receive_body(receive: Receive, limits: BodyLimits) -> bytes | None:
+    """`read_body` for a bare ASGI endpoint (the proxy's, which makes no Request): the
+    body, never more than the limit, never empty; None when the client left first.
+
+    The guard has already refused a declared length over the limit and read a chunked
+    body up to it, so this is the limit's second line, not its first."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    raw: bytes = message.get("body", b"")
+    if message.get("more_body", False):
+        chunks = [raw]
+        size = len(raw)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limits.max_bytes:
+                raise too_large(limits)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+    if len(raw) > limits.max_bytes:
+        raise too_large(limits, len(raw))
+    if not raw:
+        raise ApiError(400, "invalid_request", "the request has no body; send a JSON object")
     return raw
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -101,6 +102,7 @@ class HostMetrics:
             registry=r,
         )
         r.register(StateCollector(status))
+        self._request_series: dict[str, _RequestSeries] = {}
 
     # -- events ----------------------------------------------------------------------
 
@@ -120,18 +122,39 @@ class HostMetrics:
         its model. Time to first token is that wait plus the prefill."""
         if not timings:
             return
+        series = self._request_series.get(model)
+        if series is None:
+            series = self._request_series[model] = _RequestSeries(
+                self.ttft_seconds.labels(model),
+                self.prompt_tokens_total.labels(model),
+                self.tokens_generated_total.labels(model),
+                self.generation_seconds_total.labels(model),
+                self.tokens_per_second.labels(model),
+            )
         prompt_ms = float(timings.get("prompt_ms") or 0.0)
         predicted = int(timings.get("predicted_n") or 0)
         predicted_ms = float(timings.get("predicted_ms") or 0.0)
-        self.ttft_seconds.labels(model).observe(waited_s + prompt_ms / 1000)
-        self.prompt_tokens_total.labels(model).inc(int(timings.get("prompt_n") or 0))
+        series.ttft.observe(waited_s + prompt_ms / 1000)
+        series.prompt_tokens.inc(int(timings.get("prompt_n") or 0))
         if predicted > 0 and predicted_ms > 0:
-            self.tokens_generated_total.labels(model).inc(predicted)
-            self.generation_seconds_total.labels(model).inc(predicted_ms / 1000)
-            self.tokens_per_second.labels(model).set(predicted / (predicted_ms / 1000))
+            series.tokens.inc(predicted)
+            series.seconds.inc(predicted_ms / 1000)
+            series.speed.set(predicted / (predicted_ms / 1000))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class _RequestSeries:
+    """One model's series of every finished request, looked up once: `labels()` takes a
+    lock and builds a key each time, on every proxied request."""
+
+    ttft: Histogram
+    prompt_tokens: Counter
+    tokens: Counter
+    seconds: Counter
+    speed: Gauge
 
 
 class StateCollector(Collector):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
-
 from host.api.openai_body import CHAT_PATH
 
 
@@ -155,15 +153,32 @@ class Assembly:
                 continue  # a torn event: what came before it still stands
 
 
-async def assembled(upstream: httpx.Response, path: str) -> tuple[int, dict[str, Any]]:
-    """Read a streamed answer to its end and put it back together (`Assembly`)."""
+def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:
+    """A streamed answer, read to its end, put back together (`Assembly`).
+
+    Nobody reads a plain answer before its end, so it is taken apart once, not as it
+    came: the `data:` lines are parsed as one JSON array (one call into the parser for
+    the whole answer, not one per event), each line on its own only if that fails (a torn
+    event: what came before it still stands) or the lines were not one value each."""
     assembly = Assembly(path)
-    pending = b""
-    async for chunk in upstream.aiter_raw():
-        pending += chunk
-        *events, pending = pending.split(b"\n\n")
+    datas = []
+    for line in payload.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"data:"):
+            data = line[5:].strip()
+            if data and data != b"[DONE]":
+                datas.append(data)
+    try:
+        events = json.loads(b"[" + b",".join(datas) + b"]")
+    except ValueError:
+        events = None
+    if isinstance(events, list) and len(events) == len(datas):
         for event in events:
-            assembly.feed_event(event)
-    if pending.strip():
-        assembly.feed_event(pending)
+            assembly.feed(event)
+        return assembly.result()
+    for data in datas:
+        try:
+            assembly.feed(json.loads(data))
+        except ValueError:
+            continue
     return assembly.result()

@@ -18,6 +18,15 @@ Bodies are checked before anything reads them (`host.api.openai_body`): a field 
 shape is a 400 naming it. A prompt too long for every model that could serve it is
 OpenAI's 400 `context_length_exceeded`, whether the router (`host.core.routing`, which
 counts with the model's own tokenizer when it is resident) or llama-server refuses it.
+
+This is the daemon's hot path, and it is kept lean: the proxy adds at most a millisecond
+to a request that does not swap (on the 2-core demo box; `bench/swap.py` measures it).
+So the two endpoints are bare ASGI apps (no Request object, no Response objects on the
+way that every request takes), a managed model is reached through `host.models.upstream`
+(not httpx, which cost more than everything else here together), and one task per
+request watches for the client leaving while the host's stopping is a callback: the
+upstream read itself is interrupted, with no task or wait per chunk. A remote model
+(another box) is reached with httpx, as before.
 """
 
 from __future__ import annotations
@@ -27,18 +36,18 @@ import collections
 import dataclasses
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from host.api.assembly import as_stream, assembled
+from host.api.assembly import as_stream, assembled_body
 from host.api.openai_body import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -49,10 +58,18 @@ from host.api.openai_body import (
 )
 from host.core.routing import Decision, RouteRequest, RoutingError
 from host.daemon import Host, UnknownModel
-from host.errors import ApiError, body_limits_of, error_response, read_body
+from host.errors import (
+    DEFAULT_LIMITS,
+    ApiError,
+    BodyLimits,
+    error_response,
+    receive_body,
+)
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.models.kv_slots import Claim, SlotKeeper
 from host.models.leases import ModelLease
+from host.models.upstream import Upstream, UpstreamError, UpstreamResponse
+from host.offload import Offload
 
 T = TypeVar("T")
 
@@ -107,18 +124,40 @@ class Shutdown:
     with an error (a 503 before any header went out, else an error event in the stream),
     so the HTTP server's graceful shutdown never waits on a generation that may run for
     minutes. A second `begin` (a second signal) sets `ending` at once.
+
+    A request being answered hears of the ending through `on_ending`, a callback: one set
+    for all of them, where a task per request waiting on the event cost every request.
     """
 
     def __init__(self) -> None:
         self.stopping = asyncio.Event()
         self.ending = asyncio.Event()
+        self._on_ending: set[Callable[[], None]] = set()
 
     def begin(self, drain_s: float) -> None:
         if self.stopping.is_set():
-            self.ending.set()
+            self._end()
             return
         self.stopping.set()
-        asyncio.get_running_loop().call_later(max(0.0, drain_s), self.ending.set)
+        asyncio.get_running_loop().call_later(max(0.0, drain_s), self._end)
+
+    def on_ending(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the requests must end: at once if they must already."""
+        if self.ending.is_set():
+            callback()
+        else:
+            self._on_ending.add(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        self._on_ending.discard(callback)
+
+    def _end(self) -> None:
+        if self.ending.is_set():
+            return
+        self.ending.set()
+        callbacks, self._on_ending = self._on_ending, set()
+        for callback in callbacks:
+            callback()
 
 
 def shutdown_of(app: Starlette) -> Shutdown:
@@ -135,7 +174,10 @@ async def _unless(
     work: Coroutine[Any, Any, T], stops: dict[str, Callable[[], Awaitable[object]]]
 ) -> T:
     """`work`'s result, unless one of `stops` completes first: then `work` is cancelled
-    (closing whatever upstream request it had open) and `_Stopped(name)` raised."""
+    (closing whatever upstream request it had open) and `_Stopped(name)` raised.
+
+    For the waits off the hot path (a lease that must wait for its model) and for httpx
+    (a remote model), whose reads can only be ended by cancelling them."""
     task = asyncio.ensure_future(work)
     watchers = {asyncio.ensure_future(stop()): name for name, stop in stops.items()}
     try:
@@ -156,16 +198,58 @@ async def _unless(
     raise _Stopped(fired[0] if fired else _SHUTDOWN)
 
 
-class UpstreamStream(StreamingResponse):
-    """Streams an upstream response and always closes it and frees the lease after.
+class _Watch:
+    """The client and the host, watched while a managed model's answer is read.
+
+    One task waits for the client's `http.disconnect` (only once the body has been read:
+    after that, `receive()` has nothing left to give but that), and the host's ending is
+    a callback; either interrupts the upstream read it follows, whose connection is then
+    aborted, so llama-server stops generating. Nothing is created per chunk."""
+
+    def __init__(self, receive: Receive, shutdown: Shutdown) -> None:
+        self.why: str | None = None
+        self._answer: UpstreamResponse | None = None
+        self._shutdown = shutdown
+        self._task = asyncio.ensure_future(self._client_leaves(receive))
+        shutdown.on_ending(self._host_ends)
+
+    def follow(self, answer: UpstreamResponse) -> None:
+        self._answer = answer
+        if self.why is not None:
+            answer.interrupt(_Stopped(self.why))
+
+    def end(self) -> None:
+        """No await: the request's cleanup may itself be running cancelled."""
+        self._task.cancel()
+        self._shutdown.forget(self._host_ends)
+
+    async def _client_leaves(self, receive: Receive) -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:
+            pass
+        self._stop(_CLIENT_LEFT)
+
+    def _host_ends(self) -> None:
+        self._stop(_SHUTDOWN)
+
+    def _stop(self, why: str) -> None:
+        if self.why is None:
+            self.why = why
+            if self._answer is not None:
+                self._answer.interrupt(_Stopped(why))
+
+
+class RemoteStream(StreamingResponse):
+    """Streams an answer read with httpx (a remote model's) and always closes it after.
 
     Starlette ends the relay when the client disconnects (which closes the upstream
-    request, so llama-server stops generating); `ending` ends it when the host stops."""
+    request); `ending` ends it when the host stops."""
 
     def __init__(
         self,
         upstream: httpx.Response,
-        lease: ModelLease,
         model: str,
         log_hint: str,
         headers: dict[str, str],
@@ -173,7 +257,6 @@ class UpstreamStream(StreamingResponse):
         ending: asyncio.Event,
     ) -> None:
         self._upstream = upstream
-        self._lease = lease
         self._model = model
         self._log_hint = log_hint
         self._on_end = on_end
@@ -199,7 +282,7 @@ class UpstreamStream(StreamingResponse):
                 await asyncio.wait({self._pending, ending}, return_when=asyncio.FIRST_COMPLETED)
                 if not self._pending.done():
                     self._torn = True
-                    yield self._error_event(
+                    yield _error_event(
                         at_event_boundary,
                         "shutting_down",
                         f"the host is shutting down; model {self._model}'s answer was cut "
@@ -214,7 +297,7 @@ class UpstreamStream(StreamingResponse):
                 yield chunk
         except httpx.TransportError as exc:
             self._torn = True
-            yield self._error_event(
+            yield _error_event(
                 at_event_boundary,
                 "upstream_failed",
                 f"model {self._model} stopped answering mid-stream "
@@ -226,12 +309,6 @@ class UpstreamStream(StreamingResponse):
             ending.cancel()
             if self._pending is not None and not self._pending.done():
                 self._pending.cancel()
-
-    @staticmethod
-    def _error_event(at_event_boundary: bool, kind: str, message: str) -> bytes:
-        """An SSE error event, after ending a torn event so that it parses on its own."""
-        event = f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
-        return (b"" if at_event_boundary else b"\n\n") + event.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -245,7 +322,12 @@ class UpstreamStream(StreamingResponse):
             await self._upstream.aclose()
             timings = None if self._torn else _timings_in_stream(b"".join(self._tail))
             self._on_end(timings, timings is not None)
-            self._lease.release()
+
+
+def _error_event(at_event_boundary: bool, kind: str, message: str) -> bytes:
+    """An SSE error event, after ending a torn event so that it parses on its own."""
+    event = f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
+    return (b"" if at_event_boundary else b"\n\n") + event.encode()
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:
@@ -323,20 +405,18 @@ def _timings_in_stream(tail: bytes) -> dict[str, Any] | None:
     return None
 
 
-async def _wait_for_disconnect(request: Request) -> None:
+async def _wait_for_disconnect(receive: Receive) -> None:
     """Returns when the client goes away. Only once the body has been read: after that,
     `receive()` has nothing left to give but `http.disconnect`."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
-def _forced(request: Request) -> bool:
-    return request.headers.get("x-force-big", "").strip().lower() in ("true", "1", "yes")
-
-
-async def _lease(host: Host, request: Request, model: str, forced: bool) -> ModelLease:
+async def _lease(
+    host: Host, receive: Receive, shutdown: Shutdown, model: str, forced: bool
+) -> ModelLease:
     """A lease on the model, waiting for it when it must be loaded, and giving up as soon
     as the client disconnects or the host stops."""
     hold = host.fleet.hold_reason(model, forced)
@@ -346,10 +426,9 @@ async def _lease(host: Host, request: Request, model: str, forced: bool) -> Mode
     lease = host.fleet.lease_now(model, forced)
     if lease is not None:
         return lease
-    shutdown = shutdown_of(request.app)
     return await _unless(
         host.fleet.lease(model, forced=forced),
-        {_CLIENT_LEFT: lambda: _wait_for_disconnect(request), _SHUTDOWN: shutdown.stopping.wait},
+        {_CLIENT_LEFT: lambda: _wait_for_disconnect(receive), _SHUTDOWN: shutdown.stopping.wait},
     )
 
 
@@ -364,36 +443,108 @@ def _headers(host: Host, model: str, waited_s: float) -> dict[str, str]:
 # -- the request -------------------------------------------------------------------
 
 
-async def _forward(request: Request, path: str) -> Response:
-    host: Host = request.app.state.host
-    shutdown = shutdown_of(request.app)
-    raw = await read_body(request)
-    task_type = request.headers.get("x-task-type") or None
-    prepared = await host.offload.run(
+_READ_HEADERS = frozenset({b"x-task-type", b"x-force-big", b"accept"})
+
+
+def _request_headers(scope: Scope) -> dict[bytes, str]:
+    """The few request headers the proxy reads, in one pass over them (the guard has
+    already refused what must not be repeated)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        name = name.lower()
+        if name in _READ_HEADERS:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+def _forced(headers: dict[bytes, str]) -> bool:
+    return headers.get(b"x-force-big", "").strip().lower() in ("true", "1", "yes")
+
+
+def _response_start(status: int, headers: dict[str, str], length: int | None) -> Message:
+    raw = [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+    if length is not None:
+        raw.append((b"content-length", str(length).encode("latin-1")))
+    return {"type": "http.response.start", "status": status, "headers": raw}
+
+
+@dataclass
+class _Exchange:
+    """One proxied request, from its body read to its answer sent."""
+
+    path: str
+    scope: Scope
+    receive: Receive
+    send: Send
+    host: Host
+    shutdown: Shutdown
+
+    async def respond(self, response: Response) -> None:
+        await response(self.scope, self.receive, self.send)
+
+    async def answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        await self.send(_response_start(status, headers, len(payload)))
+        await self.send({"type": "http.response.body", "body": payload})
+
+
+class _Ending:
+    """A request's end, told once whatever path it takes: metrics, and the slot's new
+    content (or its abandonment)."""
+
+    def __init__(self, host: Host, model: str, waited_s: float) -> None:
+        self.host = host
+        self.model = model
+        self.waited_s = waited_s
+        self.slot_use: SlotUse | None = None
+        self.told = False
+
+    def __call__(self, timings: dict[str, Any] | None, answered: bool) -> None:
+        if self.told:
+            return
+        self.told = True
+        metrics = self.host.metrics
+        metrics.observe_request(self.model, timings, self.waited_s)
+        if self.slot_use is not None:
+            restored = self.slot_use.finish(answered, timings)
+            if restored:
+                metrics.kv_restores_total.labels(model=self.model).inc()
+                metrics.kv_tokens_saved_total.labels(model=self.model).inc(restored)
+
+
+async def _forward(x: _Exchange) -> None:
+    host, shutdown, path = x.host, x.shutdown, x.path
+    limits = (x.scope.get("state") or {}).get("body_limits")
+    if not isinstance(limits, BodyLimits):
+        limits = DEFAULT_LIMITS  # an app without the guard (a test's)
+    offload: Offload = host.offload
+    raw = await receive_body(x.receive, limits)
+    if raw is None:
+        return  # the client left while sending its body: nobody to answer
+    request_headers = _request_headers(x.scope)
+    task_type = request_headers.get(b"x-task-type") or None
+    prepared = await offload.run(
         len(raw),
         prepare,
         raw,
-        body_limits_of(request),
+        limits,
         path,
         host.known_names(),
         frozenset(host.config.models),
         task_type is not None,
     )
     if shutdown.stopping.is_set():
-        return _shutting_down()
+        await x.respond(_shutting_down())
+        return
     body = prepared.body
     requested: str = body["model"]
-    forced = _forced(request) or prepared.tagged
+    forced = _forced(request_headers) or prepared.tagged
     model, decision = await _route(host, prepared, requested, task_type, forced)
 
     began = time.monotonic()
-    content: bytes = prepared.raw if prepared.raw is not None else raw
-    send_headers = {
-        "content-type": "application/json",
-        "accept": request.headers.get("accept", "*/*"),
-    }
     try:
-        lease = await _lease(host, request, model, forced or decision.force_big)
+        lease = await _lease(host, x.receive, shutdown, model, forced or decision.force_big)
     except TooManyRequests as exc:
         raise ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"}) from None
     except QueueFull as exc:
@@ -401,107 +552,300 @@ async def _forward(request: Request, path: str) -> Response:
     except (ModelUnavailable, WaitTimedOut) as exc:
         raise ApiError(503, "model_unavailable", str(exc)) from None
     except _Stopped as stop:
-        return stop.response({})
+        await x.respond(stop.response({}))
+        return
 
-    headers = _headers(host, model, time.monotonic() - began)
-    if decision.type is not None and requested in ("auto", "big"):
-        headers["X-Tierhost-Task-Type"] = decision.type
-    url = lease.url(path)
-    send_headers.update(lease.headers)
-    log_hint = f" ({lease.where()})"
-    # A managed model answers a plain request as a stream, put back together here: this
-    # llama-server stops generating when a stream's reader goes away, never when a plain
-    # request's does, so a plain request could not otherwise be ended.
-    assemble = lease.managed and not body.get("stream")
-    changes: dict[str, Any] = {}
-    if lease.upstream_model is not None:
-        changes["model"] = lease.upstream_model
-    if assemble:
-        changes.update(as_stream(body, path))
-    slot_use = None
-    if lease.server_url is not None and path == CHAT_PATH:
-        slot_use = await _claim_slot(host, model, lease, body)
-        if slot_use is not None:
-            changes["id_slot"] = slot_use.claim.slot
-    if changes:
-        content = await host.offload.run(len(content), encode, {**body, **changes})
-    waited_s = time.monotonic() - began
-
-    def on_end(timings: dict[str, Any] | None, answered: bool) -> None:
-        """Every request's end, whatever its path: metrics, and the slot's new content."""
-        host.metrics.observe_request(model, timings, waited_s)
-        if slot_use is not None:
-            restored = slot_use.finish(answered, timings)
-            if restored:
-                host.metrics.kv_restores_total.labels(model=model).inc()
-                host.metrics.kv_tokens_saved_total.labels(model=model).inc(restored)
-
-    # While the answer is generated, a client that leaves or a host that stops ends it:
-    # cancelling the upstream request closes its connection, and llama-server stops.
-    stops: dict[str, Callable[[], Awaitable[object]]] = {
-        _CLIENT_LEFT: lambda: _wait_for_disconnect(request),
-        _SHUTDOWN: shutdown.ending.wait,
-    }
+    ending = _Ending(host, model, 0.0)
     try:
-        upstream = await _unless(
-            _send_once_more_if_dropped(
-                lease.http,
-                lease.http.build_request(
-                    "POST", url, content=content, headers=send_headers, timeout=lease.timeouts()
-                ),
-            ),
-            stops,
-        )
-    except _Stopped as stop:
-        on_end(None, False)
-        lease.release()
-        return stop.response(headers)
-    except httpx.TransportError as exc:
-        on_end(None, False)
-        lease.release()
-        return error_response(
-            502,
-            "upstream_failed",
-            f"model {model} did not answer ({type(exc).__name__}){log_hint}",
-            headers,
-        )
-
-    streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    if streamed and not assemble:
-        return UpstreamStream(upstream, lease, model, log_hint, headers, on_end, shutdown.ending)
-    status = upstream.status_code
-    try:
-        if streamed:
-            status, answer = await _unless(assembled(upstream, path), stops)
-            payload = await host.offload.run(len(content), encode, answer)
-            headers["content-type"] = "application/json"
+        headers = _headers(host, model, time.monotonic() - began)
+        if decision.type is not None and requested in ("auto", "big"):
+            headers["X-Tierhost-Task-Type"] = decision.type
+        send_headers = {
+            "content-type": "application/json",
+            "accept": request_headers.get(b"accept", "*/*"),
+            **lease.headers,
+        }
+        # A managed model answers a plain request as a stream, put back together here: this
+        # llama-server stops generating when a stream's reader goes away, never when a plain
+        # request's does, so a plain request could not otherwise be ended.
+        assemble = lease.managed and not body.get("stream")
+        changes: dict[str, Any] = {}
+        if lease.upstream_model is not None:
+            changes["model"] = lease.upstream_model
+        if assemble:
+            changes.update(as_stream(body, path))
+        if lease.server_url is not None and path == CHAT_PATH:
+            ending.slot_use = await _claim_slot(host, model, lease, body)
+            if ending.slot_use is not None:
+                changes["id_slot"] = ending.slot_use.claim.slot
+        content: bytes = prepared.raw if prepared.raw is not None else raw
+        if changes:
+            content = await offload.run(len(content), encode, {**body, **changes})
+        ending.waited_s = time.monotonic() - began
+        if lease.upstream is not None:
+            await _from_upstream(
+                x, lease.upstream, lease, content, send_headers, headers, assemble, ending
+            )
         else:
-            payload = await _unless(upstream.aread(), stops)
-    except _Stopped as stop:
-        on_end(None, False)
-        return stop.response(headers)
-    except httpx.TransportError as exc:
-        on_end(None, False)
-        return error_response(
-            502,
-            "upstream_failed",
-            f"model {model} stopped answering ({type(exc).__name__})"
-            f"{log_hint}; it is restarted on the next request",
-            headers,
-        )
+            await _with_httpx(x, lease, content, send_headers, headers, assemble, ending)
     finally:
-        await upstream.aclose()
+        ending(None, False)  # a path that told it already is not counted twice
         lease.release()
-    timings = _timings_in_body(payload) if status == 200 else None
-    on_end(timings, status == 200)
+
+
+# -- a managed model, through host.models.upstream ------------------------------------
+
+
+async def _from_upstream(
+    x: _Exchange,
+    upstream: Upstream,
+    lease: ModelLease,
+    content: bytes,
+    send_headers: dict[str, str],
+    headers: dict[str, str],
+    assemble: bool,
+    ending: _Ending,
+) -> None:
+    log_hint = f" ({lease.where()})"
+    watch = _Watch(x.receive, x.shutdown)
+    answer: UpstreamResponse | None = None
+    try:
+        try:
+            answer = await _ask(upstream, x.path, content, send_headers, watch)
+        except _Stopped as stop:
+            await x.respond(stop.response(headers))
+            return
+        except UpstreamError as exc:
+            await x.respond(
+                error_response(
+                    502,
+                    "upstream_failed",
+                    f"model {lease.model} did not answer ({exc}){log_hint}",
+                    headers,
+                )
+            )
+            return
+        content_type = answer.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream") and not assemble:
+            await _relay(x, answer, lease.model, log_hint, headers, ending)
+            return
+        try:
+            payload = await answer.read()
+        except _Stopped as stop:
+            await x.respond(stop.response(headers))
+            return
+        except UpstreamError as exc:
+            await x.respond(
+                error_response(
+                    502,
+                    "upstream_failed",
+                    f"model {lease.model} stopped answering ({exc}){log_hint}; "
+                    "it is restarted on the next request",
+                    headers,
+                )
+            )
+            return
+        finally:
+            watch.end()
+            answer.close()  # read to its end, the connection goes back to the pool
+        lease.release()  # and the model is free for the next request
+        status = answer.status
+        timings = None
+        if content_type.startswith("text/event-stream"):
+            status, answer_body = assembled_body(payload, x.path)
+            found = answer_body.get("timings")
+            timings = found if isinstance(found, dict) else None
+            payload = await x.host.offload.run(len(payload), encode, answer_body)
+            headers["content-type"] = "application/json"
+        await _pass_on(x, status, payload, answer.headers, headers, ending, timings)
+    finally:
+        watch.end()
+        if answer is not None:
+            answer.close()
+
+
+async def _ask(
+    upstream: Upstream, path: str, content: bytes, headers: dict[str, str], watch: _Watch
+) -> UpstreamResponse:
+    """Send, and send again once if the connection was closed or refused before any reply
+    (a kept-alive one the server had closed, a server between two lives): the server
+    never answered, so a second try cannot duplicate work."""
+    for last_try in (False, True):
+        try:
+            answer = await upstream.send("POST", path, content, headers)
+        except UpstreamError as exc:
+            if exc.before_reply and not last_try:
+                continue
+            raise
+        watch.follow(answer)
+        try:
+            await answer.head()
+        except UpstreamError as exc:
+            answer.close()
+            if exc.before_reply and not last_try and watch.why is None:
+                continue
+            raise
+        except BaseException:
+            answer.close()
+            raise
+        return answer
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _relay(
+    x: _Exchange,
+    answer: UpstreamResponse,
+    model: str,
+    log_hint: str,
+    headers: dict[str, str],
+    ending: _Ending,
+) -> None:
+    """The stream, relayed as it comes: one read and one send per piece, nothing parsed;
+    the last pieces are kept to find llama-server's `timings` at the end."""
+    headers.setdefault("content-type", answer.headers.get("content-type", "text/event-stream"))
+    if "cache-control" in answer.headers:
+        headers.setdefault("cache-control", answer.headers["cache-control"])
+    send = x.send
+    await send(_response_start(answer.status, headers, None))
+    tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+    at_event_boundary = True
+    torn = False
+    try:
+        while (chunk := await answer.next_chunk()) is not None:
+            at_event_boundary = chunk.endswith(b"\n\n")
+            tail.append(chunk)  # no copy per chunk: joined once at the end
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except _Stopped as stop:
+        torn = True
+        if stop.why == _SHUTDOWN:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": _error_event(
+                        at_event_boundary,
+                        "shutting_down",
+                        f"the host is shutting down; model {model}'s answer was cut "
+                        "short. Retry once it is back",
+                    ),
+                    "more_body": True,
+                }
+            )
+    except UpstreamError as exc:
+        torn = True
+        await send(
+            {
+                "type": "http.response.body",
+                "body": _error_event(
+                    at_event_boundary,
+                    "upstream_failed",
+                    f"model {model} stopped answering mid-stream ({exc}){log_hint}; "
+                    "it is restarted on the next request",
+                ),
+                "more_body": True,
+            }
+        )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    timings = None if torn else _timings_in_stream(b"".join(tail))
+    ending(timings, timings is not None)
+
+
+async def _pass_on(
+    x: _Exchange,
+    status: int,
+    payload: bytes,
+    upstream_headers: httpx.Headers | dict[str, str],
+    headers: dict[str, str],
+    ending: _Ending,
+    timings: dict[str, Any] | None = None,
+) -> None:
+    """A whole answer, as the client gets it: metrics told, a context refusal put in
+    OpenAI's words, the upstream's content type kept. `timings` when the caller has them
+    already (an assembled answer: not parsed again from the bytes just encoded)."""
+    if status != 200:
+        timings = None
+    elif timings is None:
+        timings = _timings_in_body(payload)
+    ending(timings, status == 200)
     if status == 400:
         refused = _context_refusal(payload)
         if refused is not None:
-            return context_length_response(refused, path, headers)
+            await x.respond(context_length_response(refused, x.path, headers))
+            return
     for name in _PASSED_RESPONSE_HEADERS:
-        if name in upstream.headers and name not in headers:
-            headers[name] = upstream.headers[name]
-    return Response(payload, status_code=status, headers=headers)
+        if name in upstream_headers and name not in headers:
+            headers[name] = upstream_headers[name]
+    await x.answer(status, payload, headers)
+
+
+# -- a remote model (or any lease without a managed upstream), through httpx ----------
+
+
+async def _with_httpx(
+    x: _Exchange,
+    lease: ModelLease,
+    content: bytes,
+    send_headers: dict[str, str],
+    headers: dict[str, str],
+    assemble: bool,
+    ending: _Ending,
+) -> None:
+    log_hint = f" ({lease.where()})"
+    # While the answer is generated, a client that leaves or a host that stops ends it:
+    # cancelling the upstream request closes its connection.
+    stops: dict[str, Callable[[], Awaitable[object]]] = {
+        _CLIENT_LEFT: lambda: _wait_for_disconnect(x.receive),
+        _SHUTDOWN: x.shutdown.ending.wait,
+    }
+    request = lease.http.build_request(
+        "POST", lease.url(x.path), content=content, headers=send_headers, timeout=lease.timeouts()
+    )
+    try:
+        upstream = await _unless(_send_once_more_if_dropped(lease.http, request), stops)
+    except _Stopped as stop:
+        await x.respond(stop.response(headers))
+        return
+    except httpx.TransportError as exc:
+        message = f"model {lease.model} did not answer ({type(exc).__name__}){log_hint}"
+        await x.respond(error_response(502, "upstream_failed", message, headers))
+        return
+    streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    if streamed and not assemble:
+        stream = RemoteStream(upstream, lease.model, log_hint, headers, ending, x.shutdown.ending)
+        await x.respond(stream)
+        return
+    status = upstream.status_code
+    try:
+        payload = await _unless(upstream.aread(), stops)
+    except _Stopped as stop:
+        await x.respond(stop.response(headers))
+        return
+    except httpx.TransportError as exc:
+        message = (
+            f"model {lease.model} stopped answering ({type(exc).__name__}){log_hint}; "
+            "it is restarted on the next request"
+        )
+        await x.respond(error_response(502, "upstream_failed", message, headers))
+        return
+    finally:
+        await upstream.aclose()
+    lease.release()  # read to its end: the model is free for the next request
+    if streamed:
+        status, answer = assembled_body(payload, x.path)
+        payload = await x.host.offload.run(len(payload), encode, answer)
+        headers["content-type"] = "application/json"
+    await _pass_on(x, status, payload, upstream.headers, headers, ending)
+
+
+async def _send_once_more_if_dropped(
+    http: httpx.AsyncClient, upstream_request: httpx.Request
+) -> httpx.Response:
+    """Send, and send again once if a connection was closed or refused before any reply
+    (a pooled one gone stale, a server between two lives): the server never read the
+    request, so a second try cannot duplicate work."""
+    try:
+        return await http.send(upstream_request, stream=True)
+    except (httpx.RemoteProtocolError, httpx.ConnectError):
+        return await http.send(upstream_request, stream=True)
 
 
 # -- context length ------------------------------------------------------------------
@@ -621,6 +965,8 @@ async def _route(
         force_big=forced,
         intent=prepared.intent,
         context_files=prepared.intent_files,
+        # A named tier routes by its name: the type is not needed (nor reported, below).
+        classify=requested in ("auto", "big"),
     )
     try:
         decision = await host.controls.decide_asking(
@@ -641,31 +987,42 @@ class _ContextTooLong(Exception):
     """The router refused the prompt as longer than every candidate's context window."""
 
 
-async def _send_once_more_if_dropped(
-    http: httpx.AsyncClient, upstream_request: httpx.Request
-) -> httpx.Response:
-    """Send, and send again once if a connection was closed or refused before any reply
-    (a pooled one gone stale, a server between two lives): the server never read the
-    request, so a second try cannot duplicate work."""
-    try:
-        return await http.send(upstream_request, stream=True)
-    except (httpx.RemoteProtocolError, httpx.ConnectError):
-        return await http.send(upstream_request, stream=True)
+class _Completions:
+    """A completions endpoint as a bare ASGI app, in Starlette's class-endpoint form (made
+    per request with scope, receive and send, then awaited): no Request object, and
+    none of the wrapping a function endpoint gets."""
+
+    path: ClassVar[str]
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        app = self.scope["app"]
+        x = _Exchange(
+            self.path, self.scope, self.receive, self.send, app.state.host, shutdown_of(app)
+        )
+        try:
+            await _forward(x)
+        except _ContextTooLong as exc:
+            await x.respond(context_length_response(str(exc), self.path, {}))
 
 
-async def _endpoint(request: Request, path: str) -> Response:
-    try:
-        return await _forward(request, path)
-    except _ContextTooLong as exc:
-        return context_length_response(str(exc), path, {})
+class ChatCompletions(_Completions):
+    """`POST /v1/chat/completions`."""
+
+    path = CHAT_PATH
 
 
-async def chat_completions(request: Request) -> Response:
-    return await _endpoint(request, CHAT_PATH)
+class Completions(_Completions):
+    """`POST /v1/completions`."""
 
-
-async def completions(request: Request) -> Response:
-    return await _endpoint(request, COMPLETIONS_PATH)
+    path = COMPLETIONS_PATH
 
 
 async def list_models(request: Request) -> Response:
@@ -700,7 +1057,9 @@ async def list_models(request: Request) -> Response:
 
 
 routes = [
+    Route(CHAT_PATH, ChatCompletions, methods=["POST"]),
+    Route(COMPLETIONS_PATH, Completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-    Route("/v1/completions", completions, methods=["POST"]),
 ]
+"""The completions first: the app lists these routes before all others, and a route is
+found by trying each in turn."""

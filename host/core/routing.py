@@ -82,6 +82,11 @@ class RouteRequest:
     prompt_tokens: int | None = None
     """The prompt's tokens as counted by a model's own tokenizer, set by the shell when it
     could ask one (a resident llama-server's `/tokenize`); None: estimated from its length."""
+    classify: bool = True
+    """Whether the statistical classifier may be asked for the type. The proxy says no for
+    a request that names its tier: there the type routes nothing and is not reported,
+    while the classifier costs ~1.5 ms of a request the rules do not settle. The type is
+    then the rules' alone, and its reason says so."""
 
 
 @dataclass(frozen=True)
@@ -407,8 +412,14 @@ def _decide_type(
         # Nothing fired: the classifier model may name any type.
         inference = dataclasses.replace(inference, tied=tuple(snap.known_types()))
     classification = None
+    unasked = ""
     if snap.classifier is not None and not decided_by_rule(inference):
-        classification = snap.classifier.classify(scanned_part(prompt))
+        if request.classify:
+            classification = snap.classifier.classify(scanned_part(prompt))
+        else:
+            unasked = (
+                " (by the rules alone: the classifier is not asked where the type routes nothing)"
+            )
     choice = choose_type(
         inference,
         classification,
@@ -417,10 +428,15 @@ def _decide_type(
         config.default_type,
     )
     question = None
-    if choice.unsure and config.classifier is not None and request.classifier_answer is None:
+    if (
+        choice.unsure
+        and request.classify
+        and config.classifier is not None
+        and request.classifier_answer is None
+    ):
         question = TypeQuestion(config.classifier, prompt[:QUESTION_CHARS], inference.tied)
     evidence = type_evidence(inference, classification, choice, request, config.classifier)
-    return choice.type, f"type {choice.type} inferred: {choice.reason}", evidence, question
+    return choice.type, f"type {choice.type} inferred: {choice.reason}{unasked}", evidence, question
 
 
 def decide(request: RouteRequest, snap: RoutingSnapshot) -> Decision:

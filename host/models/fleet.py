@@ -129,6 +129,7 @@ class Fleet:
             log_path=process.spec.log_path,
             server_url=process.base_url,
             _release=lease.release,
+            upstream=process.upstream,
         )
 
     def _remote(self, model: str, entry: RemoteModel) -> ModelLease:

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from host.models.upstream import Upstream
+
 
 @dataclass
 class ModelLease:
@@ -38,6 +40,9 @@ class ModelLease:
     timeout: httpx.Timeout | None = None
     """The request's timeouts when not the client's own (a remote's connect and read)."""
     _released: bool = field(default=False, repr=False)
+    upstream: Upstream | None = field(default=None, kw_only=True)
+    """A managed server's own connections for the proxy's hot path (`host.models.upstream`);
+    None for a remote endpoint, which is reached with `http`."""
 
     def timeouts(self) -> httpx.Timeout | Any:
         """For `timeout=` of a request: this lease's, else the client's default."""

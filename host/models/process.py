@@ -45,6 +45,8 @@ from types import MappingProxyType
 import httpx
 import psutil
 
+from host.models.upstream import Upstream
+
 
 class ModelState(enum.StrEnum):
     STOPPED = "stopped"
@@ -219,6 +221,9 @@ class ModelProcess:
         self.http = self._new_client()
         """This server's own connection pool. It is closed before each stop: llama-server
         waits on open keep-alive connections when it shuts down (~110 ms measured)."""
+        self.upstream: Upstream | None = None
+        """The proxy's connections to this server's current life (`host.models.upstream`),
+        made with its port at each start and closed before each stop, like `http`."""
         self._lock = asyncio.Lock()
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -385,6 +390,7 @@ class ModelProcess:
             self.restarts += 1
         port = self.spec.port or free_port()
         self.port = port
+        self.upstream = Upstream("127.0.0.1", port)
         self._enter(ModelState.STARTING, reason)
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.spec.argv(port)
@@ -485,6 +491,8 @@ class ModelProcess:
                 log.error("%s; move refused", illegal)
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
         await self.http.aclose()
         self.http = self._new_client()
         if proc.returncode is None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 
-from host.api.assembly import Assembly, as_stream
+import pytest
+
+from host.api.assembly import Assembly, as_stream, assembled_body
 
 
 def events(*payloads: object) -> list[bytes]:
@@ -119,6 +121,38 @@ def test_an_assembly_of_a_stream_that_failed_is_its_error() -> None:
         (0, "a", "stop"),
         (1, "b", None),
     ]
+
+
+STREAM = [
+    {"id": "c2", "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]},
+    {"choices": [{"index": 0, "delta": {"content": "Hi"}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}], "timings": {"cache_n": 3}},
+    {"choices": [], "usage": {"completion_tokens": 1}},
+]
+
+
+def test_a_whole_stream_is_assembled_as_its_events_are() -> None:
+    payload = b"\n\n".join([*events(*STREAM), b"data: [DONE]", b""])
+    one_by_one = Assembly("/v1/chat/completions")
+    for event in events(*STREAM):
+        one_by_one.feed_event(event)
+    assert assembled_body(payload, "/v1/chat/completions") == one_by_one.result()
+    status, answer = one_by_one.result()
+    assert status == 200 and answer["choices"][0]["message"]["content"] == "Hi"
+    assert answer["timings"] == {"cache_n": 3}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [b'data: {"torn', b"data: 1, 2", b'data: {"a": 1}, {"error": {"message": "x"}}'],
+)
+def test_a_line_that_is_not_one_value_is_skipped_as_it_would_be_alone(odd: bytes) -> None:
+    lines = [*events(*STREAM[:2]), odd, *events(*STREAM[2:]), b"data: [DONE]"]
+    one_by_one = Assembly("/v1/chat/completions")
+    for line in lines:
+        one_by_one.feed_event(line)
+    assert assembled_body(b"\n\n".join(lines), "/v1/chat/completions") == one_by_one.result()
+    assert one_by_one.result()[0] == 200
 
 
 def test_a_plain_request_becomes_a_stream_that_reports_usage() -> None:

@@ -213,6 +213,32 @@ def test_the_owners_rules_decide_before_the_classifier_is_asked() -> None:
     assert classifier.asked == []
 
 
+class AskedClassifier:
+    """Says review, sure, of anything; remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def classify(self, text: str) -> Classification:
+        self.asked.append(text)
+        return Classification("review", 0.9, ("tidy",))
+
+
+def test_a_request_that_says_the_type_routes_nothing_is_typed_by_the_rules_alone() -> None:
+    classifier = AskedClassifier()
+    snap = snapshot_from_config(WITH_ROUTER, classifier=classifier)
+    named = decide(RouteRequest(prompt="tidy this up", tier="builder", classify=False), snap)
+    assert classifier.asked == []
+    assert named.type_question is None  # nor is the classifier model
+    assert named.model == "coder" and named.type == BOX.default_type
+    assert named.reasons[0].endswith(
+        "(by the rules alone: the classifier is not asked where the type routes nothing)"
+    )
+    routed = decide(RouteRequest(prompt="tidy this up", model="auto"), snap)
+    assert classifier.asked == ["tidy this up"]
+    assert routed.type == "review" and "classifier: review 0.90" in routed.reasons[0]
+
+
 def test_the_standing_infra_rule_beats_an_edited_table() -> None:
     decision = route("x", type="infra", routes={**BOX.routing, "infra": "architect"})
     assert decision.tier == "operator" and decision.model == "helper"
