@@ -13,7 +13,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import kv_slots, liveness, lsp, mcp, routing, swap, tasks, validation, warm_pool
+from bench import (
+    failover,
+    kv_slots,
+    liveness,
+    lsp,
+    mcp,
+    routing,
+    swap,
+    tasks,
+    validation,
+    warm_pool,
+)
 from bench.common import machine
 
 HEADER = """# Benchmarks
@@ -35,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "warm_pool": ("Warm pool (issue 7)", warm_pool),
     "liveness": ("Liveness under the largest prompts (issue 17)", liveness),
     "routing": ("Task-type inference and routing accuracy (issue 16)", routing),
+    "failover": ("Failing over from a dead or hanging box (issue 11)", failover),
 }
 
 

@@ -35,6 +35,7 @@ import asyncio
 import collections
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ from host.models.kv_slots import Claim, SlotKeeper
 from host.models.leases import ModelLease
 from host.models.upstream import Upstream, UpstreamError, UpstreamResponse
 from host.offload import Offload
+
+log = logging.getLogger("tierhost.proxy")
 
 T = TypeVar("T")
 
@@ -541,7 +544,53 @@ async def _forward(x: _Exchange) -> None:
     requested: str = body["model"]
     forced = _forced(request_headers) or prepared.tagged
     model, decision = await _route(host, prepared, requested, task_type, forced)
+    failed_over: list[str] = []
+    while True:
+        failed = await _attempt(
+            x, prepared, raw, request_headers, requested, model, decision, forced, failed_over
+        )
+        if failed is None:
+            return
+        # A remote failed before any byte reached the client: a routed request moves on
+        # to the next model of its route, the remote skipped until a probe finds it up.
+        host.remote_health.mark_down(model, failed.why)
+        failed_over.append(f"{model} ({failed.why})")
+        routed = requested not in host.config.models
+        following: tuple[str, Decision] | None = None
+        if routed and len(failed_over) <= MAX_FAILOVERS:
+            try:
+                following = await _route(host, prepared, requested, task_type, forced)
+            except ApiError:
+                following = None
+        if following is None or following[0] == model:
+            headers = _headers(host, model, 0.0)
+            if failed_over[:-1]:
+                headers["X-Tierhost-Failover"] = "; ".join(failed_over[:-1])
+            await x.respond(error_response(502, "upstream_failed", failed.message, headers))
+            return
+        log.info("request failed over from %s (%s) to %s", model, failed.why, following[0])
+        model, decision = following
 
+
+MAX_FAILOVERS = 3
+"""The most models one request moves on to after the one it was routed to."""
+
+
+async def _attempt(
+    x: _Exchange,
+    prepared: Prepared,
+    raw: bytes,
+    request_headers: dict[bytes, str],
+    requested: str,
+    model: str,
+    decision: Decision,
+    forced: bool,
+    failed_over: list[str],
+) -> _NoAnswer | None:
+    """Send the request to `model` and answer the client, or say that the model (a
+    remote) failed before any byte of an answer was sent."""
+    host, shutdown, path, offload = x.host, x.shutdown, x.path, x.host.offload
+    body = prepared.body
     began = time.monotonic()
     try:
         lease = await _lease(host, x.receive, shutdown, model, forced or decision.force_big)
@@ -553,11 +602,13 @@ async def _forward(x: _Exchange) -> None:
         raise ApiError(503, "model_unavailable", str(exc)) from None
     except _Stopped as stop:
         await x.respond(stop.response({}))
-        return
+        return None
 
     ending = _Ending(host, model, 0.0)
     try:
         headers = _headers(host, model, time.monotonic() - began)
+        if failed_over:
+            headers["X-Tierhost-Failover"] = "; ".join(failed_over)
         if decision.type is not None and requested in ("auto", "big"):
             headers["X-Tierhost-Task-Type"] = decision.type
         send_headers = {
@@ -586,8 +637,8 @@ async def _forward(x: _Exchange) -> None:
             await _from_upstream(
                 x, lease.upstream, lease, content, send_headers, headers, assemble, ending
             )
-        else:
-            await _with_httpx(x, lease, content, send_headers, headers, assemble, ending)
+            return None
+        return await _with_httpx(x, lease, content, send_headers, headers, assemble, ending)
     finally:
         ending(None, False)  # a path that told it already is not counted twice
         lease.release()
@@ -780,6 +831,18 @@ async def _pass_on(
 # -- a remote model (or any lease without a managed upstream), through httpx ----------
 
 
+@dataclasses.dataclass(frozen=True)
+class _NoAnswer:
+    """A remote failed a request before any byte of it reached the client (refused,
+    dropped, silent past its read timeout, a 5xx): the proxy may try the next model."""
+
+    why: str
+    """For the reason and the remote's health: "answered HTTP 503", "ConnectError (…)"."""
+    message: str
+    """For the client, when no other model can take it."""
+    status: int | None = None
+
+
 async def _with_httpx(
     x: _Exchange,
     lease: ModelLease,
@@ -788,7 +851,7 @@ async def _with_httpx(
     headers: dict[str, str],
     assemble: bool,
     ending: _Ending,
-) -> None:
+) -> _NoAnswer | None:
     log_hint = f" ({lease.where()})"
     # While the answer is generated, a client that leaves or a host that stops ends it:
     # cancelling the upstream request closes its connection.
@@ -803,29 +866,39 @@ async def _with_httpx(
         upstream = await _unless(_send_once_more_if_dropped(lease.http, request), stops)
     except _Stopped as stop:
         await x.respond(stop.response(headers))
-        return
+        return None
     except httpx.TransportError as exc:
-        message = f"model {lease.model} did not answer ({type(exc).__name__}){log_hint}"
-        await x.respond(error_response(502, "upstream_failed", message, headers))
-        return
+        return _NoAnswer(
+            f"{type(exc).__name__}{log_hint}",
+            f"model {lease.model} did not answer ({type(exc).__name__}){log_hint}",
+        )
+    if upstream.status_code >= 500:
+        # Nothing has reached the client yet: another model may still answer it.
+        detail = (await upstream.aread())[:300].decode(errors="replace")
+        await upstream.aclose()
+        return _NoAnswer(
+            f"answered HTTP {upstream.status_code}",
+            f"model {lease.model} answered HTTP {upstream.status_code}{log_hint}: {detail}",
+            upstream.status_code,
+        )
     streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
     if streamed and not assemble:
         stream = RemoteStream(upstream, lease.model, log_hint, headers, ending, x.shutdown.ending)
         await x.respond(stream)
-        return
+        return None
     status = upstream.status_code
     try:
         payload = await _unless(upstream.aread(), stops)
     except _Stopped as stop:
         await x.respond(stop.response(headers))
-        return
+        return None
     except httpx.TransportError as exc:
         message = (
             f"model {lease.model} stopped answering ({type(exc).__name__}){log_hint}; "
             "it is restarted on the next request"
         )
         await x.respond(error_response(502, "upstream_failed", message, headers))
-        return
+        return None
     finally:
         await upstream.aclose()
     lease.release()  # read to its end: the model is free for the next request
@@ -834,6 +907,7 @@ async def _with_httpx(
         payload = await x.host.offload.run(len(payload), encode, answer)
         headers["content-type"] = "application/json"
     await _pass_on(x, status, payload, upstream.headers, headers, ending)
+    return None
 
 
 async def _send_once_more_if_dropped(

@@ -139,3 +139,53 @@ def test_a_task_the_first_remote_fails_is_finished_by_the_next(
         assert "health: skip flaky" in " ".join(again["decision"]["reasons"])
     finally:
         stop_checked(daemon)
+
+
+def test_a_named_remote_is_not_replaced_but_is_skipped_afterwards(
+    tmp_path: Path, remote_box: RemoteBox, flaky: FlakyRemote
+) -> None:
+    daemon = start_daemon(
+        tmp_path, config(flaky.url, remote_box.url), extra_env={KEY_ENV: REMOTE_KEY}
+    )
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    try:
+        with daemon.client() as http:
+            named = http.post("/v1/chat/completions", json={**chat, "model": "flaky"})
+            assert named.status_code == 502  # the client asked for that model, and got why
+            assert "model flaky answered HTTP 500" in named.json()["error"]["message"]
+            routed = http.post("/v1/chat/completions", json={**chat, "model": "operator"})
+        assert routed.status_code == 200, routed.text
+        assert routed.headers["X-Tierhost-Model"] == "operator-far"
+        assert "X-Tierhost-Failover" not in routed.headers  # skipped: marked down already
+        assert flaky.chats == 1
+    finally:
+        stop_checked(daemon)
+
+
+@pytest.mark.parametrize(("fault", "why"), [("500", "answered HTTP 500"), ("hang", "ReadTimeout")])
+def test_a_routed_request_fails_over_before_any_byte_and_says_so(
+    tmp_path: Path, remote_box: RemoteBox, flaky: FlakyRemote, fault: str, why: str
+) -> None:
+    flaky.fault = fault
+    daemon = start_daemon(
+        tmp_path, config(flaky.url, remote_box.url), extra_env={KEY_ENV: REMOTE_KEY}
+    )
+    try:
+        with daemon.client() as http:
+            response = http.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "operator",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 2,
+                    "stream": True,
+                },
+            )
+        assert response.status_code == 200, response.text
+        assert flaky.chats == 1
+        assert response.headers["X-Tierhost-Model"] == "operator-far"
+        assert response.headers["X-Tierhost-Failover"].startswith(f"flaky ({why}")
+        assert "data: [DONE]" in response.text
+        assert "request failed over from flaky" in daemon.log()
+    finally:
+        stop_checked(daemon)
