@@ -165,31 +165,33 @@ async def read_body(request: Request) -> bytes:
     return raw
 
 
+async def receive_up_to_limit(receive: Receive, limits: BodyLimits) -> bytes | None:
+    """Every chunk of an ASGI request body, refused (413) as soon as they pass the limit;
+    None when the client disconnects first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise too_large(limits)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def receive_body(receive: Receive, limits: BodyLimits) -> bytes | None:
     """`read_body` for a bare ASGI endpoint (the proxy's, which makes no Request): the
     body, never more than the limit, never empty; None when the client left first.
 
     The guard has already refused a declared length over the limit and read a chunked
     body up to it, so this is the limit's second line, not its first."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
+    raw = await receive_up_to_limit(receive, limits)
+    if raw is None:
         return None
-    raw: bytes = message.get("body", b"")
-    if message.get("more_body", False):
-        chunks = [raw]
-        size = len(raw)
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limits.max_bytes:
-                raise too_large(limits)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
     if len(raw) > limits.max_bytes:
         raise too_large(limits, len(raw))
     if not raw:

@@ -52,6 +52,7 @@ from host.errors import (
     on_http_exception,
     on_unexpected,
     on_worker_lost,
+    receive_up_to_limit,
     shorten,
     too_large,
 )
@@ -325,22 +326,10 @@ def _with_request_id(send: Send, request_id: str) -> Send:
 async def _buffered(receive: Receive, limits: BodyLimits) -> Receive | None:
     """Read a chunked body up to the limit, then replay it: no route ever reads past the
     limit. None when the client disconnects first."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limits.max_bytes:
-            raise too_large(limits)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    pending: list[Message] = [
-        {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-    ]
+    body = await receive_up_to_limit(receive, limits)
+    if body is None:
+        return None
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def replay() -> Message:
         return pending.pop() if pending else await receive()

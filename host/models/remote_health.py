@@ -82,16 +82,9 @@ class RemoteHealth:
         if name not in self.health:
             return
         before = self.health[name]
-        now = time.time()
-        self.health[name] = Health(
-            reachable=False,
-            probed=True,
-            last_error=reason,
-            latency_s=before.latency_s,
-            checked_at=now,
-            since=now if before.reachable else before.since,
-            failures=before.failures + 1,
-        )
+        # a failed request is a failed probe, by the same rules (host.core.remote_health)
+        failed = Probe(time.time(), before.latency_s or 0.0, error=reason)
+        self.health[name] = after_probe(before, failed)
         if before.reachable:
             log.warning(
                 "remote model %s failed a request: %s; skipped until it answers", name, reason
