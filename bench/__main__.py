@@ -19,6 +19,7 @@ from bench import (
     liveness,
     lsp,
     mcp,
+    queue,
     routing,
     swap,
     tasks,
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "liveness": ("Liveness under the largest prompts (issue 17)", liveness),
     "routing": ("Task-type inference and routing accuracy (issue 16)", routing),
     "failover": ("Failing over from a dead or hanging box (issue 11)", failover),
+    "queue": ("One swap-minimising queue per GPU, for requests too (issue 15)", queue),
 }
 
 

@@ -243,11 +243,16 @@ class Tier(_Strict):
 
 
 class SchedulerSettings(_Strict):
-    """How queued tasks share a GPU device (see host.core.batching)."""
+    """How waiting work shares a GPU device: tasks, and requests through the proxy
+    (see host.core.batching)."""
 
     policy: Literal["batch", "fifo"] = "batch"
     max_wait_s: float = Field(300.0, gt=0)
     """No task waits longer than this for another tier's batch to finish."""
+    request_max_wait_s: float = Field(30.0, gt=0)
+    """No request waits longer than this for another model's batch to finish."""
+    request_priority: int = Field(10, ge=-100, le=100)
+    """A request's priority unless it sends `X-Tierhost-Priority` (tasks default to 0)."""
     min_residency_s: float = Field(10.0, ge=0)
     """A model just loaded keeps the device at least this long (no thrashing)."""
     slots_per_model: int = Field(2, ge=1)

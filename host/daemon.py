@@ -66,6 +66,16 @@ class Host:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self.devices = gpu.measure_devices(config)
+        settings = config.scheduler
+        self.policy = Policy(
+            max_wait_s=settings.max_wait_s,
+            min_residency_s=settings.min_residency_s,
+            slots_per_model=settings.slots_per_model,
+            batch=settings.policy == "batch",
+            request_max_wait_s=settings.request_max_wait_s,
+            request_priority=settings.request_priority,
+        )
+        """How every device's queue is served, tasks and requests alike (host.core.batching)."""
         self.token = load_or_create_token(data_dir) if not is_loopback(config.host.host) else None
         self.processes: dict[str, ModelProcess] = {}
         self.slot_keepers: dict[str, SlotKeeper] = {}
@@ -219,6 +229,7 @@ class Host:
                 on_swap=self._record_swap,
                 before_load=self._vram_gate(device_name, info.gpu_index),
                 idle_unload_s={n: s for n in names if (s := managed[n].idle_unload_s) is not None},
+                policy=self.policy,
             )
 
     def _type_model(self, name: str) -> TypeModel:
@@ -242,17 +253,10 @@ class Host:
         )
         if self.config.classifier is not None:
             self.controls.type_model = self._type_model(self.config.classifier)
-        settings = self.config.scheduler
-        policy = Policy(
-            max_wait_s=settings.max_wait_s,
-            min_residency_s=settings.min_residency_s,
-            slots_per_model=settings.slots_per_model,
-            batch=settings.policy == "batch",
-        )
         self._dispatcher = Dispatcher(
             self.fleet,
             self.store,
-            policy,
+            self.policy,
             self.config.validation,
             self.config.validator_model(),
             self._reroute,

@@ -270,6 +270,27 @@ class RoutingTable(_Result):
     routes: dict[str, str]
 
 
+class QueuedWork(_Result):
+    """One waiter in a device's queue, in the order the policy serves them."""
+
+    model: str
+    work: str
+    """`request` (the proxy, validator, classifier) or `task` (a task's model)."""
+    priority: int = 0
+    waited_s: float = 0.0
+    max_wait_s: float | None = None
+    held: bool = False
+    """The device's mode holds its model back."""
+
+
+class QueueOrder(_Result):
+    """Which rule of the policy ordered a device's queue (host.core.batching)."""
+
+    rule: str
+    model: str | None = None
+    why: str = ""
+
+
 class DeviceStatus(_Result):
     name: str
     kind: str | None = None
@@ -279,6 +300,8 @@ class DeviceStatus(_Result):
     hold: str | None = None
     residents: list[str] = Field(default_factory=list)
     queue: int = 0
+    waiting: list[QueuedWork] = Field(default_factory=list)
+    order: QueueOrder | None = None
 
 
 class ModelStatus(_Result):

@@ -65,6 +65,7 @@ from host.errors import (
     BodyLimits,
     error_response,
     receive_body,
+    shorten,
 )
 from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
 from host.models.kv_slots import Claim, SlotKeeper
@@ -417,36 +418,96 @@ async def _wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def _lease(
-    host: Host, receive: Receive, shutdown: Shutdown, model: str, forced: bool
-) -> ModelLease:
-    """A lease on the model, waiting for it when it must be loaded, and giving up as soon
-    as the client disconnects or the host stops."""
+def _lease_now(host: Host, model: str, forced: bool) -> ModelLease | None:
+    """A lease on the model at once, or None when it must be waited for."""
     hold = host.fleet.hold_reason(model, forced)
     if hold is not None:
         # An OpenAI client cannot sit in a queue until the owner stops gaming: say why now.
         raise ModelUnavailable(f"model {model} is held back: {hold}")
-    lease = host.fleet.lease_now(model, forced)
-    if lease is not None:
-        return lease
+    return host.fleet.lease_now(model, forced)
+
+
+async def _lease_waiting(
+    host: Host, receive: Receive, shutdown: Shutdown, model: str, forced: bool, priority: int | None
+) -> ModelLease:
+    """A lease on the model, waiting in its device's queue at `priority` while it must be
+    loaded, and giving up as soon as the client disconnects or the host stops."""
     return await _unless(
-        host.fleet.lease(model, forced=forced),
+        host.fleet.lease(model, forced=forced, priority=priority),
         {_CLIENT_LEFT: lambda: _wait_for_disconnect(receive), _SHUTDOWN: shutdown.stopping.wait},
     )
 
 
-def _headers(host: Host, model: str, waited_s: float) -> dict[str, str]:
-    return {
-        "X-Tierhost-Model": model,
-        "X-Tierhost-Tier": host.config.tier_of(model) or "",
-        "X-Tierhost-Wait-Ms": f"{waited_s * 1000:.1f}",
-    }
+class _StartedStream:
+    """The sends of a stream whose answer began before its model was ready.
+
+    A streaming request that must wait for a swap is told so at once: the 200 and the
+    event-stream headers go out with a comment saying why it waits (`: …`, which every
+    SSE reader skips), so an agent's user sees the wait instead of a silent socket.
+    Whatever is sent after that through the usual paths arrives here: a second response
+    start is dropped, and an error response (the wait timed out, the model failed to
+    load) becomes an error event in the stream, the only way left to tell it."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._error = False
+        self._payload = bytearray()
+
+    async def begin(self, headers: dict[str, str], comment: str) -> None:
+        headers = {**headers, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        await self._send(_response_start(200, headers, None))
+        await self.comment(comment)
+
+    async def comment(self, text: str) -> None:
+        line = " ".join(text.split())  # one line: a comment cannot span two
+        body = f": tierhost: {line}\n\n".encode()
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._error = message["status"] >= 400
+            return
+        if not self._error:
+            await self._send(message)
+            return
+        self._payload += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        event = b"data: " + bytes(self._payload).replace(b"\n", b" ").strip() + b"\n\n"
+        await self._send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def _priority(headers: dict[bytes, str]) -> int | None:
+    """`X-Tierhost-Priority`, -100..100 (higher first); None: the policy's default."""
+    raw = headers.get(b"x-tierhost-priority")
+    if raw is None:
+        return None
+    try:
+        priority = int(raw.strip())
+    except ValueError:
+        priority = None
+    if priority is None or not -100 <= priority <= 100:
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"X-Tierhost-Priority must be a whole number from -100 to 100, not {shorten(raw)}",
+        )
+    return priority
+
+
+def _headers(host: Host, model: str, waited_s: float | None) -> dict[str, str]:
+    """The `X-Tierhost-*` headers of an answer; no wait is known yet (None) for a stream
+    that starts while it waits, which says its wait in a comment instead."""
+    headers = {"X-Tierhost-Model": model, "X-Tierhost-Tier": host.config.tier_of(model) or ""}
+    if waited_s is not None:
+        headers["X-Tierhost-Wait-Ms"] = f"{waited_s * 1000:.1f}"
+    return headers
 
 
 # -- the request -------------------------------------------------------------------
 
 
-_READ_HEADERS = frozenset({b"x-task-type", b"x-force-big", b"accept"})
+_READ_HEADERS = frozenset({b"x-task-type", b"x-force-big", b"accept", b"x-tierhost-priority"})
 
 
 def _request_headers(scope: Scope) -> dict[bytes, str]:
@@ -592,14 +653,27 @@ async def _attempt(
     host, shutdown, path, offload = x.host, x.shutdown, x.path, x.host.offload
     body = prepared.body
     began = time.monotonic()
+    started: _StartedStream | None = None
+    forced = forced or decision.force_big
+    priority = _priority(request_headers)
     try:
-        lease = await _lease(host, x.receive, shutdown, model, forced or decision.force_big)
-    except TooManyRequests as exc:
-        raise ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"}) from None
-    except QueueFull as exc:
-        raise ApiError(503, "queue_full", str(exc), {"Retry-After": "5"}) from None
-    except (ModelUnavailable, WaitTimedOut) as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from None
+        lease = _lease_now(host, model, forced)
+        if lease is None:
+            if body.get("stream") and host.fleet.device_for(model) is not None:
+                started = _StartedStream(x.send)
+                x = dataclasses.replace(x, send=started)
+                early = _headers(host, model, None)
+                if decision.type is not None and requested in ("auto", "big"):
+                    early["X-Tierhost-Task-Type"] = decision.type
+                await started.begin(early, f"waiting: {host.fleet.why_wait(model)}")
+            lease = await _lease_waiting(host, x.receive, shutdown, model, forced, priority)
+            if started is not None:
+                await started.comment(
+                    f"{model} is ready after {(time.monotonic() - began) * 1000:.0f} ms"
+                )
+    except (TooManyRequests, QueueFull, ModelUnavailable, WaitTimedOut) as exc:
+        await _refuse(x, started, _lease_error(exc))
+        return None
     except _Stopped as stop:
         await x.respond(stop.response({}))
         return None
@@ -642,6 +716,23 @@ async def _attempt(
     finally:
         ending(None, False)  # a path that told it already is not counted twice
         lease.release()
+
+
+def _lease_error(exc: Exception) -> ApiError:
+    """The answer to a request that could get no lease."""
+    if isinstance(exc, TooManyRequests):
+        return ApiError(429, "rate_limited", str(exc), {"Retry-After": "1"})
+    if isinstance(exc, QueueFull):
+        return ApiError(503, "queue_full", str(exc), {"Retry-After": "5"})
+    return ApiError(503, "model_unavailable", str(exc))
+
+
+async def _refuse(x: _Exchange, started: _StartedStream | None, error: ApiError) -> None:
+    """Refuse a request that could get no model: an error response, or, for a stream
+    already begun while it waited, an error event in it."""
+    if started is None:
+        raise error
+    await x.respond(error_response(error.status, error.kind, error.message))
 
 
 # -- a managed model, through host.models.upstream ------------------------------------

@@ -133,8 +133,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(device["queue"]),
         )
     console.print(devices)
+    for device in status["devices"]:
+        line = queue_line(device)
+        if line:
+            console.print(line, markup=False)
     console.print(_models_table(status["models"]))
     return 0
+
+
+def queue_line(device: dict[str, Any]) -> str:
+    """A device's queue in the order it is served, and the rule that ordered it:
+    "gpu0 serves builder-demo x3, then architect-demo (task) — batch: …"."""
+    waiting = device.get("waiting") or []
+    if not waiting:
+        return ""
+    runs: list[tuple[str, int]] = []
+    for item in waiting:
+        label = item["model"] + (" (task)" if item.get("work") == "task" else "")
+        label += " (held)" if item.get("held") else ""
+        if runs and runs[-1][0] == label:
+            runs[-1] = (label, runs[-1][1] + 1)
+        else:
+            runs.append((label, 1))
+    served = ", then ".join(label + (f" x{n}" if n > 1 else "") for label, n in runs)
+    order = device.get("order") or {}
+    why = f" — {order['rule']}: {order['why']}" if order.get("rule") else ""
+    return f"{device['name']} serves {served}{why}"
 
 
 def _models_table(models: list[dict[str, Any]]) -> Table:

@@ -1,22 +1,28 @@
 """The device arbiter: the imperative shell around `host.core.scheduler.plan`.
 
-One arbiter per device holds the FIFO of requests waiting for a model on that device,
+One arbiter per device holds the queue of everything waiting for a model on that device
+(proxied requests, the requests of running tasks, validator and classifier calls),
 counts requests in flight, and carries out the scheduler's actions (admit, load,
-evict). All of its bookkeeping changes in `_replan()`, a plain function with no await
-in it, so no two decisions interleave; loads and stops run as tasks that call
-`_replan()` again when they finish.
+evict). The queue is served in the order the swap-minimising policy of
+`host.core.batching.serve_order` gives it on a device with a budget (arrival order on
+one without, where nothing competes). All of its bookkeeping changes in `_replan()`, a
+plain function with no await in it, so no two decisions interleave; loads and stops run
+as tasks that call `_replan()` again when they finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
-from host.core import scheduler
+from host.core import batching, scheduler
 from host.models.process import ModelProcess, ModelState, StartFailed, Transition
 
 log = logging.getLogger("tierhost.devices")
@@ -58,6 +64,10 @@ class SwapRecord:
 SwapSink = Callable[[SwapRecord], Awaitable[None]]
 
 
+Work = Literal["request", "task"]
+"""What waits: an interactive request (the shorter bound on waiting) or a task's."""
+
+
 @dataclass
 class _Waiter:
     id: int
@@ -65,7 +75,23 @@ class _Waiter:
     memory_mb: int
     future: asyncio.Future[None]
     forced: bool = False
-    enqueued: float = field(default_factory=time.monotonic)
+    priority: int = 0
+    max_wait_s: float | None = None
+    work: Work = "request"
+    enqueued: float = 0.0
+
+
+@dataclass(frozen=True)
+class Queued:
+    """One waiter as the status shows it."""
+
+    model: str
+    work: Work
+    priority: int
+    waited_s: float
+    max_wait_s: float | None
+    held: bool
+    """The device's mode holds its model back."""
 
 
 @dataclass
@@ -108,6 +134,8 @@ class DeviceArbiter:
         on_swap: SwapSink | None = None,
         before_load: Callable[[str, int], Awaitable[None]] | None = None,
         idle_unload_s: dict[str, float] | None = None,
+        policy: batching.Policy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.budget_mb = budget_mb
@@ -120,6 +148,14 @@ class DeviceArbiter:
         self._before_load = before_load
         """On a real card: wait until the memory a load needs is really free (NVML)."""
         self._idle_unload_s = idle_unload_s or {}
+        self.policy = policy or batching.Policy()
+        self._clock = clock
+        """Monotonic seconds: what waits and residencies are measured in (a test's own)."""
+        self.order: batching.Order | None = None
+        """The order the waiting queue was last served in, and the rule that chose it
+        (None on a device without a budget, which serves in arrival order)."""
+        self._since: dict[str, float] = {}
+        """When each model resident or loading on the device began its residency."""
         self._idle_timer: asyncio.TimerHandle | None = None
         self._waiters: list[_Waiter] = []
         self._ids = itertools.count(1)
@@ -180,8 +216,70 @@ class DeviceArbiter:
             residents=self.residents(),
             waiters=[scheduler.Waiter(w.id, w.model, w.memory_mb, w.forced) for w in self._waiters],
             allowed=self.allowed,
-            now=time.monotonic(),
+            now=self._clock(),
         )
+
+    def waiting(self) -> list[Queued]:
+        """The waiting queue in the order it is served (see `order`), for the status."""
+        waiters = self._waiters
+        if self.order is not None:
+            by_id = {w.id: w for w in waiters}
+            waiters = [by_id.pop(i) for i in self.order.ids if i in by_id]
+            waiters += [w for w in self._waiters if w.id in by_id]
+        now = self._clock()
+        return [
+            Queued(
+                w.model,
+                w.work,
+                w.priority,
+                now - w.enqueued,
+                w.max_wait_s,
+                not self.permits(w.model, w.forced),
+            )
+            for w in waiters
+        ]
+
+    def _serving(self, residents: list[scheduler.Resident]) -> dict[str, float]:
+        """Models resident or loading, and not on their way out, with the start of their
+        residency (one that was up before the arbiter saw it start counts as settled)."""
+        return {
+            r.name: self._since.get(r.name, -math.inf) for r in residents if r.phase != "stopping"
+        }
+
+    def _queued_work(self) -> list[batching.QueuedTask]:
+        return [
+            batching.QueuedTask(
+                w.id,
+                w.model,
+                self.name,
+                w.priority,
+                w.enqueued,
+                w.max_wait_s,
+                self.permits(w.model, w.forced),
+            )
+            for w in self._waiters
+        ]
+
+    def why_wait(self, model: str) -> str:
+        """Why a request for `model` cannot be served at once, in words for the client
+        (a streaming client is told this before its answer starts)."""
+        state = self.models[model].state
+        if model in self._evicting or state is ModelState.STOPPING:
+            where = f"{model} is stopping on {self.name}"
+        elif model in self._loading or state is ModelState.STARTING:
+            where = f"{model} is loading on {self.name}"
+        elif state is ModelState.READY:
+            where = f"{model} is loaded on {self.name}, with work queued before it"
+        else:
+            others = [r.name for r in self.residents() if r.name != model]
+            holds = f" (it holds {', '.join(others)})" if others else ""
+            where = f"{model} is not loaded on {self.name}{holds}; a swap comes first"
+        ahead = len(self._waiters)
+        queued = f"; {ahead} {'request waits' if ahead == 1 else 'requests wait'} on the device"
+        rule = ""
+        if self.order is not None and self.order.choice.model not in (None, model):
+            rule = f"; served first: {self.order.choice.why}"
+        return where + (queued if ahead else "") + rule
 
     def permits(self, model: str, forced: bool = False) -> bool:
         return self.allowed is None or forced or model in self.allowed
@@ -206,11 +304,23 @@ class DeviceArbiter:
         ):
             return None
         self.in_flight[model] += 1
-        self._last_used[model] = time.monotonic()
+        self._last_used[model] = self._clock()
         return Lease(self, self.models[model])
 
-    async def acquire(self, model: str, timeout: float, forced: bool = False) -> Lease:
-        """Wait until `model` is ready and claim it; cancel-safe (a dropped client leaves)."""
+    async def acquire(
+        self,
+        model: str,
+        timeout: float,
+        forced: bool = False,
+        *,
+        priority: int | None = None,
+        work: Work = "request",
+    ) -> Lease:
+        """Wait until `model` is ready and claim it; cancel-safe (a dropped client leaves).
+
+        A request waits at most the policy's `request_max_wait_s` for another model's
+        batch, a task's request `max_wait_s`; without a priority of its own a request
+        gets the policy's `request_priority`, a task's request 0."""
         if self._closed:
             raise ModelUnavailable(f"device {self.name} is shutting down")
         limit = self._max_concurrency[model]
@@ -225,8 +335,19 @@ class DeviceArbiter:
                 "retry later"
             )
         loop = asyncio.get_running_loop()
+        policy = self.policy
         waiter = _Waiter(
-            next(self._ids), model, self._memory[model], loop.create_future(), forced=forced
+            next(self._ids),
+            model,
+            self._memory[model],
+            loop.create_future(),
+            forced=forced,
+            priority=(policy.request_priority if work == "request" else 0)
+            if priority is None
+            else priority,
+            max_wait_s=policy.request_max_wait_s if work == "request" else policy.max_wait_s,
+            work=work,
+            enqueued=self._clock(),
         )
         self._waiters.append(waiter)
         self._replan()
@@ -250,7 +371,7 @@ class DeviceArbiter:
 
     def _release(self, model: str) -> None:
         self.in_flight[model] -= 1
-        self._last_used[model] = time.monotonic()
+        self._last_used[model] = self._clock()
         self._replan()
 
     def _drop(self, waiter: _Waiter) -> None:
@@ -261,6 +382,11 @@ class DeviceArbiter:
     # -- the single writer -------------------------------------------------------
 
     def _on_transition(self, transition: Transition) -> None:
+        name = transition.model
+        if transition.new in (ModelState.STARTING, ModelState.READY):
+            self._since.setdefault(name, self._clock())
+        elif transition.new in (ModelState.FAILED, ModelState.STOPPED):
+            self._since.pop(name, None)
         if transition.new in (ModelState.FAILED, ModelState.STOPPED, ModelState.READY):
             self._replan()
 
@@ -271,12 +397,27 @@ class DeviceArbiter:
         for model in [m for m in self._pending_swaps if m not in waited_for]:
             del self._pending_swaps[model]  # its requests left: the next load is a new swap
         snapshot = self.snapshot()
+        look_again: float | None = None
+        if self.budget_mb is not None and self._waiters:
+            work = self._queued_work()
+            serving = self._serving(list(snapshot.residents))
+            self.order = batching.serve_order(
+                work, serving, self.in_flight, snapshot.now, self.policy
+            )
+            look_again = batching.next_look_at(work, serving, snapshot.now, self.policy)
+            by_id = {w.id: w for w in snapshot.waiters}
+            snapshot = dataclasses.replace(
+                snapshot, waiters=[by_id[i] for i in self.order.ids if isinstance(i, int)]
+            )
+        elif self.budget_mb is not None:
+            self.order = None
         for action in scheduler.plan(snapshot):
             match action:
                 case scheduler.Admit(waiter_ids):
                     self._admit(set(waiter_ids))
                 case scheduler.Load(model):
                     self._loading.add(model)
+                    self._since[model] = snapshot.now
                     swap = self._pending_swaps.pop(model, None) or _PendingSwap(time.time())
                     self._spawn(self._load(model, swap))
                 case scheduler.Evict(model, for_model):
@@ -293,7 +434,8 @@ class DeviceArbiter:
                 case scheduler.Reject(waiter_ids, reason):
                     self._fail_waiters(set(waiter_ids), ModelUnavailable(reason))
 
-        self._look_again_at(scheduler.next_unload_at(snapshot))
+        due = [t for t in (scheduler.next_unload_at(snapshot), look_again) if t is not None]
+        self._look_again_at(min(due, default=None))
 
     def _look_again_at(self, due: float | None) -> None:
         """Replan when the next idle model falls due (one timer, moved as plans change)."""
@@ -306,10 +448,10 @@ class DeviceArbiter:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # planned outside the loop (a test's setup): no one to wake
             return
-        self._idle_timer = loop.call_later(max(0.0, due - time.monotonic()), self._replan)
+        self._idle_timer = loop.call_later(max(0.0, due - self._clock()), self._replan)
 
     def _admit(self, ids: set[int]) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for waiter in [w for w in self._waiters if w.id in ids]:
             self._waiters.remove(waiter)
             self.in_flight[waiter.model] += 1

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from host.config import Config, ManagedModel, RemoteModel
-from host.models.arbiter import DeviceArbiter, Lease, ModelUnavailable, TooManyRequests
+from host.models.arbiter import DeviceArbiter, Lease, ModelUnavailable, TooManyRequests, Work
 from host.models.leases import ModelLease
 from host.models.process import ModelProcess, ModelState
 
@@ -70,6 +70,11 @@ class Fleet:
             return None
         return arbiter.mode_reason or "held back by its device's mode"
 
+    def why_wait(self, model: str) -> str:
+        """Why a lease on a managed `model` must wait (see `DeviceArbiter.why_wait`)."""
+        arbiter = self._arbiter(model)
+        return "" if arbiter is None else arbiter.why_wait(model)
+
     def device_for(self, model: str) -> str | None:
         """The device a managed model runs on; None for a remote one."""
         return self._device_of.get(model)
@@ -103,10 +108,17 @@ class Fleet:
         return None if lease is None else self._managed(lease)
 
     async def lease(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
+        self,
+        model: str,
+        timeout: float | None = None,
+        *,
+        forced: bool = False,
+        priority: int | None = None,
+        work: Work = "request",
     ) -> ModelLease:
         """A lease on `model`, waiting (up to `timeout`, else `host.queue_timeout_s`)
-        for a managed one to be ready. Raises what the arbiter raises (WaitTimedOut,
+        for a managed one to be ready, in its device's queue at `priority` (see
+        `DeviceArbiter.acquire`). Raises what the arbiter raises (WaitTimedOut,
         QueueFull, ModelUnavailable), TooManyRequests for a busy remote, and
         ModelUnavailable for a model the config does not have (a task queued under an
         older config)."""
@@ -114,7 +126,10 @@ class Fleet:
         if isinstance(entry, RemoteModel):
             return self._remote(model, entry)
         wait = self.config.host.queue_timeout_s if timeout is None else timeout
-        return self._managed(await self._arbiter_of(model).acquire(model, wait, forced))
+        arbiter = self._arbiter_of(model)
+        return self._managed(
+            await arbiter.acquire(model, wait, forced, priority=priority, work=work)
+        )
 
     # -- the kinds ----------------------------------------------------------------
 

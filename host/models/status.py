@@ -81,6 +81,24 @@ def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
         "hold": arbiter.mode_reason or None,
         "residents": [r.name for r in arbiter.residents()],
         "queue": arbiter.queue_length,
+        "waiting": [
+            {
+                "model": w.model,
+                "work": w.work,
+                "priority": w.priority,
+                "waited_s": round(w.waited_s, 3),
+                "max_wait_s": w.max_wait_s,
+                "held": w.held,
+            }
+            for w in arbiter.waiting()
+        ],
+        "order": None
+        if arbiter.order is None
+        else {
+            "rule": arbiter.order.choice.rule,
+            "model": arbiter.order.choice.model,
+            "why": arbiter.order.choice.why,
+        },
     }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ from host.config import ValidationSettings
 from host.core.batching import DeviceState, Policy, QueuedTask, pick
 from host.core.routing import Decision
 from host.core.task_states import TERMINAL, IllegalTransition, TaskStatus
-from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut
+from host.models.arbiter import ModelUnavailable, QueueFull, TooManyRequests, WaitTimedOut, Work
 from host.models.chat import ChatFailed, stream_chat
 from host.models.leases import ModelLease
 from host.store import Store, TaskRow
@@ -53,7 +53,13 @@ class Models(Protocol):
     def permits(self, model: str, forced: bool = False) -> bool: ...
 
     async def lease(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
+        self,
+        model: str,
+        timeout: float | None = None,
+        *,
+        forced: bool = False,
+        priority: int | None = None,
+        work: Work = "request",
     ) -> ModelLease: ...
 
     def device_for(self, model: str) -> str | None: ...
@@ -235,7 +241,7 @@ class Dispatcher:
             return
         now = time.monotonic()
         entries: list[QueuedTask] = []
-        rows: dict[str, TaskRow] = {}
+        rows: dict[Hashable, TaskRow] = {}
         for row in queued:
             if row.id in self._running:
                 continue  # started by an earlier pass; its job has not moved it yet
@@ -269,8 +275,8 @@ class Dispatcher:
         for device, model in plan.current.items():
             if self._current.get(device, (None, 0.0))[0] != model:
                 self._current[device] = (model, now)
-        for task_id in plan.start:
-            self._start(rows[task_id])
+        for started in plan.start:
+            self._start(rows[started])
 
     def _entry(self, row: TaskRow, now: float) -> QueuedTask | None:
         """The batching view of a queued task; None while its device's mode holds it back."""
@@ -336,7 +342,9 @@ class Dispatcher:
                 log.info("task %s not started: %s", row.id, exc)
                 return
             self._notify(row.id)
-            endpoint = await self._models.lease(model, forced=forced)
+            endpoint = await self._models.lease(
+                model, forced=forced, priority=row.priority, work="task"
+            )
             self._running[row.id].phase = "running"
             fresh = {} if row.validation == "none" else _NO_VALIDATION_YET
             await self._store.move_task(row.id, TaskStatus.RUNNING, f"running on {model}", **fresh)

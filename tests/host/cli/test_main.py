@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from host.cli.main import EXIT_CLOSED_PIPE
+from host.cli.main import EXIT_CLOSED_PIPE, queue_line
 from tests.conftest import Daemon, free_port, start_daemon
 
 pytestmark = pytest.mark.real
@@ -274,3 +274,21 @@ def test_routing_eval_scores_the_daemon_on_a_labelled_file(
         labelled.write_text(text)
         message = one_line_error(tierhost("routing", "eval", str(labelled), url=demo_daemon.url))
         assert named in message
+
+
+def test_status_shows_a_device_queue_in_the_order_it_is_served() -> None:
+    device = {
+        "name": "gpu0",
+        "waiting": [
+            {"model": "builder-demo", "work": "request"},
+            {"model": "builder-demo", "work": "request"},
+            {"model": "architect-demo", "work": "task"},
+            {"model": "big", "work": "request", "held": True},
+        ],
+        "order": {"rule": "batch", "why": "builder-demo keeps the device while its work waits"},
+    }
+    assert queue_line(device) == (
+        "gpu0 serves builder-demo x2, then architect-demo (task), then big (held)"
+        " — batch: builder-demo keeps the device while its work waits"
+    )
+    assert queue_line({"name": "gpu0", "waiting": []}) == ""

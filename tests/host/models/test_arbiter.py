@@ -25,6 +25,7 @@ from typing import TypeVar, cast
 
 import pytest
 
+from host.core.batching import Policy
 from host.models.arbiter import (
     DeviceArbiter,
     Lease,
@@ -34,6 +35,7 @@ from host.models.arbiter import (
     SwapSink,
     TooManyRequests,
     WaitTimedOut,
+    Work,
 )
 from host.models.process import ModelProcess, ModelState
 from tests.host.models.fake_process import BOUND_S, FakeProcess
@@ -91,10 +93,18 @@ class Device:
         return self.fakes[model]
 
     def ask(
-        self, model: str, timeout: float = BOUND_S, *, forced: bool = False
+        self,
+        model: str,
+        timeout: float = BOUND_S,
+        *,
+        forced: bool = False,
+        priority: int | None = None,
+        work: Work = "request",
     ) -> asyncio.Task[Lease]:
         """A request for `model` running on its own, as a client's would."""
-        task = asyncio.create_task(self.arbiter.acquire(model, timeout, forced))
+        task = asyncio.create_task(
+            self.arbiter.acquire(model, timeout, forced, priority=priority, work=work)
+        )
         self.requests.append(task)
         return task
 
@@ -133,6 +143,8 @@ class Devices:
         on_swap: SwapSink | None = None,
         before_load: Callable[[str, int], Awaitable[None]] | None = None,
         idle_unload_s: dict[str, float] | None = None,
+        policy: Policy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Device:
         """A device whose models are `memory_mb`'s keys, those in `ready` already up.
 
@@ -160,6 +172,8 @@ class Devices:
             on_swap=on_swap or record,
             before_load=before_load,
             idle_unload_s=idle_unload_s,
+            policy=policy,
+            **({} if clock is None else {"clock": clock}),
         )
         device = Device(arbiter, fakes, journal, swaps)
         self._built.append(device)
@@ -346,12 +360,12 @@ async def test_a_device_without_a_budget_holds_every_model(devices: Devices) -> 
 # -- order -----------------------------------------------------------------------------
 
 
-async def test_requests_are_served_in_arrival_order_even_for_the_ready_resident(
+async def test_under_fifo_requests_are_served_in_arrival_order_even_for_the_ready_resident(
     devices: Devices,
 ) -> None:
-    """A waiting swap blocks everyone behind it, so a stream of requests for the resident
-    cannot starve it; and the fast path does not jump the queue either."""
-    device = devices.make({"a": 600, "b": 600}, ready={"a"})
+    """The baseline policy: a waiting swap blocks everyone behind it, and the fast path
+    does not jump the queue either."""
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, policy=Policy(batch=False))
     arbiter, a, b = device.arbiter, device["a"], device["b"]
     running = device.now("a")
 
@@ -384,6 +398,87 @@ async def test_requests_are_served_in_arrival_order_even_for_the_ready_resident(
         "a starting",
         "a ready",
     ]
+
+
+class Clock:
+    """Monotonic seconds that move only when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_residents_requests_join_its_batch_ahead_of_a_waiting_swap(
+    devices: Devices,
+) -> None:
+    """Under the batch policy a request for the resident goes ahead of one that needs a
+    swap, so A B A B … costs one swap, not three; the swap happens once A's work is done."""
+    clock = Clock()
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, clock=clock)
+    arbiter, b = device.arbiter, device["b"]
+    running = device.now("a")
+    for_b = device.ask("b")
+    await until(lambda: arbiter.queue_length == 1, "the request for b is queued")
+    for_a = device.ask("a")
+    second = await bounded(for_a)  # admitted at once: a keeps the device for its batch
+    assert arbiter.order is not None and arbiter.order.choice.rule == "batch"
+    assert [w.model for w in arbiter.waiting()] == ["b"]
+    running.release()
+    second.release()
+    await b.start_requested()
+    b.finish_start()
+    await bounded(for_b)
+    assert device.journal == ["a stopping", "a stopped", "b starting", "b ready"]
+
+
+async def test_a_request_past_its_bound_holds_up_the_residents_batch(devices: Devices) -> None:
+    clock = Clock()
+    policy = Policy(request_max_wait_s=30.0, min_residency_s=10.0)
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, policy=policy, clock=clock)
+    arbiter = device.arbiter
+    running = device.now("a")
+    for_b = device.ask("b")
+    await until(lambda: arbiter.queue_length == 1, "the request for b is queued")
+    clock.now += 31.0  # b has now waited past its 30 s bound
+    late_a = device.ask("a")
+    await until(lambda: arbiter.queue_length == 2, "the late request for a waits")
+    assert arbiter.order is not None and arbiter.order.choice.rule == "max_wait"
+    assert [w.model for w in arbiter.waiting()] == ["b", "a"]
+    running.release()
+    await device["b"].start_requested()
+    device["b"].finish_start()
+    (await bounded(for_b)).release()
+    assert not late_a.done(), "a waits for its own turn after b"
+
+
+async def test_a_task_waits_longer_than_a_request_and_yields_to_its_priority(
+    devices: Devices,
+) -> None:
+    clock = Clock()
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, clock=clock)
+    arbiter = device.arbiter
+    running = device.now("a")
+    for_b = device.ask("b", work="task")
+    await until(lambda: arbiter.queue_length == 1, "the task's request for b is queued")
+    clock.now += 31.0  # past a request's bound, far from a task's
+    late = await bounded(device.ask("a"))
+    assert arbiter.order is not None and arbiter.order.choice.rule == "batch"
+    urgent = device.ask("b", priority=90)
+    await until(lambda: arbiter.queue_length == 2, "the urgent request for b waits")
+    assert [w.priority for w in arbiter.waiting()] == [90, 0]
+    later = device.ask("a")  # a's own work no longer jumps the queue: b outranks it
+    await until(lambda: arbiter.queue_length == 3, "the later request for a waits")
+    assert arbiter.order is not None and arbiter.order.choice.rule == "priority"
+    assert [w.model for w in arbiter.waiting()] == ["b", "b", "a"]
+    running.release()
+    late.release()
+    await device["b"].start_requested()
+    device["b"].finish_start()
+    for lease in await bounded(asyncio.gather(urgent, for_b)):
+        lease.release()
+    assert not later.done()
 
 
 async def test_concurrent_requests_for_a_loading_model_join_its_one_load(

@@ -33,7 +33,7 @@ from host.config import load_config, parse_config
 from host.core.batching import Policy
 from host.core.task_states import TERMINAL, TaskStatus
 from host.daemon import Host
-from host.models.arbiter import ModelUnavailable, TooManyRequests
+from host.models.arbiter import ModelUnavailable, TooManyRequests, Work
 from host.models.leases import ModelLease
 from host.models.process import ModelState, Transition
 from host.store import Store, TaskRow
@@ -143,7 +143,13 @@ class FakeFleet:
         return {"gpu0": True, "cpu": False}
 
     async def lease(
-        self, model: str, timeout: float | None = None, *, forced: bool = False
+        self,
+        model: str,
+        timeout: float | None = None,
+        *,
+        forced: bool = False,
+        priority: int | None = None,
+        work: Work = "request",
     ) -> ModelLease:
         host = self.host
         host.endpoints.append(model)
