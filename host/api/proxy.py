@@ -108,6 +108,10 @@ class _Stopped(Exception):
 
 _CLIENT_LEFT = "client_left"
 _SHUTDOWN = "shutdown"
+# A remote is not ours to restart: what a client can do after its answer broke off.
+_REMOTE_RETRY = (
+    "retry: if its box is down, the next request fails over to the next model of its route"
+)
 
 
 def _shutting_down(headers: dict[str, str] | None = None) -> Response:
@@ -305,7 +309,7 @@ class RemoteStream(StreamingResponse):
                 at_event_boundary,
                 "upstream_failed",
                 f"model {self._model} stopped answering mid-stream "
-                f"({type(exc).__name__}){self._log_hint}; it is restarted on the next request",
+                f"({type(exc).__name__}){self._log_hint}; {_REMOTE_RETRY}",
             )
         finally:
             # No await here: a client that left cancels this generator's scope, and any
@@ -986,7 +990,7 @@ async def _with_httpx(
     except httpx.TransportError as exc:
         message = (
             f"model {lease.model} stopped answering ({type(exc).__name__}){log_hint}; "
-            "it is restarted on the next request"
+            f"{_REMOTE_RETRY}"
         )
         await x.respond(error_response(502, "upstream_failed", message, headers))
         return None

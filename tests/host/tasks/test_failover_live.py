@@ -6,6 +6,8 @@ and is finished by the box; the flaky one is skipped until a probe finds it answ
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,7 +45,23 @@ class FlakyRemote:
                     self.close_connection = True
                     self.connection.close()  # no status line: dropped before any reply
                     return
+                if remote.fault == "drop-mid-stream":
+                    self._drop_mid_stream()
+                    return
                 self._send(500, b'{"error": {"message": "CUDA error: out of memory"}}')
+
+            def _drop_mid_stream(self) -> None:
+                """One chunk of an SSE answer, then the connection goes, mid-chunk."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                event = b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.write(b'40\r\ndata: {"cho')  # a torn chunk, and no more
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)
@@ -187,5 +205,38 @@ def test_a_routed_request_fails_over_before_any_byte_and_says_so(
         assert response.headers["X-Tierhost-Failover"].startswith(f"flaky ({why}")
         assert "data: [DONE]" in response.text
         assert "request failed over from flaky" in daemon.log()
+    finally:
+        stop_checked(daemon)
+
+
+def test_a_remote_that_drops_mid_stream_ends_it_with_an_error_event_that_says_what_next(
+    tmp_path: Path, remote_box: RemoteBox, flaky: FlakyRemote
+) -> None:
+    """Bytes reached the client: too late to fail over. The stream keeps what was sent,
+    ends with an error event (a remote is not ours to restart, so it says to retry), and
+    the next request is answered."""
+    flaky.fault = "drop-mid-stream"
+    daemon = start_daemon(
+        tmp_path, config(flaky.url, remote_box.url), extra_env={KEY_ENV: REMOTE_KEY}
+    )
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    try:
+        with daemon.client() as http:
+            torn = http.post(
+                "/v1/chat/completions", json={**chat, "model": "flaky", "stream": True}
+            )
+            assert torn.status_code == 200
+            assert torn.headers["X-Tierhost-Model"] == "flaky"
+            events = [line for line in torn.text.split("\n\n") if line.startswith("data: {")]
+            assert '"Hel"' in events[0]
+            error = json.loads(events[-1].removeprefix("data: "))["error"]
+            assert error["type"] == "upstream_failed"
+            assert "model flaky stopped answering mid-stream" in error["message"]
+            assert "retry: if its box is down" in error["message"]
+            assert "restarted" not in error["message"]  # not ours to restart
+            flaky.fault = "500"
+            routed = http.post("/v1/chat/completions", json={**chat, "model": "operator"})
+        assert routed.status_code == 200, routed.text
+        assert routed.headers["X-Tierhost-Model"] == "operator-far"
     finally:
         stop_checked(daemon)
