@@ -93,7 +93,8 @@ def check_messages_body(body: dict[str, Any], path: str) -> None:
         or isinstance(max_tokens, bool)
         or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
     ):
-        shown = max_tokens if isinstance(max_tokens, int) else json_kind(max_tokens)
+        plain_int = isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+        shown = max_tokens if plain_int else json_kind(max_tokens)
         raise _invalid(
             f"`max_tokens` must be a whole number from 1 to {MAX_TOKENS_LIMIT}, not {shown}"
         )
