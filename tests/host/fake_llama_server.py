@@ -297,6 +297,9 @@ class Handler(BaseHTTPRequestHandler):
     # -- Anthropic's Messages API ------------------------------------------------------
 
     def messages(self, body: dict[str, Any]) -> None:
+        for header in ("anthropic-version", "anthropic-beta"):
+            if header in self.headers:  # logged with the body, for tests of forwarding
+                body = {**body, f"_{header}": self.headers[header]}
         if not self.server.ready():
             self.send_json(503, {"error": {"code": 503, "message": "Loading model"}})
             return
