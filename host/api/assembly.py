@@ -10,6 +10,7 @@ is treated the same way (`MessageAssembly`).
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from host.api.messages_body import MESSAGES_PATH
@@ -231,8 +232,71 @@ class MessageAssembly:
         for index in list(self.partial_json):
             self._finish_block(index)
         message = {"type": "message", "role": "assistant", **self.message}
+        message.setdefault("id", new_message_id())  # its message_start was lost upstream
         message["content"] = [self.blocks[i] for i in sorted(self.blocks)]
         return 200, message
+
+
+def new_message_id() -> str:
+    return "msg_tierhost_" + secrets.token_hex(12)
+
+
+_OPENING_BLOCKS = {
+    "text_delta": {"type": "text", "text": ""},
+    "thinking_delta": {"type": "thinking", "thinking": ""},
+}
+
+
+def missing_start(first_chunk: bytes, model: str) -> bytes:
+    """What a Messages stream lacks before its first chunk: nothing (b"") when it begins
+    with `message_start`, as it should.
+
+    llama-server now and then drops a stream's first events (a short answer whose
+    tokens came in one batch; its chat streams lose their first chunk the same way), and
+    Anthropic's SDKs refuse a stream whose first event is not `message_start`. So one is
+    made up (an id of ours, the served model, usage unknown), and a `content_block_start`
+    for a text or thinking block whose first delta comes with no start. Only the first
+    chunk is looked at, once per stream."""
+    if first_chunk.lstrip().startswith(b"event: message_start"):
+        return b""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": new_message_id(),
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        },
+    }
+    prefix = f"event: message_start\ndata: {json.dumps(start)}\n\n"
+    first = _first_event(first_chunk)
+    if first is not None and first.get("type") == "content_block_delta":
+        delta = first.get("delta")
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        block = _OPENING_BLOCKS.get(kind) if isinstance(kind, str) else None
+        if block is not None:
+            opening = {
+                "type": "content_block_start",
+                "index": first.get("index", 0),
+                "content_block": block,
+            }
+            prefix += f"event: content_block_start\ndata: {json.dumps(opening)}\n\n"
+    return prefix.encode()
+
+
+def _first_event(chunk: bytes) -> dict[str, Any] | None:
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                event = json.loads(line[5:])
+            except ValueError:
+                return None
+            return event if isinstance(event, dict) else None
+    return None
 
 
 def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:

@@ -55,7 +55,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from host.api import claude_models
-from host.api.assembly import as_stream, assembled_body
+from host.api.assembly import as_stream, assembled_body, missing_start
 from host.api.messages_body import COUNT_TOKENS_PATH, MESSAGES_PATH, MESSAGES_PATHS
 from host.api.openai_body import (
     CHAT_PATH,
@@ -281,6 +281,7 @@ class RemoteStream(StreamingResponse):
         self._chunks = cast(AsyncGenerator[bytes, None], upstream.aiter_raw())
         self._pending: asyncio.Task[bytes | None] | None = None
         self._tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+        self._head = b""
         self._torn = False
         super().__init__(
             self._relay(),
@@ -311,6 +312,7 @@ class RemoteStream(StreamingResponse):
                     return
                 at_event_boundary = chunk.endswith(b"\n\n")
                 self._tail.append(chunk)  # no copy per chunk: joined once at the end
+                self._head = self._head or chunk
                 yield chunk
         except httpx.TransportError as exc:
             self._torn = True
@@ -338,7 +340,8 @@ class RemoteStream(StreamingResponse):
                 await _settle(self._pending)
             await self._chunks.aclose()
             await self._upstream.aclose()
-            timings = None if self._torn else _timings_in_stream(b"".join(self._tail))
+            tail = b"".join(self._tail)
+            timings = None if self._torn else _timings_in_stream(tail, self._head)
             self._on_end(timings, timings is not None)
 
 
@@ -427,19 +430,52 @@ async def _claim_slot(
     return SlotUse(keeper, claim, messages) if claim is not None else None
 
 
+def usage_timings(usage: object) -> dict[str, Any] | None:
+    """An Anthropic answer's `usage` as the counts of llama-server's `timings`, which its
+    Messages API does not send: `input_tokens` are the prompt tokens it processed
+    (`prompt_n`), `cache_read_input_tokens` those it reused from the slot (`cache_n`,
+    which tells that a restored KV slot took), `output_tokens` what it generated."""
+    if not isinstance(usage, dict):
+        return None
+    counts = {
+        "prompt_n": usage.get("input_tokens"),
+        "cache_n": usage.get("cache_read_input_tokens"),
+        "predicted_n": usage.get("output_tokens"),
+    }
+    kept = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return kept or None
+
+
 def _timings_in_body(payload: bytes) -> dict[str, Any] | None:
     try:
-        timings = json.loads(payload).get("timings")
+        body = json.loads(payload)
+        timings = body.get("timings")
     except (ValueError, AttributeError):
         return None
-    return timings if isinstance(timings, dict) else None
+    return timings if isinstance(timings, dict) else usage_timings(body.get("usage"))
 
 
-def _timings_in_stream(tail: bytes) -> dict[str, Any] | None:
+def _timings_in_stream(tail: bytes, head: bytes = b"") -> dict[str, Any] | None:
+    """llama-server's `timings` from a stream's last events; for a finished Anthropic
+    stream, the counts of its usage (`message_start`, in the `head`, the first chunk,
+    and `message_delta`, at the end)."""
     for line in reversed(tail.split(b"\n")):
         if line.startswith(b"data: {") and b'"timings"' in line:
             return _timings_in_body(line[6:])
-    return None
+    if b'"message_stop"' not in tail:
+        return None
+    usage: dict[str, Any] = {}
+    for line in (head + b"\n" + tail).split(b"\n"):
+        if line.startswith(b"data: {") and b'"message_' in line:
+            try:
+                event = json.loads(line[6:])
+            except ValueError:
+                continue
+            message = event.get("message") if isinstance(event, dict) else None
+            found = (message if isinstance(message, dict) else event).get("usage")
+            if isinstance(found, dict):
+                usage.update(found)
+    return usage_timings(usage)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -877,7 +913,9 @@ async def _from_upstream(
         if content_type.startswith("text/event-stream"):
             status, answer_body = assembled_body(payload, x.path)
             found = answer_body.get("timings")
-            timings = found if isinstance(found, dict) else None
+            timings = found if isinstance(found, dict) else usage_timings(answer_body.get("usage"))
+            if x.anthropic:
+                answer_body.setdefault("model", lease.model)
             payload = await x.host.offload.run(len(payload), encode, answer_body)
             headers["content-type"] = "application/json"
         await _pass_on(x, status, payload, answer.headers, headers, ending, timings)
@@ -931,12 +969,17 @@ async def _relay(
     send = x.send
     await send(_response_start(answer.status, headers, None))
     tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+    head = b""  # the first chunk: an Anthropic stream's usage begins there
     at_event_boundary = True
     torn = False
     try:
         while (chunk := await answer.next_chunk()) is not None:
             at_event_boundary = chunk.endswith(b"\n\n")
             tail.append(chunk)  # no copy per chunk: joined once at the end
+            if not head:
+                head = chunk
+                if x.anthropic:
+                    chunk = missing_start(chunk, model) + chunk
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except _Stopped as stop:
         torn = True
@@ -970,7 +1013,7 @@ async def _relay(
             }
         )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    timings = None if torn else _timings_in_stream(b"".join(tail))
+    timings = None if torn else _timings_in_stream(b"".join(tail), head)
     ending(timings, timings is not None)
 
 

@@ -104,9 +104,9 @@ def test_claude_families_land_on_their_tiers_and_thinking_on_the_architect(demo:
 
     def served(model: str, **extra: Any) -> str:
         raw = client.messages.with_raw_response.create(
-            model=model, max_tokens=2, messages=HELLO, **extra
+            model=model, max_tokens=8, messages=HELLO, **extra
         )
-        assert raw.parse().content
+        assert raw.parse().type == "message"
         return str(raw.headers["x-tierhost-model"])
 
     thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
@@ -135,6 +135,40 @@ def test_a_stream_that_waits_for_a_swap_begins_with_a_comment_the_sdk_skips(
     with client.messages.stream(model="claude-sonnet-4-5", max_tokens=4, messages=HELLO) as stream:
         assert "x-tierhost-wait-ms" not in stream.response.headers  # said in the comment
         assert stream.get_final_message().content[0].type == "text"
+
+
+def slot_status(daemon: Daemon, model: str) -> dict[str, Any]:
+    status: dict[str, Any] = model_status(daemon, model)["kv_slots"]
+    return status
+
+
+@pytest.mark.real
+def test_a_conversation_keeps_its_kv_slot_across_a_swap(demo: Daemon) -> None:
+    """As on the chat path: the slot is saved at the swap and restored when the
+    conversation (its system prompt included) comes back, which llama-server reports
+    as `cache_read_input_tokens`."""
+    client = client_of_daemon(demo)
+    history = " ".join(f"Fact {i}: boat {i} is at pier {i % 7}." for i in range(60))
+    opening: list[Any] = [{"role": "user", "content": f"Remember these facts. {history}"}]
+    options: Any = {"max_tokens": 4, "temperature": 0, "system": "You keep a harbour's books."}
+    first = client.messages.create(model="claude-opus-4-1", messages=opening, **options)
+    prefilled = first.usage.input_tokens + (first.usage.cache_read_input_tokens or 0)
+    assert prefilled > 500
+    before = slot_status(demo, "architect-demo")
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=1, messages=HELLO)  # a swap
+    assert model_status(demo, "architect-demo")["state"] != "ready"
+    text = first.content[0].text if first.content[0].type == "text" else ""
+    follow_up = [
+        *opening,
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": "Which pier has boat 12?"},
+    ]
+    second = client.messages.create(model="claude-opus-4-1", messages=follow_up, **options)
+    assert (second.usage.cache_read_input_tokens or 0) >= prefilled - 8
+    assert second.usage.input_tokens < prefilled / 5  # only the new turn was read
+    after = slot_status(demo, "architect-demo")
+    assert after["restores"] == before["restores"] + 1
+    assert after["tokens_saved"] >= before["tokens_saved"] + prefilled - 8
 
 
 @pytest.mark.real

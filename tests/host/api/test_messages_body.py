@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from host.api.assembly import as_stream, assembled_body
+from host.api.assembly import as_stream, assembled_body, missing_start
 from host.api.messages_body import COUNT_TOKENS_PATH, MESSAGES_PATH
 from host.api.openai_body import prepare, prompt_text, strip_tag
 from host.errors import DEFAULT_LIMITS, ApiError, anthropic_type, as_anthropic_error
@@ -216,3 +216,33 @@ def test_only_openai_shaped_errors_are_converted() -> None:
     context = b'{"error": {"code": "context_length_exceeded", "message": "too long"}}'
     converted = json.loads(as_anthropic_error(400, context) or b"")
     assert converted["error"]["message"] == "prompt is too long: too long"
+
+
+def events_of(raw: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+
+
+def test_a_stream_that_lost_its_start_upstream_gets_one() -> None:
+    """llama-server now and then drops a short answer's first events; Anthropic's SDKs
+    refuse a stream that does not begin with message_start."""
+    whole = sse({"type": "message_start", "message": {"id": "m"}})
+    assert missing_start(whole, "builder-demo") == b""
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "!"},
+    }
+    made = events_of(missing_start(sse(delta), "builder-demo"))
+    assert [e["type"] for e in made] == ["message_start", "content_block_start"]
+    assert made[0]["message"]["model"] == "builder-demo"
+    assert made[0]["message"]["id"].startswith("msg_tierhost_")
+    assert made[1] == {
+        "type": "content_block_start",
+        "index": 0,
+        "content_block": {"type": "text", "text": ""},
+    }
+    end = {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}}
+    assert [e["type"] for e in events_of(missing_start(sse(end), "m"))] == ["message_start"]
+    status, message = assembled_body(sse(end, {"type": "message_stop"}), MESSAGES_PATH)
+    assert status == 200 and message["id"].startswith("msg_tierhost_")
+    assert message["content"] == [] and message["stop_reason"] == "max_tokens"
