@@ -404,16 +404,12 @@ class SlotUse:
         return int((timings or {}).get("cache_n", 0))
 
 
-def _conversation(body: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The messages a slot holds the prompt of: an Anthropic body's `system` prompt is
-    the conversation's first message, as the chat template makes it."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return None
-    system = body.get("system")
-    if system:
-        return [{"role": "system", "content": system}, *messages]
-    return messages
+_SLOT_PATHS = frozenset({CHAT_PATH})
+"""The endpoints whose requests are pinned to a KV slot. Not `/v1/messages`: its
+llama-server drops `id_slot` when it turns the body into a chat request (a request
+pinned to slot 0 is served by slot 1), so a slot saved for it would hold another
+conversation. Its prompts are still reused while the model stays resident (llama-server
+picks the slot by similarity, and says so in `cache_read_input_tokens`)."""
 
 
 async def _claim_slot(
@@ -422,8 +418,10 @@ async def _claim_slot(
     """Pin the request to a slot (restoring a saved one it continues), unless the client
     chose a slot itself or the model keeps no slots."""
     keeper = host.slot_keepers.get(model)
-    messages = _conversation(body)
-    if keeper is None or "id_slot" in body or messages is None:
+    messages = body.get("messages")
+    if keeper is None or "id_slot" in body or not isinstance(messages, list):
+        return None
+    if not all(isinstance(m, dict) for m in messages):
         return None
     assert lease.server_url is not None  # only a managed model keeps slots
     claim = await keeper.claim(lease.http, lease.server_url, messages)
@@ -816,7 +814,7 @@ async def _attempt(
             changes["model"] = lease.upstream_model
         if assemble:
             changes.update(as_stream(body, path))
-        if lease.server_url is not None and path in (CHAT_PATH, MESSAGES_PATH):
+        if lease.server_url is not None and path in _SLOT_PATHS:
             ending.slot_use = await _claim_slot(host, model, lease, body)
             if ending.slot_use is not None:
                 changes["id_slot"] = ending.slot_use.claim.slot

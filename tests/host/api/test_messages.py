@@ -143,32 +143,25 @@ def slot_status(daemon: Daemon, model: str) -> dict[str, Any]:
 
 
 @pytest.mark.real
-def test_a_conversation_keeps_its_kv_slot_across_a_swap(demo: Daemon) -> None:
-    """As on the chat path: the slot is saved at the swap and restored when the
-    conversation (its system prompt included) comes back, which llama-server reports
-    as `cache_read_input_tokens`."""
+def test_a_conversation_is_not_pinned_to_a_slot_it_would_not_use(demo: Daemon) -> None:
+    """llama-server's /v1/messages drops `id_slot`, so no slot is claimed (and none saved
+    at a swap for a conversation it does not hold); the prompt is still reused while the
+    model stays resident, by llama-server's own choice of slot."""
     client = client_of_daemon(demo)
-    history = " ".join(f"Fact {i}: boat {i} is at pier {i % 7}." for i in range(60))
+    history = " ".join(f"Fact {i}: boat {i} is at pier {i % 7}." for i in range(30))
     opening: list[Any] = [{"role": "user", "content": f"Remember these facts. {history}"}]
-    options: Any = {"max_tokens": 4, "temperature": 0, "system": "You keep a harbour's books."}
-    first = client.messages.create(model="claude-opus-4-1", messages=opening, **options)
-    prefilled = first.usage.input_tokens + (first.usage.cache_read_input_tokens or 0)
-    assert prefilled > 500
-    before = slot_status(demo, "architect-demo")
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=1, messages=HELLO)  # a swap
-    assert model_status(demo, "architect-demo")["state"] != "ready"
-    text = first.content[0].text if first.content[0].type == "text" else ""
+    options: Any = {"max_tokens": 4, "system": "You keep a harbour's books."}
+    before = slot_status(demo, "operator-demo")
+    first = client.messages.create(model="claude-haiku-4-5", messages=opening, **options)
+    text = first.content[0].text if first.content and first.content[0].type == "text" else ""
     follow_up = [
         *opening,
-        {"role": "assistant", "content": text},
+        {"role": "assistant", "content": text or "Noted."},
         {"role": "user", "content": "Which pier has boat 12?"},
     ]
-    second = client.messages.create(model="claude-opus-4-1", messages=follow_up, **options)
-    assert (second.usage.cache_read_input_tokens or 0) >= prefilled - 8
-    assert second.usage.input_tokens < prefilled / 5  # only the new turn was read
-    after = slot_status(demo, "architect-demo")
-    assert after["restores"] == before["restores"] + 1
-    assert after["tokens_saved"] >= before["tokens_saved"] + prefilled - 8
+    second = client.messages.create(model="claude-haiku-4-5", messages=follow_up, **options)
+    assert (second.usage.cache_read_input_tokens or 0) > first.usage.input_tokens / 2
+    assert slot_status(demo, "operator-demo") == before
 
 
 @pytest.mark.real
