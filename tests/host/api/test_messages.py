@@ -264,6 +264,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Pat
 {model_entry(gguf, "cpu", 50, fake_args("ok"))}
 [models.crashy]
 {model_entry(gguf, "gpu0", 300, crashy)}
+[models.stuck]
+{model_entry(gguf, "gpu0", 300, fake_args("never-ready"), start_timeout_s=2)}
 [tiers.architect]
 models = ["planner"]
 [tiers.builder]
@@ -348,6 +350,56 @@ def test_a_mid_stream_crash_is_an_anthropic_error_event_and_the_lease_is_release
     again = client.messages.create(model="crashy", max_tokens=50, messages=HELLO)
     assert again.content[0].type == "text"
     assert again.content[0].text == "Hello from the fake server."
+
+
+def test_a_stream_whose_model_fails_to_load_ends_with_an_overloaded_error_event(
+    fake: tuple[Daemon, Path],
+) -> None:
+    daemon, _ = fake
+    body = {"model": "stuck", "max_tokens": 8, "stream": True, "messages": HELLO}
+    with (
+        httpx.Client(base_url=daemon.url, timeout=BOUND_S) as http,
+        http.stream("POST", "/v1/messages", json=body) as response,
+    ):
+        assert response.status_code == 200  # begun at once, while it waits
+        lines = list(response.iter_lines())
+    assert lines[0].startswith(": tierhost: waiting")
+    assert "event: error" in lines
+    data = next(line for line in lines if line.startswith("data: "))
+    error = json.loads(data[6:])
+    assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
+    assert "stuck failed to start" in error["error"]["message"]
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        client_of_daemon(daemon).messages.stream(
+            model="stuck", max_tokens=8, messages=HELLO
+        ) as stream,
+    ):
+        stream.get_final_message()
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["error"]["type"] == "overloaded_error"
+
+
+def test_capacity_and_size_errors_have_their_anthropic_types(fake: tuple[Daemon, Path]) -> None:
+    daemon, _ = fake
+    client = client_of_daemon(daemon)
+    with daemon.client() as http:
+        assert http.put("/api/mode", json={"mode": "gaming"}).status_code == 200
+        try:
+            with pytest.raises(anthropic.APIStatusError) as held:
+                client.messages.create(model="crashy", max_tokens=8, messages=HELLO)
+        finally:
+            assert http.put("/api/mode", json={"mode": "auto"}).status_code == 200
+        huge = b'{"model": "crashy", "max_tokens": 1, "messages": [], "x": "' + b"x" * 9 * 2**20
+        too_big = http.post(
+            "/v1/messages", content=huge + b'"}', headers={"content-type": "application/json"}
+        )
+    assert held.value.status_code == 503
+    assert isinstance(held.value.body, dict)
+    assert held.value.body["error"]["type"] == "overloaded_error"
+    assert "held back" in held.value.body["error"]["message"]
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["type"] == "request_too_large"
 
 
 # -- the guard: x-api-key beyond loopback ------------------------------------------------
