@@ -19,6 +19,7 @@ from bench import (
     liveness,
     lsp,
     mcp,
+    messages,
     queue,
     routing,
     swap,
@@ -49,6 +50,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "routing": ("Task-type inference and routing accuracy (issue 16)", routing),
     "failover": ("Failing over from a dead or hanging box (issue 11)", failover),
     "queue": ("One swap-minimising queue per GPU, for requests too (issue 15)", queue),
+    "messages": ("Anthropic's Messages API through the host (issue 14)", messages),
 }
 
 

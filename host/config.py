@@ -282,6 +282,28 @@ class ValidationSettings(_Strict):
     """Task type → the policy a task gets when its submission names none."""
 
 
+def _default_families() -> dict[str, str]:
+    return {"opus": "architect", "sonnet": "builder", "haiku": "operator"}
+
+
+class AnthropicSettings(_Strict):
+    """How Anthropic's Messages API (`/v1/messages`) maps Claude model ids onto tiers."""
+
+    families: dict[str, str] = Field(default_factory=_default_families)
+    """A word a Claude model id contains → the tier (or model) it goes to, tried in this
+    order: `claude-opus-4-1` contains `opus`."""
+    thinking_tier: str = "architect"
+    """Where a request asking for extended `thinking` goes, unless it names a tier."""
+
+    @field_validator("families")
+    @classmethod
+    def _family_words(cls, families: dict[str, str]) -> dict[str, str]:
+        for word in families:
+            if not word.strip() or word != word.strip():
+                raise ValueError(f"{word!r}: a family is a word such as opus, without spaces")
+        return families
+
+
 class Config(_Strict):
     """The whole file."""
 
@@ -315,6 +337,7 @@ class Config(_Strict):
     """Where force-big work goes when its own tier has no GPU model."""
     scheduler: SchedulerSettings = SchedulerSettings()
     validation: ValidationSettings = ValidationSettings()
+    anthropic: AnthropicSettings = AnthropicSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -387,6 +410,7 @@ class Config(_Strict):
                     f"validation.defaults.{task_type}: unknown task type (add it to task_types)"
                 )
         self._check_validator()
+        self._check_anthropic()
         for table in ("routing", "standing_rules"):
             for task_type, tier_name in getattr(self, table).items():
                 if tier_name not in self.tiers:
@@ -395,6 +419,27 @@ class Config(_Strict):
                         f"(known: {known(self.tiers)})"
                     )
         return self
+
+    def _check_anthropic(self) -> None:
+        """What `[anthropic]` sets must name a tier or model. Its defaults (architect,
+        builder, operator) are checked only when the config has those tiers: a config
+        with other tiers just gets 404s for the families it does not map."""
+        settings = self.anthropic
+        names = set(self.tiers) | set(self.models)
+        known = ", ".join(sorted(names)) or "none"
+        explicit = settings.model_fields_set
+        if "families" in explicit:
+            for word, target in settings.families.items():
+                if target not in names:
+                    raise ValueError(
+                        f"anthropic.families.{word}: unknown tier or model {target!r} "
+                        f"(known: {known})"
+                    )
+        if "thinking_tier" in explicit and settings.thinking_tier not in names:
+            raise ValueError(
+                f"anthropic.thinking_tier: unknown tier or model {settings.thinking_tier!r} "
+                f"(known: {known})"
+            )
 
     def _check_validator(self) -> None:
         name = self.validation.model

@@ -16,6 +16,10 @@ The same kind of bad input gets the same status on every endpoint (`/v1` and `/a
   that does not exist, as OpenAI answers an unknown model;
 - 413 too large, 415 not JSON, 401/403/421 the guard's refusals, 429 and 503 for
   capacity, never for input.
+
+On Anthropic's Messages API (`/v1/messages…`) the same errors come in Anthropic's shape,
+`{"type": "error", "error": {"type": "not_found_error", "message"}}`, the type said by the
+status (`anthropic_type`), so Anthropic's SDKs raise their own classes for them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive
+from starlette.types import Message, Receive, Send
 
 from host.json_text import json_kind
 from host.offload import Offload
@@ -82,6 +86,99 @@ def error_response(
     return JSONResponse(
         {"error": {"type": kind, "message": message}}, status_code=status, headers=headers
     )
+
+
+# -- Anthropic's shape -----------------------------------------------------------------
+
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error type for an HTTP status: any other 4xx is the request's fault
+    (`invalid_request_error`), any other 5xx the server's (`api_error`)."""
+    found = ANTHROPIC_TYPES.get(status)
+    if found is not None:
+        return found
+    return "invalid_request_error" if status < 500 else "api_error"
+
+
+CONTEXT_PREFIX = "prompt is too long: "
+"""How Anthropic words a prompt over the context window; Claude Code compacts the
+conversation when an error's message starts so."""
+
+
+def anthropic_error_body(status: int, message: str, code: object = None) -> dict[str, Any]:
+    if code == "context_length_exceeded" and not message.startswith(CONTEXT_PREFIX):
+        message = CONTEXT_PREFIX + message
+    return {"type": "error", "error": {"type": anthropic_type(status), "message": message}}
+
+
+def as_anthropic_error(status: int, payload: bytes) -> bytes | None:
+    """An error body in OpenAI's (or llama-server's) shape, in Anthropic's; None when it
+    is not one (already Anthropic's, not JSON, no `error` object)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or body.get("type") == "error":
+        return None
+    message = error.get("message")
+    converted = anthropic_error_body(
+        status, message if isinstance(message, str) else "", error.get("code")
+    )
+    return json.dumps(converted).encode()
+
+
+def anthropic_errors(send: Send) -> Send:
+    """`send`, with every JSON error response put in Anthropic's shape on the way out.
+
+    One wrapper for the whole request, so every refusal (the guard's, a handler's, the
+    proxy's, llama-server's own 4xx) reads the same to an Anthropic client; an answer
+    that is not an error passes with one status check."""
+    start: Message | None = None
+    held = bytearray()
+
+    async def converting(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            is_json = any(
+                k.lower() == b"content-type" and v.startswith(b"application/json")
+                for k, v in headers
+            )
+            if message["status"] >= 400 and is_json:
+                start = message
+                return
+            await send(message)
+            return
+        if start is None or message["type"] != "http.response.body":
+            await send(message)
+            return
+        held.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        status: int = start["status"]
+        payload = as_anthropic_error(status, bytes(held)) or bytes(held)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({**start, "headers": headers})
+        start = None
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    return converting
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -134,7 +134,8 @@ class HostMetrics:
         prompt_ms = float(timings.get("prompt_ms") or 0.0)
         predicted = int(timings.get("predicted_n") or 0)
         predicted_ms = float(timings.get("predicted_ms") or 0.0)
-        series.ttft.observe(waited_s + prompt_ms / 1000)
+        if "prompt_ms" in timings:  # Anthropic's usage has counts only: no prefill time
+            series.ttft.observe(waited_s + prompt_ms / 1000)
         series.prompt_tokens.inc(int(timings.get("prompt_n") or 0))
         if predicted > 0 and predicted_ms > 0:
             series.tokens.inc(predicted)

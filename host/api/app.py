@@ -11,13 +11,16 @@ from the request line and headers alone, before any handler runs:
   redirects) is refused. No editor origin is needed: the VS Code extension talks to the
   LSP bridge over stdio, and the bridge reaches the host with httpx, which sends none.
 - Beyond loopback, every route but `/health` needs the bearer token: reads too, since
-  the task list holds prompts, context files and results.
+  the task list holds prompts, context files and results. It may come as
+  `Authorization: Bearer` or as `x-api-key`, which Anthropic's SDKs send.
 - A state change with a body must say `Content-Type: application/json` (415): a web page
   can send `text/plain` without a CORS preflight, never `application/json`.
 - A body may not be larger than `host.max_body_mb` (413), and a chunked one is read
   here up to that limit, so no route sees more.
 
-Every response carries `X-Request-Id`, the id a 500 names in the log.
+Every response carries `X-Request-Id`, the id a 500 names in the log. On Anthropic's
+Messages API (`/v1/messages…`, and `/v1/models` asked with `anthropic-version`) every
+error, the guard's own included, is in Anthropic's shape (`host.errors.anthropic_errors`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from host.errors import (
     MIB,
     ApiError,
     BodyLimits,
+    anthropic_errors,
     declared_length,
     error_response,
     new_request_id,
@@ -175,6 +179,8 @@ class RequestGuard:
         state["body_limits"] = self.limits
         state["offload"] = self.offload
         send = _with_request_id(send, request_id)
+        if _speaks_anthropic(scope):
+            send = anthropic_errors(send)
         try:
             admitted = await self._admit(scope, receive)
         except ApiError as refusal:
@@ -253,12 +259,14 @@ class RequestGuard:
         if self.token is None or path in OPEN_PATHS:
             return
         presented = bearer_value(_single(headers, "authorization"))
-        if not token_matches(presented, self.token):
+        if token_matches(presented, self.token):
+            return
+        if not token_matches(_single(headers, "x-api-key"), self.token):
             raise ApiError(
                 401,
                 "unauthorized",
                 "this host listens beyond loopback: send `Authorization: Bearer <token>` "
-                "(see `tierhost token`)",
+                "or `x-api-key: <token>` (see `tierhost token`)",
                 {"WWW-Authenticate": "Bearer"},
             )
 
@@ -289,6 +297,7 @@ _CHECKED_HEADERS = {
         "host",
         "origin",
         "authorization",
+        "x-api-key",
         "content-length",
         "content-type",
         "transfer-encoding",
@@ -299,6 +308,17 @@ _CHECKED_HEADERS = {
 _HOSTS_REMEMBERED = 64
 """Admitted Host values kept (a client can only add ones that pass, but each port of a
 served name is another value)."""
+
+
+def _speaks_anthropic(scope: Scope) -> bool:
+    """Whether the request is Anthropic's API, whose errors have Anthropic's shape: the
+    Messages paths, and `/v1/models` asked with an `anthropic-version` header."""
+    path: str = scope["path"]
+    if path.startswith("/v1/messages"):
+        return True
+    if not path.startswith("/v1/models"):
+        return False
+    return any(name.lower() == b"anthropic-version" for name, _ in scope["headers"])
 
 
 def _single(headers: dict[str, list[str]], name: str) -> str | None:

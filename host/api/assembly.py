@@ -3,21 +3,24 @@
 llama-server stops generating when the reader of a *stream* goes away, never when a
 plain request's client does; so the proxy sends a plain request to a managed model as a
 stream (`as_stream`) and rebuilds the one JSON body the client asked for (`Assembly`),
-which lets it end the generation the moment its client leaves.
+which lets it end the generation the moment its client leaves. Anthropic's Messages API
+is treated the same way (`MessageAssembly`).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
+from host.api.messages_body import MESSAGES_PATH
 from host.api.openai_body import CHAT_PATH
 
 
 def as_stream(body: dict[str, Any], path: str) -> dict[str, Any]:
     """What turns a plain request into the stream of the same answer; for chat, usage is
     asked for too (a plain answer always carries it, a stream only when asked)."""
-    changes: dict[str, Any] = {"stream": True}
+    changes: dict[str, Any] = {"stream": True}  # a Messages stream always carries usage
     if path == CHAT_PATH:
         options = body.get("stream_options")
         changes["stream_options"] = {
@@ -153,6 +156,149 @@ class Assembly:
                 continue  # a torn event: what came before it still stands
 
 
+class MessageAssembly:
+    """The events of a streamed Anthropic message (`message_start`, `content_block_*`,
+    `message_delta`, `message_stop`), put back together as the one `message` object the
+    same request without `stream` gets: text, thinking and signatures concatenated per
+    block, a tool call's `input_json_delta`s parsed once its block ends, the stop reason
+    and usage from `message_delta`."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, str] = {}
+        self.error: dict[str, Any] | None = None
+
+    def feed(self, event: object) -> None:
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "error" or "error" in event:
+            self.error = self.error or event
+        elif kind == "message_start" and isinstance(event.get("message"), dict):
+            self.message = {**event["message"], "content": []}
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+            self.blocks[self._index(event)] = dict(event["content_block"])
+        elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+            self._feed_delta(self._index(event), event["delta"])
+        elif kind == "content_block_stop":
+            self._finish_block(self._index(event))
+        elif kind == "message_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict):
+                self.message.update(delta)
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                known = self.message.get("usage")
+                self.message["usage"] = {**(known if isinstance(known, dict) else {}), **usage}
+
+    @staticmethod
+    def _index(event: dict[str, Any]) -> int:
+        index = event.get("index", 0)
+        return index if isinstance(index, int) else 0
+
+    def _feed_delta(self, index: int, delta: dict[str, Any]) -> None:
+        block = self.blocks.setdefault(index, {"type": "text", "text": ""})
+        kind = delta.get("type")
+        if kind == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            self.partial_json[index] = self.partial_json.get(index, "") + delta["partial_json"]
+            return
+        fields = {
+            "text_delta": "text",
+            "thinking_delta": "thinking",
+            "signature_delta": "signature",
+        }
+        field = fields.get(kind) if isinstance(kind, str) else None
+        if field is not None and isinstance(delta.get(field), str):
+            block[field] = str(block.get(field) or "") + delta[field]
+
+    def _finish_block(self, index: int) -> None:
+        partial = self.partial_json.pop(index, None)
+        block = self.blocks.get(index)
+        if block is None or partial is None:
+            return
+        try:
+            block["input"] = json.loads(partial) if partial.strip() else {}
+        except ValueError:
+            block["input"] = {}  # a torn tool call: the stream's end says how it ended
+
+    def result(self) -> tuple[int, dict[str, Any]]:
+        """The status and the body: 200 and the message, or the stream's error event."""
+        if self.error is not None:
+            error = self.error.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+            return status, self.error
+        for index in list(self.partial_json):
+            self._finish_block(index)
+        message = {"type": "message", "role": "assistant", **self.message}
+        message.setdefault("id", new_message_id())  # its message_start was lost upstream
+        message["content"] = [self.blocks[i] for i in sorted(self.blocks)]
+        return 200, message
+
+
+def new_message_id() -> str:
+    return "msg_tierhost_" + secrets.token_hex(12)
+
+
+_OPENING_BLOCKS = {
+    "text_delta": {"type": "text", "text": ""},
+    "thinking_delta": {"type": "thinking", "thinking": ""},
+}
+
+
+def missing_start(first_chunk: bytes, model: str) -> bytes:
+    """What a Messages stream lacks before its first chunk: nothing (b"") when it begins
+    with `message_start`, as it should.
+
+    llama-server now and then drops a stream's first events (a short answer whose
+    tokens came in one batch; its chat streams lose their first chunk the same way), and
+    Anthropic's SDKs refuse a stream whose first event is not `message_start`. So one is
+    made up (an id of ours, the served model, usage unknown), and a `content_block_start`
+    for a text or thinking block whose first delta comes with no start. Only the first
+    chunk is looked at, once per stream."""
+    if first_chunk.lstrip().startswith(b"event: message_start"):
+        return b""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": new_message_id(),
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": model,
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        },
+    }
+    prefix = f"event: message_start\ndata: {json.dumps(start)}\n\n"
+    first = _first_event(first_chunk)
+    if first is not None and first.get("type") == "content_block_delta":
+        delta = first.get("delta")
+        kind = delta.get("type") if isinstance(delta, dict) else None
+        block = _OPENING_BLOCKS.get(kind) if isinstance(kind, str) else None
+        if block is not None:
+            opening = {
+                "type": "content_block_start",
+                "index": first.get("index", 0),
+                "content_block": block,
+            }
+            prefix += f"event: content_block_start\ndata: {json.dumps(opening)}\n\n"
+    return prefix.encode()
+
+
+def _first_event(chunk: bytes) -> dict[str, Any] | None:
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                event = json.loads(line[5:])
+            except ValueError:
+                return None
+            return event if isinstance(event, dict) else None
+    return None
+
+
 def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:
     """A streamed answer, read to its end, put back together (`Assembly`).
 
@@ -160,7 +306,9 @@ def assembled_body(payload: bytes, path: str) -> tuple[int, dict[str, Any]]:
     came: the `data:` lines are parsed as one JSON array (one call into the parser for
     the whole answer, not one per event), each line on its own only if that fails (a torn
     event: what came before it still stands) or the lines were not one value each."""
-    assembly = Assembly(path)
+    assembly: Assembly | MessageAssembly = (
+        MessageAssembly() if path == MESSAGES_PATH else Assembly(path)
+    )
     datas = []
     for line in payload.split(b"\n"):
         line = line.strip()

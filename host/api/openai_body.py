@@ -1,4 +1,8 @@
-"""OpenAI request bodies: checked before anything reads them, and the text they carry.
+"""Request bodies: checked before anything reads them, and the text they carry.
+
+OpenAI's (`/v1/chat/completions`, `/v1/completions`) are checked here, Anthropic's
+(`/v1/messages`) by `host.api.messages_body`; preparing them (parse, check, strip the tag,
+the text to route on) is one path for both, as is everything after it in the proxy.
 
 The proxy reads a few fields of every `/v1` body (`model`, `stream`, `messages`,
 `prompt`) to route it, size it and strip `#force_big` from it; a field of a shape no
@@ -14,6 +18,7 @@ from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
+from host.api.messages_body import MESSAGES_PATHS, check_messages_body, system_text
 from host.core.routing import Decision, RouteRequest, RoutingSnapshot, decide, strip_force_big
 from host.errors import ApiError, BodyLimits, parse_json_object
 from host.json_text import json_kind
@@ -81,6 +86,9 @@ def check_body(body: dict[str, Any], path: str) -> None:
 
     Only the fields this proxy reads (or that decide how it answers) are checked; the rest
     is llama-server's to judge, which answers them with its own 400."""
+    if path in MESSAGES_PATHS:
+        check_messages_body(body, path)
+        return
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _invalid(f"`stream` must be true or false, not {json_kind(stream)}")
@@ -95,8 +103,12 @@ def check_body(body: dict[str, Any], path: str) -> None:
 
 
 def prompt_text(body: dict[str, Any]) -> str:
-    """The text a checked request carries, for type inference and size estimates."""
+    """The text a checked request carries, for type inference and size estimates (an
+    Anthropic body's `system` prompt too)."""
     parts: list[str] = []
+    system = system_text(body)
+    if system:
+        parts.append(system)
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         parts.append(prompt)
@@ -184,6 +196,11 @@ def strip_tag(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         return part
 
     body = dict(body)
+    system = body.get("system")  # Anthropic's system prompt: a string or text blocks
+    if isinstance(system, str):
+        body["system"] = clean(system)
+    elif isinstance(system, list):
+        body["system"] = [clean_part(p) for p in system]
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         body["prompt"] = clean(prompt)

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible endpoint: `/v1/*`, streamed through, waiting out swaps.
+"""The OpenAI-compatible endpoint and Anthropic's Messages API: `/v1/*`, streamed
+through, waiting out swaps.
 
 A request names a model or a tier; it waits in its device's queue until the model is
 ready (joining a load already under way), then its body goes upstream and the answer
@@ -27,6 +28,11 @@ way that every request takes), a managed model is reached through `host.models.u
 request watches for the client leaving while the host's stopping is a callback: the
 upstream read itself is interrupted, with no task or wait per chunk. A remote model
 (another box) is reached with httpx, as before.
+
+Anthropic's `/v1/messages` and `/v1/messages/count_tokens` take the very same path, the
+endpoint a parameter of it: llama-server serves both itself, so only the naming of
+models (`host.api.claude_models`), the body's checks (`host.api.messages_body`) and the
+shape of errors (`host.errors.anthropic_errors`, and `event: error` in a stream) differ.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from host.api.assembly import as_stream, assembled_body
+from host.api import claude_models
+from host.api.assembly import as_stream, assembled_body, missing_start
+from host.api.messages_body import COUNT_TOKENS_PATH, MESSAGES_PATH, MESSAGES_PATHS
 from host.api.openai_body import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -63,6 +71,8 @@ from host.errors import (
     DEFAULT_LIMITS,
     ApiError,
     BodyLimits,
+    anthropic_error_body,
+    as_anthropic_error,
     error_response,
     receive_body,
     shorten,
@@ -263,7 +273,9 @@ class RemoteStream(StreamingResponse):
         headers: dict[str, str],
         on_end: Callable[[dict[str, Any] | None, bool], None],
         ending: asyncio.Event,
+        anthropic: bool = False,
     ) -> None:
+        self._anthropic = anthropic
         self._upstream = upstream
         self._model = model
         self._log_hint = log_hint
@@ -273,6 +285,7 @@ class RemoteStream(StreamingResponse):
         self._chunks = cast(AsyncGenerator[bytes, None], upstream.aiter_raw())
         self._pending: asyncio.Task[bytes | None] | None = None
         self._tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+        self._head = b""
         self._torn = False
         super().__init__(
             self._relay(),
@@ -295,6 +308,7 @@ class RemoteStream(StreamingResponse):
                         "shutting_down",
                         f"the host is shutting down; model {self._model}'s answer was cut "
                         "short. Retry once it is back",
+                        self._anthropic,
                     )
                     return
                 chunk = self._pending.result()
@@ -302,6 +316,7 @@ class RemoteStream(StreamingResponse):
                     return
                 at_event_boundary = chunk.endswith(b"\n\n")
                 self._tail.append(chunk)  # no copy per chunk: joined once at the end
+                self._head = self._head or chunk
                 yield chunk
         except httpx.TransportError as exc:
             self._torn = True
@@ -310,6 +325,7 @@ class RemoteStream(StreamingResponse):
                 "upstream_failed",
                 f"model {self._model} stopped answering mid-stream "
                 f"({type(exc).__name__}){self._log_hint}; {_REMOTE_RETRY}",
+                self._anthropic,
             )
         finally:
             # No await here: a client that left cancels this generator's scope, and any
@@ -328,13 +344,23 @@ class RemoteStream(StreamingResponse):
                 await _settle(self._pending)
             await self._chunks.aclose()
             await self._upstream.aclose()
-            timings = None if self._torn else _timings_in_stream(b"".join(self._tail))
+            tail = b"".join(self._tail)
+            timings = None if self._torn else _timings_in_stream(tail, self._head)
             self._on_end(timings, timings is not None)
 
 
-def _error_event(at_event_boundary: bool, kind: str, message: str) -> bytes:
-    """An SSE error event, after ending a torn event so that it parses on its own."""
-    event = f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
+_STREAM_STATUS = {"shutting_down": 503, "upstream_failed": 502}
+"""The status a mid-stream error would have had, for its Anthropic type."""
+
+
+def _error_event(at_event_boundary: bool, kind: str, message: str, anthropic: bool) -> bytes:
+    """An SSE error event, after ending a torn event so that it parses on its own: OpenAI's
+    `data: {"error": ...}`, or Anthropic's `event: error` (which its SDKs raise)."""
+    if anthropic:
+        body = anthropic_error_body(_STREAM_STATUS.get(kind, 500), message)
+        event = f"event: error\ndata: {json.dumps(body)}\n\n"
+    else:
+        event = f"data: {json.dumps({'error': {'type': kind, 'message': message}})}\n\n"
     return (b"" if at_event_boundary else b"\n\n") + event.encode()
 
 
@@ -382,6 +408,14 @@ class SlotUse:
         return int((timings or {}).get("cache_n", 0))
 
 
+_SLOT_PATHS = frozenset({CHAT_PATH})
+"""The endpoints whose requests are pinned to a KV slot. Not `/v1/messages`: its
+llama-server drops `id_slot` when it turns the body into a chat request (a request
+pinned to slot 0 is served by slot 1), so a slot saved for it would hold another
+conversation. Its prompts are still reused while the model stays resident (llama-server
+picks the slot by similarity, and says so in `cache_read_input_tokens`)."""
+
+
 async def _claim_slot(
     host: Host, model: str, lease: ModelLease, body: dict[str, Any]
 ) -> SlotUse | None:
@@ -398,19 +432,52 @@ async def _claim_slot(
     return SlotUse(keeper, claim, messages) if claim is not None else None
 
 
+def usage_timings(usage: object) -> dict[str, Any] | None:
+    """An Anthropic answer's `usage` as the counts of llama-server's `timings`, which its
+    Messages API does not send: `input_tokens` are the prompt tokens it processed
+    (`prompt_n`), `cache_read_input_tokens` those it reused from the slot (`cache_n`,
+    which tells that a restored KV slot took), `output_tokens` what it generated."""
+    if not isinstance(usage, dict):
+        return None
+    counts = {
+        "prompt_n": usage.get("input_tokens"),
+        "cache_n": usage.get("cache_read_input_tokens"),
+        "predicted_n": usage.get("output_tokens"),
+    }
+    kept = {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return kept or None
+
+
 def _timings_in_body(payload: bytes) -> dict[str, Any] | None:
     try:
-        timings = json.loads(payload).get("timings")
+        body = json.loads(payload)
+        timings = body.get("timings")
     except (ValueError, AttributeError):
         return None
-    return timings if isinstance(timings, dict) else None
+    return timings if isinstance(timings, dict) else usage_timings(body.get("usage"))
 
 
-def _timings_in_stream(tail: bytes) -> dict[str, Any] | None:
+def _timings_in_stream(tail: bytes, head: bytes = b"") -> dict[str, Any] | None:
+    """llama-server's `timings` from a stream's last events; for a finished Anthropic
+    stream, the counts of its usage (`message_start`, in the `head`, the first chunk,
+    and `message_delta`, at the end)."""
     for line in reversed(tail.split(b"\n")):
         if line.startswith(b"data: {") and b'"timings"' in line:
             return _timings_in_body(line[6:])
-    return None
+    if b'"message_stop"' not in tail:
+        return None
+    usage: dict[str, Any] = {}
+    for line in (head + b"\n" + tail).split(b"\n"):
+        if line.startswith(b"data: {") and b'"message_' in line:
+            try:
+                event = json.loads(line[6:])
+            except ValueError:
+                continue
+            message = event.get("message") if isinstance(event, dict) else None
+            found = (message if isinstance(message, dict) else event).get("usage")
+            if isinstance(found, dict):
+                usage.update(found)
+    return usage_timings(usage)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -452,9 +519,11 @@ class _StartedStream:
     start is dropped, and an error response (the wait timed out, the model failed to
     load) becomes an error event in the stream, the only way left to tell it."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, anthropic: bool = False) -> None:
         self._send = send
+        self._anthropic = anthropic
         self._error = False
+        self._status = 200
         self._payload = bytearray()
 
     async def begin(self, headers: dict[str, str], comment: str) -> None:
@@ -469,7 +538,8 @@ class _StartedStream:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self._error = message["status"] >= 400
+            self._status = message["status"]
+            self._error = self._status >= 400
             return
         if not self._error:
             await self._send(message)
@@ -477,7 +547,13 @@ class _StartedStream:
         self._payload += message.get("body", b"")
         if message.get("more_body", False):
             return
-        event = b"data: " + bytes(self._payload).replace(b"\n", b" ").strip() + b"\n\n"
+        payload = bytes(self._payload)
+        if self._anthropic:
+            converted = as_anthropic_error(self._status, payload)
+            payload = b"event: error\ndata: " + (converted or payload.replace(b"\n", b" "))
+        else:
+            payload = b"data: " + payload.replace(b"\n", b" ").strip()
+        event = payload + b"\n\n"
         await self._send({"type": "http.response.body", "body": event, "more_body": False})
 
 
@@ -511,7 +587,12 @@ def _headers(host: Host, model: str, waited_s: float | None) -> dict[str, str]:
 # -- the request -------------------------------------------------------------------
 
 
-_READ_HEADERS = frozenset({b"x-task-type", b"x-force-big", b"accept", b"x-tierhost-priority"})
+_FORWARDED_HEADERS = (b"anthropic-version", b"anthropic-beta")
+"""Sent on upstream as the client sent them: llama-server (or a remote) may act on them."""
+
+_READ_HEADERS = frozenset(
+    {b"x-task-type", b"x-force-big", b"accept", b"x-tierhost-priority", *_FORWARDED_HEADERS}
+)
 
 
 def _request_headers(scope: Scope) -> dict[bytes, str]:
@@ -548,6 +629,11 @@ class _Exchange:
     send: Send
     host: Host
     shutdown: Shutdown
+
+    @property
+    def anthropic(self) -> bool:
+        """Anthropic's Messages API, whose errors and stream events have their own shape."""
+        return self.path in MESSAGES_PATHS
 
     async def respond(self, response: Response) -> None:
         await response(self.scope, self.receive, self.send)
@@ -607,6 +693,8 @@ async def _forward(x: _Exchange) -> None:
         return
     body = prepared.body
     requested: str = body["model"]
+    if x.anthropic:
+        requested = _claude_target(host, requested, body)
     forced = _forced(request_headers) or prepared.tagged
     model, decision = await _route(host, prepared, requested, task_type, forced)
     failed_over: list[str] = []
@@ -641,6 +729,30 @@ MAX_FAILOVERS = 3
 """The most models one request moves on to after the one it was routed to."""
 
 
+def _claude_target(host: Host, requested: str, body: dict[str, Any]) -> str:
+    """The name a Messages request routes by (`host.api.claude_models`), or a 404
+    listing what it may say."""
+    settings = host.config.anthropic
+    resolved = claude_models.resolve(
+        requested,
+        thinking=claude_models.wants_thinking(body.get("thinking")),
+        families=settings.families,
+        thinking_tier=settings.thinking_tier,
+        tiers=host.config.tiers,
+        models=host.config.models,
+    )
+    if resolved is None:
+        families = ", ".join(settings.families) or "none"
+        tier_ids = ", ".join(claude_models.tier_id(t) for t in host.config.tiers)
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"{UnknownModel(requested, host.known_names())!s}; or a Claude model id of "
+            f"family {families}, or one of {tier_ids}",
+        )
+    return resolved.name
+
+
 async def _attempt(
     x: _Exchange,
     prepared: Prepared,
@@ -664,7 +776,7 @@ async def _attempt(
         lease = _lease_now(host, model, forced)
         if lease is None:
             if body.get("stream") and host.fleet.device_for(model) is not None:
-                started = _StartedStream(x.send)
+                started = _StartedStream(x.send, x.anthropic)
                 x = dataclasses.replace(x, send=started)
                 early = _headers(host, model, None)
                 if decision.type is not None and requested in ("auto", "big"):
@@ -694,16 +806,19 @@ async def _attempt(
             "accept": request_headers.get(b"accept", "*/*"),
             **lease.headers,
         }
+        for name in _FORWARDED_HEADERS:
+            if name in request_headers:
+                send_headers[name.decode()] = request_headers[name]
         # A managed model answers a plain request as a stream, put back together here: this
         # llama-server stops generating when a stream's reader goes away, never when a plain
         # request's does, so a plain request could not otherwise be ended.
-        assemble = lease.managed and not body.get("stream")
+        assemble = lease.managed and not body.get("stream") and path != COUNT_TOKENS_PATH
         changes: dict[str, Any] = {}
         if lease.upstream_model is not None:
             changes["model"] = lease.upstream_model
         if assemble:
             changes.update(as_stream(body, path))
-        if lease.server_url is not None and path == CHAT_PATH:
+        if lease.server_url is not None and path in _SLOT_PATHS:
             ending.slot_use = await _claim_slot(host, model, lease, body)
             if ending.slot_use is not None:
                 changes["id_slot"] = ending.slot_use.claim.slot
@@ -800,7 +915,9 @@ async def _from_upstream(
         if content_type.startswith("text/event-stream"):
             status, answer_body = assembled_body(payload, x.path)
             found = answer_body.get("timings")
-            timings = found if isinstance(found, dict) else None
+            timings = found if isinstance(found, dict) else usage_timings(answer_body.get("usage"))
+            if x.anthropic:
+                answer_body.setdefault("model", lease.model)
             payload = await x.host.offload.run(len(payload), encode, answer_body)
             headers["content-type"] = "application/json"
         await _pass_on(x, status, payload, answer.headers, headers, ending, timings)
@@ -854,12 +971,17 @@ async def _relay(
     send = x.send
     await send(_response_start(answer.status, headers, None))
     tail: collections.deque[bytes] = collections.deque(maxlen=_TAIL_CHUNKS)
+    head = b""  # the first chunk: an Anthropic stream's usage begins there
     at_event_boundary = True
     torn = False
     try:
         while (chunk := await answer.next_chunk()) is not None:
             at_event_boundary = chunk.endswith(b"\n\n")
             tail.append(chunk)  # no copy per chunk: joined once at the end
+            if not head:
+                head = chunk
+                if x.anthropic:
+                    chunk = missing_start(chunk, model) + chunk
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except _Stopped as stop:
         torn = True
@@ -872,6 +994,7 @@ async def _relay(
                         "shutting_down",
                         f"the host is shutting down; model {model}'s answer was cut "
                         "short. Retry once it is back",
+                        x.anthropic,
                     ),
                     "more_body": True,
                 }
@@ -886,12 +1009,13 @@ async def _relay(
                     "upstream_failed",
                     f"model {model} stopped answering mid-stream ({exc}){log_hint}; "
                     "it is restarted on the next request",
+                    x.anthropic,
                 ),
                 "more_body": True,
             }
         )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    timings = None if torn else _timings_in_stream(b"".join(tail))
+    timings = None if torn else _timings_in_stream(b"".join(tail), head)
     ending(timings, timings is not None)
 
 
@@ -978,7 +1102,9 @@ async def _with_httpx(
         )
     streamed = upstream.headers.get("content-type", "").startswith("text/event-stream")
     if streamed and not assemble:
-        stream = RemoteStream(upstream, lease.model, log_hint, headers, ending, x.shutdown.ending)
+        stream = RemoteStream(
+            upstream, lease.model, log_hint, headers, ending, x.shutdown.ending, x.anthropic
+        )
         await x.respond(stream)
         return None
     status = upstream.status_code
@@ -1194,8 +1320,22 @@ class Completions(_Completions):
     path = COMPLETIONS_PATH
 
 
-async def list_models(request: Request) -> Response:
-    host: Host = request.app.state.host
+class Messages(_Completions):
+    """`POST /v1/messages`, Anthropic's Messages API (llama-server serves it itself)."""
+
+    path = MESSAGES_PATH
+
+
+class CountTokens(_Completions):
+    """`POST /v1/messages/count_tokens`: counted by the routed model's own llama-server."""
+
+    path = COUNT_TOKENS_PATH
+
+
+# -- model discovery -------------------------------------------------------------------
+
+
+def _openai_models(host: Host) -> list[dict[str, Any]]:
     created = int(host.started_at)
     data: list[dict[str, Any]] = []
     for name, model in host.config.models.items():
@@ -1222,13 +1362,82 @@ async def list_models(request: Request) -> Response:
                 "tierhost": {"kind": "tier", "models": list(tier.models)},
             }
         )
-    return JSONResponse({"object": "list", "data": data})
+    return data
+
+
+def _anthropic_model(host: Host, model_id: str, target: str) -> dict[str, Any]:
+    """Anthropic's model object; `target` the tier or model the id routes to."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(host.started_at))
+    tier = host.config.tiers.get(target)
+    serves = ", ".join(tier.models) if tier is not None else target
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": f"Tierhost {target} ({serves})",
+        "created_at": started,
+    }
+
+
+def _anthropic_models(host: Host) -> list[dict[str, Any]]:
+    """One `claude-tierhost-TIER` per tier: Claude Code's gateway discovery lists only
+    ids that start with `claude`."""
+    return [_anthropic_model(host, claude_models.tier_id(t), t) for t in host.config.tiers]
+
+
+def _asks_anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
+
+
+async def list_models(request: Request) -> Response:
+    """OpenAI's model list, or Anthropic's when asked with `anthropic-version`."""
+    host: Host = request.app.state.host
+    if not _asks_anthropic(request):
+        return JSONResponse({"object": "list", "data": _openai_models(host)})
+    data = _anthropic_models(host)
+    return JSONResponse(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+async def get_model(request: Request) -> Response:
+    """One model, in the shape the list has; a 404 in that shape for an unknown id (the
+    guard puts it in Anthropic's)."""
+    host: Host = request.app.state.host
+    model_id: str = request.path_params["model_id"]
+    if not _asks_anthropic(request):
+        found = next((m for m in _openai_models(host) if m["id"] == model_id), None)
+        if found is None:
+            raise ApiError(404, "model_not_found", str(UnknownModel(model_id, host.known_names())))
+        return JSONResponse(found)
+    settings = host.config.anthropic
+    resolved = claude_models.resolve(
+        model_id,
+        thinking=False,
+        families=settings.families,
+        thinking_tier=settings.thinking_tier,
+        tiers=host.config.tiers,
+        models=host.config.models,
+    )
+    if resolved is None:
+        tier_ids = ", ".join(claude_models.tier_id(t) for t in host.config.tiers)
+        raise ApiError(
+            404, "model_not_found", f"no model {shorten(model_id)} here; try one of {tier_ids}"
+        )
+    return JSONResponse(_anthropic_model(host, model_id, resolved.name))
 
 
 routes = [
     Route(CHAT_PATH, ChatCompletions, methods=["POST"]),
+    Route(MESSAGES_PATH, Messages, methods=["POST"]),
     Route(COMPLETIONS_PATH, Completions, methods=["POST"]),
+    Route(COUNT_TOKENS_PATH, CountTokens, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
 ]
 """The completions first: the app lists these routes before all others, and a route is
 found by trying each in turn."""

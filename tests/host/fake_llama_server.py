@@ -19,8 +19,17 @@ ignores the arguments it does not know, and behaves as `--fake-mode MODE` says:
 With `--fake-script FILE` (a JSON list of strings) the chat and completion answers come
 from the script, one entry per request in order (the last one repeats once the list is
 used up), so a test can make a builder answer broken then fixed code and a validator
-answer FAIL then PASS. With `--fake-log FILE` every request body is appended to FILE as
-one JSON line, so a test can read what each model was asked, or that it was not asked.
+answer FAIL then PASS.
+
+`/v1/messages` answers in Anthropic's format, streamed (`event:` + `data:` SSE, like
+llama-server) or not, and `/v1/messages/count_tokens` with `{"input_tokens": N}` (N the
+words of the messages). A script entry there may also be an object
+`{"tool_use": {"name": ..., "input": {...}}}`: the answer is then that tool call (a
+`tool_use` block, `stop_reason` tool_use), as llama-server with `--jinja` gives a model
+that calls a tool, which the demo model's template cannot.
+
+With `--fake-log FILE` every request body is appended to FILE as one JSON line, so a test
+can read what each model was asked, or that it was not asked.
 
 With `--fake-state FILE` the mode applies to the first start only: that start creates
 FILE, and every later start (FILE exists) behaves `ok`. So a model configured with
@@ -145,18 +154,32 @@ class FakeServer(ThreadingHTTPServer):
     def ready(self) -> bool:
         return self.mode != "never-ready" and time.monotonic() >= self.ready_at
 
-    def next_reply(self, body: dict[str, Any]) -> list[str]:
-        """The words of the next answer; logs the request first when asked to."""
+    def log_request(self, body: dict[str, Any]) -> None:
+        if self.request_log is not None:
+            with self.request_log.open("a") as log_file:
+                log_file.write(json.dumps(body) + "\n")
+
+    def next_entry(self, body: dict[str, Any]) -> object:
+        """The next script entry (None without a script); logs the request first when
+        asked to."""
         with self.lock:
-            if self.request_log is not None:
-                with self.request_log.open("a") as log_file:
-                    log_file.write(json.dumps(body) + "\n")
+            self.log_request(body)
             if self.script is None:
-                return list(REPLY_WORDS)
+                return None
             replies = json.loads(self.script.read_text())
-            text = str(replies[min(self.served, len(replies) - 1)])
+            entry: object = replies[min(self.served, len(replies) - 1)]
             self.served += 1
-        return re.findall(r"\s*\S+|\s+", text) or [""]
+        return entry
+
+    def next_reply(self, body: dict[str, Any]) -> list[str]:
+        """The words of the next answer."""
+        return words_of(self.next_entry(body))
+
+
+def words_of(entry: object) -> list[str]:
+    if entry is None:
+        return list(REPLY_WORDS)
+    return re.findall(r"\s*\S+|\s+", str(entry)) or [""]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -204,6 +227,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.read_body()
+        if self.path in ("/v1/messages", "/v1/messages/count_tokens"):
+            self.messages(body)
+            return
         if self.path not in ("/v1/chat/completions", "/v1/completions"):
             self.send_json(404, {"error": {"code": 404, "message": "File Not Found"}})
             return
@@ -266,6 +292,87 @@ class Handler(BaseHTTPRequestHandler):
             }
             self.send_chunk(f"data: {json.dumps(event)}\n\n".encode())
         self.send_chunk(b"data: [DONE]\n\n")
+        self.send_chunk(b"")
+
+    # -- Anthropic's Messages API ------------------------------------------------------
+
+    def messages(self, body: dict[str, Any]) -> None:
+        for header in ("anthropic-version", "anthropic-beta"):
+            if header in self.headers:  # logged with the body, for tests of forwarding
+                body = {**body, f"_{header}": self.headers[header]}
+        if not self.server.ready():
+            self.send_json(503, {"error": {"code": 503, "message": "Loading model"}})
+            return
+        if self.path.endswith("/count_tokens"):
+            self.server.log_request(body)
+            words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            self.send_json(200, {"input_tokens": words})
+            return
+        entry = self.server.next_entry(body)
+        tool = entry.get("tool_use") if isinstance(entry, dict) else None
+        if isinstance(tool, dict):
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": f"toolu_fake{self.server.served}",
+                "name": tool["name"],
+                "input": tool.get("input", {}),
+            }
+            stop = "tool_use"
+        else:
+            words = words_of(entry)
+            limit = body.get("max_tokens")
+            if self.server.mode == "crash-mid-stream" and isinstance(limit, int):
+                words = words[:limit]
+            block = {"type": "text", "text": "".join(words)}
+            stop = "end_turn"
+        message: dict[str, Any] = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": self.server.model,
+            "content": [block],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 6},
+        }
+        if body.get("stream"):
+            self.stream_message(message, words_of(block["text"]) if stop == "end_turn" else [])
+        else:
+            self.send_json(200, message)
+
+    def send_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.send_chunk(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
+
+    def stream_message(self, message: dict[str, Any], words: list[str]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        block = message["content"][0]
+        start = {**message, "content": [], "stop_reason": None}
+        start["usage"] = {"input_tokens": 3, "output_tokens": 0}
+        self.send_event("message_start", {"message": start})
+        if block["type"] == "tool_use":
+            opening = {**block, "input": {}}
+            self.send_event("content_block_start", {"index": 0, "content_block": opening})
+            arguments = json.dumps(block["input"])
+            for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                self.send_event("content_block_delta", {"index": 0, "delta": delta})
+        else:
+            opening = {"type": "text", "text": ""}
+            self.send_event("content_block_start", {"index": 0, "content_block": opening})
+            for index, word in enumerate(words):
+                if self.server.mode == "crash-mid-stream" and index == CHUNKS_BEFORE_CRASH:
+                    log("fake: crashing mid-stream")
+                    os._exit(1)
+                delta = {"type": "text_delta", "text": word}
+                self.send_event("content_block_delta", {"index": 0, "delta": delta})
+        self.send_event("content_block_stop", {"index": 0})
+        stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        self.send_event("message_delta", {"delta": stop, "usage": {"output_tokens": 6}})
+        self.send_event("message_stop", {})
         self.send_chunk(b"")
 
 

@@ -43,9 +43,13 @@ ENDPOINTS = [
     ("PUT", "/api/routing"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
     ("POST", "/mcp"),
 ]
-V1 = {"/v1/chat/completions", "/v1/completions"}
+ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}
+"""Anthropic's API: errors in its shape."""
+V1 = {"/v1/chat/completions", "/v1/completions", *ANTHROPIC}
 
 
 def test_the_fuzz_covers_every_route_that_changes_state() -> None:
@@ -81,7 +85,9 @@ huge_text = st.builds(
 texts = st.text(max_size=200) | huge_text
 task_types = st.sampled_from(["planning", "implementation", "infra", "review", "poetry", ""])
 # Only models that live on the CPU: in gaming mode a GPU model is a (correct) 503.
-models = st.sampled_from(["operator-demo", "validator-demo", "operator", "auto", "gpt-9", ""])
+models = st.sampled_from(
+    ["operator-demo", "validator-demo", "operator", "auto", "gpt-9", "", "claude-haiku-4-5"]
+)
 messages = st.lists(
     st.fixed_dictionaries(
         {
@@ -135,6 +141,8 @@ REQUIRED = {
     "/api/routing": ["routes"],
     "/v1/chat/completions": ["model", "messages"],
     "/v1/completions": ["model", "prompt"],
+    "/v1/messages": ["model", "messages"],
+    "/v1/messages/count_tokens": ["model", "messages"],
     "/mcp": ["jsonrpc", "method", "id"],
 }
 shaped_objects = st.fixed_dictionaries({}, optional=FIELDS)
@@ -245,6 +253,9 @@ def check(response: httpx.Response, path: str) -> None:
     assert response.status_code < 500, (path, response.status_code, response.text[:500])
     if response.status_code < 400:
         return
+    if path in ANTHROPIC:
+        body = response.json()
+        assert body["type"] == "error", body
     error = response.json()["error"]
     if path == "/mcp" and "code" in error:  # a JSON-RPC error from the MCP SDK
         assert isinstance(error["message"], str)
