@@ -151,6 +151,8 @@ BODY_ENDPOINTS = [
     ("PUT", "/api/routing"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
 ]
 
 
