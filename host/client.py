@@ -54,9 +54,10 @@ def is_loopback_url(url: str) -> bool:
 
 
 def token_path(directory: Path | None = None) -> Path | None:
-    """Where the daemon keeps its token: the data dir (`$TIERHOST_DATA_DIR` or XDG)."""
+    """Where the daemon keeps its token: the data dir (`$TIERHOST_DATA_DIR` or XDG).
+    Looking creates nothing: a client on a box without a daemon leaves no data dir."""
     try:
-        return data_dir(directory) / TOKEN_FILE
+        return data_dir(directory, create=False) / TOKEN_FILE
     except OSError:  # no home, or a data dir that cannot be created: no token there
         return None
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from host.config import DEMO_MODEL_REF, ConfigError
 
 
-def data_dir(explicit: Path | None = None) -> Path:
-    """`--data-dir`, else `$TIERHOST_DATA_DIR`, else the XDG data home."""
+def data_dir(explicit: Path | None = None, *, create: bool = True) -> Path:
+    """`--data-dir`, else `$TIERHOST_DATA_DIR`, else the XDG data home; created unless
+    `create` is false (a client that only reads the daemon's token leaves no trace)."""
     if explicit is not None:
         path = explicit
     elif env := os.environ.get("TIERHOST_DATA_DIR"):
@@ -19,7 +20,8 @@ def data_dir(explicit: Path | None = None) -> Path:
     else:
         xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         path = Path(xdg) / "tierhost"
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 

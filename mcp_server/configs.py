@@ -39,7 +39,11 @@ def server_entry(
             entry["headers"] = {"Authorization": f"Bearer {token}"}
         return entry
     entry = {"type": "stdio", "command": command[0], "args": command[1:]}
+    # the URL always: without it `tierhost mcp` would start a daemon of its own on the
+    # default port when the one meant is elsewhere; the token when the daemon needs one
     entry["env"] = {"TIERHOST_URL": url}
+    if token:
+        entry["env"]["TIERHOST_TOKEN"] = token
     return entry
 
 

@@ -42,14 +42,25 @@ class Outcome:
     seconds: float = 0.0
 
     def describe(self) -> str:
+        """What to say on stderr: plainly whether this session attached to a daemon or
+        started one of its own (which has its own tasks, routing and modes)."""
         if not self.started:
-            return f"tierhost mcp: using the Tierhost daemon at {self.url}"
+            return f"tierhost mcp: attached to the Tierhost daemon at {self.url}"
         return (
             f"tierhost mcp: no daemon answered at {self.url}, so I started `tierhost serve` "
-            f"in the background (pid {self.pid}, log {self.log}); healthy after "
-            f"{self.seconds:.1f} s. It keeps running after this session; stop it with "
+            f"there, a daemon of my own, in the background (pid {self.pid}, log {self.log}); "
+            f"healthy after {self.seconds:.1f} s. Its tasks, routing and GPU modes are its "
+            "own: if you meant another daemon, set TIERHOST_URL to its address (`tierhost "
+            f"connect` prints the lines). It keeps running after this session; stop it with "
             f"`kill {self.pid}`."
         )
+
+    def daemon(self) -> str:
+        """The same fact in a few words, for `host_status`'s `daemon` field."""
+        if not self.started:
+            return f"attached {self.url}"
+        pid = f" (pid {self.pid})" if self.pid is not None else ""
+        return f"started by tierhost mcp on {self.url}{pid}"
 
 
 async def _answers(url: str, token: str | None) -> bool:

@@ -20,8 +20,9 @@ ClientFactory = Callable[[], HostClient]
 class HostLink:
     """Hands out the shared `HostClient` while at least one server session runs."""
 
-    def __init__(self, connect: ClientFactory) -> None:
+    def __init__(self, connect: ClientFactory, daemon: str | None = None) -> None:
         self._connect = connect
+        self._daemon = daemon
         self._client: HostClient | None = None
         self._users = 0
 
@@ -49,6 +50,11 @@ class HostLink:
     @property
     def url(self) -> str:
         return self.client.base_url
+
+    @property
+    def daemon(self) -> str:
+        """How this server came to its daemon: "attached <url>", or what started it."""
+        return self._daemon or f"attached {self.url}"
 
 
 def describe(exc: HostError) -> str:

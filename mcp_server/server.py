@@ -33,10 +33,16 @@ def _version() -> str:
 
 
 def build_server(
-    connect: ClientFactory | str | None = None, *, token: str | None = None
+    connect: ClientFactory | str | None = None,
+    *,
+    token: str | None = None,
+    daemon: str | None = None,
 ) -> MCPServer[Any]:
     """The MCP server over the daemon at a URL (default `$TIERHOST_URL`), or over the
-    clients a factory makes (tests, and the daemon's own `/mcp` mount)."""
+    clients a factory makes (tests, and the daemon's own `/mcp` mount).
+
+    `daemon` says how this server came to that daemon (`host_status` reports it): by
+    default "attached <url>"; `tierhost mcp` says when it started the daemon itself."""
     if connect is None or isinstance(connect, str):
         url = connect
 
@@ -46,7 +52,7 @@ def build_server(
         factory: ClientFactory = connect_url
     else:
         factory = connect
-    link = HostLink(factory)
+    link = HostLink(factory, daemon)
     server: MCPServer[Any] = MCPServer(
         "tierhost",
         title="Tierhost",

@@ -29,8 +29,9 @@ async def serve(url: str, start: bool) -> int:
         print(exc, file=sys.stderr, flush=True)
         return 1
     # no token given: the server's HostClient finds it (`host.client.find_token`), and
-    # names where it came from when the daemon refuses it
-    await build_server(url).run_stdio_async()
+    # names where it came from when the daemon refuses it; `host_status` tells the agent
+    # whether this session started the daemon it talks to
+    await build_server(url, daemon=outcome.daemon()).run_stdio_async()
     return 0
 
 

@@ -69,7 +69,7 @@ def mapping(title: str, values: dict[str, str]) -> str:
 
 
 def host_status(s: HostStatus) -> str:
-    lines = [f"Tierhost at {s.url}"]
+    lines = [f"Tierhost at {s.url} ({s.daemon})"]
     for d in s.devices:
         budget = "-" if d.budget_mb is None else str(d.budget_mb)
         residents = ", ".join(d.residents) or "nothing resident"

@@ -79,8 +79,9 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
 
     @server.tool(title="Host status", annotations=READ)
     async def host_status() -> Annotated[CallToolResult, HostStatus]:
-        """Devices (mode, memory, residents, queue), every model's state, task counts."""
+        """Devices (mode, memory, residents, queue), every model's state, task counts,
+        and whether this MCP server attached to the daemon or started it."""
         with tool_errors():
             raw = await link.client.status()
-        status = HostStatus.model_validate({**raw, "url": link.url})
+        status = HostStatus.model_validate({**raw, "url": link.url, "daemon": link.daemon})
         return result(status, text.host_status(status))

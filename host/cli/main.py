@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from host.cli import fit, lsp, mcp, tasks, top
+from host.cli import connect, fit, lsp, mcp, tasks, top
 from host.client import HostClient, HostError, HostUnreachable, TokenError
 from host.config import Config, ConfigError, load_config
 from host.paths import data_dir
@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.set_defaults(func=cmd_mode)
     tasks.add_commands(sub)
     mcp.add_commands(sub)
+    connect.add_commands(sub)
     lsp.add_commands(sub)
     fit.add_commands(sub)
     top.add_commands(sub)
@@ -258,6 +259,9 @@ def _run_command(argv: list[str] | None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except connect.ConnectError as exc:
+        print(f"tierhost: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"tierhost: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,8 @@ async def test_starts_the_daemon_when_none_answers(tmp_path: Path) -> None:
                 status = structured(await client.call_tool("host_status", {}))
         assert status["url"] == url
         assert "no daemon answered" in said and "started `tierhost serve`" in said, said
+        assert "a daemon of my own" in said and "TIERHOST_URL" in said, said
+        assert status["daemon"] == f"started by tierhost mcp on {url} (pid {pid})"
         assert pid is not None and (data / "daemon.log").exists()
         assert "serving on" in (data / "daemon.log").read_text()
         assert psutil.Process(pid).is_running(), "the daemon must outlive the MCP session"

@@ -59,6 +59,8 @@ async def test_host_status_lists_devices_residents_and_models(connect: Connect) 
     assert models["validator-demo"]["state"] == "ready"
     text = text_of(result)
     assert "device gpu0" in text and "model validator-demo" in text and status["url"] in text
+    # every transport reached a daemon that was already running: none was started for it
+    assert status["daemon"] == f"attached {status['url']}" and status["daemon"] in text
 
 
 @pytest.mark.parametrize(
