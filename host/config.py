@@ -153,9 +153,17 @@ class ManagedModel(_Strict):
     gguf: str
     """Path to the GGUF file, or `demo:smollm2` for the packaged demo model."""
     device: str
+    """Its device; for a model on several devices, the first of `devices` in sorted order
+    (set by the loader: write `devices` instead)."""
+    devices: tuple[str, ...] = ()
+    """Every device it lives on, sorted (the fixed order in which they are acquired, so
+    two spanning models never deadlock); `(device,)` for a one-device model."""
     memory_mb: int | None = Field(None, gt=0)
-    """What the model takes on its device while resident (weights + KV cache); omitted
-    means: estimated from the GGUF and args at start (see `tierhost fit`)."""
+    """What the model takes while resident (weights + KV cache), over all its devices:
+    one number (split evenly across `devices`) or a table per device; omitted means:
+    estimated from the GGUF and args at start (see `tierhost fit`)."""
+    memory_table: dict[str, int] | None = None
+    """Set by the loader from a `memory_mb` table; read `memory_by_device` instead."""
     args: list[str] = Field(default_factory=list)
     """Extra llama-server arguments. Host, port and model path are set by Tierhost."""
     gpu_layers: int = Field(999, ge=0)
@@ -183,11 +191,67 @@ class ManagedModel(_Strict):
         _refuse_reserved(args)
         return args
 
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_devices(cls, data: object) -> object:
+        return _normalise_placement(data) if isinstance(data, dict) else data
+
+    @property
+    def memory_by_device(self) -> dict[str, int]:
+        """MiB on each of its devices; empty when `memory_mb` is left to the estimate.
+        An even split gives the remainder to the first devices, so the parts add up."""
+        if self.memory_table is not None:
+            return dict(self.memory_table)
+        if self.memory_mb is None:
+            return {}
+        share, extra = divmod(self.memory_mb, len(self.devices))
+        return {d: share + (1 if i < extra else 0) for i, d in enumerate(self.devices)}
+
     @model_validator(mode="after")
     def _idle_unload_is_not_persistent(self) -> ManagedModel:
         if self.persistent and self.idle_unload_s is not None:
             raise ValueError("idle_unload_s: a persistent model is never unloaded; set one")
         return self
+
+
+def _normalise_placement(data: dict[str, object]) -> dict[str, object]:
+    """`device` or `devices` (never both) into the normalised pair, and a `memory_mb`
+    table into its total plus `memory_table`; a mistake is a ValueError naming the key."""
+    data = dict(data)
+    if "memory_table" in data:
+        raise ValueError("memory_table: unknown key (write memory_mb as a table)")
+    if "devices" in data:
+        if "device" in data:
+            raise ValueError("devices: give either device or devices, not both")
+        raw = data["devices"]
+        if not isinstance(raw, list | tuple) or not raw:
+            raise ValueError("devices: a non-empty list of device names")
+        if not all(isinstance(name, str) for name in raw):
+            raise ValueError("devices: every entry is a device name (a string)")
+        dupes = sorted({name for name in raw if list(raw).count(name) > 1})
+        if dupes:
+            raise ValueError(f"devices: {', '.join(dupes)} listed more than once")
+        names = tuple(sorted(raw))
+        data["devices"] = names
+        data["device"] = names[0]
+    elif isinstance(data.get("device"), str):
+        names = (str(data["device"]),)
+        data["devices"] = names
+    else:
+        return data  # `device` missing: pydantic says so
+    table = data.get("memory_mb")
+    if isinstance(table, dict):
+        if set(table) != set(names):
+            raise ValueError(
+                f"memory_mb: the table's devices ({', '.join(sorted(table))}) must be "
+                f"exactly the model's ({', '.join(names)})"
+            )
+        for key, value in table.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"memory_mb.{key}: a whole number of MiB greater than 0")
+        data["memory_table"] = {name: table[name] for name in names}
+        data["memory_mb"] = sum(table.values())
+    return data
 
 
 class RemoteModel(_Strict):
@@ -358,21 +422,7 @@ class Config(_Strict):
             if name in self.tiers or name in RESERVED_MODEL_NAMES:
                 raise ValueError(f"models.{name}: the name is taken by a tier or reserved")
             if isinstance(model, ManagedModel):
-                if model.device not in self.devices:
-                    raise ValueError(
-                        f"models.{name}.device: unknown device {model.device!r} "
-                        f"(known: {known(self.devices)})"
-                    )
-                device = self.devices[model.device]
-                if (
-                    device.memory_mb is not None
-                    and model.memory_mb is not None
-                    and model.memory_mb > device.memory_mb
-                ):
-                    raise ValueError(
-                        f"models.{name}.memory_mb: {model.memory_mb} MiB can never fit "
-                        f"device {model.device} ({device.memory_mb} MiB budget)"
-                    )
+                _check_placement(name, model, self.devices)
         for tier_name, tier in self.tiers.items():
             for model_name in tier.models:
                 if model_name not in self.models:
@@ -489,6 +539,32 @@ class Config(_Strict):
 
 
 RESERVED_MODEL_NAMES = frozenset({"auto", "big"})
+
+
+def _check_placement(name: str, model: ManagedModel, devices: dict[str, Device]) -> None:
+    """Every device of a managed model exists and can hold its share. A model on several
+    devices is refused for now: the arbiters do not yet take all its cards at once
+    (issue 12, part 1), and running it on one card would break that card's budget."""
+    key = "device" if len(model.devices) == 1 else "devices"
+    for device_name in model.devices:
+        if device_name not in devices:
+            known = ", ".join(sorted(devices)) or "none"
+            raise ValueError(
+                f"models.{name}.{key}: unknown device {device_name!r} (known: {known})"
+            )
+    for device_name, share in model.memory_by_device.items():
+        budget = devices[device_name].memory_mb
+        if budget is not None and share > budget:
+            where = "" if len(model.devices) == 1 else f" (its share on {device_name})"
+            raise ValueError(
+                f"models.{name}.memory_mb: {share} MiB{where} can never fit "
+                f"device {device_name} ({budget} MiB budget)"
+            )
+    if len(model.devices) > 1:
+        raise ValueError(
+            f"models.{name}.devices: a model on several devices is not served yet; "
+            "give it one device"
+        )
 
 
 def _describe(error: ValidationError, source: str) -> str:

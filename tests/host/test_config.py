@@ -106,3 +106,86 @@ def test_mistakes_are_one_line_naming_the_key(change: str, expected: str) -> Non
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.toml")
+
+
+TWO_GPUS = """
+[devices.gpu0]
+memory_mb = 1000
+[devices.gpu1]
+memory_mb = 1000
+"""
+
+
+def test_a_one_device_model_is_normalised_to_a_one_entry_placement() -> None:
+    model = parse_config(BASE).managed()["m1"]
+    assert model.device == "gpu0"
+    assert model.devices == ("gpu0",)
+    assert model.memory_mb == 500
+    assert model.memory_by_device == {"gpu0": 500}
+
+
+def test_devices_are_sorted_and_memory_splits_evenly_with_the_remainder_first() -> None:
+    model = ManagedModel.model_validate(
+        {"gguf": "x", "devices": ["gpu1", "gpu0"], "memory_mb": 1001}
+    )
+    assert model.devices == ("gpu0", "gpu1")
+    assert model.device == "gpu0"
+    assert model.memory_by_device == {"gpu0": 501, "gpu1": 500}
+
+
+def test_a_memory_table_gives_each_device_its_share_and_the_total() -> None:
+    model = ManagedModel.model_validate(
+        {"gguf": "x", "devices": ["gpu0", "gpu1"], "memory_mb": {"gpu1": 300, "gpu0": 700}}
+    )
+    assert model.memory_mb == 1000
+    assert model.memory_by_device == {"gpu0": 700, "gpu1": 300}
+
+
+def test_an_estimated_model_has_no_shares_yet() -> None:
+    model = ManagedModel.model_validate({"gguf": "x", "devices": ["gpu0", "gpu1"]})
+    assert model.memory_mb is None
+    assert model.memory_by_device == {}
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            'device = "gpu0"\ndevices = ["gpu0"]\nmemory_mb = 1\n',
+            r"models\.m2: devices: give either device or devices, not both",
+        ),
+        ("devices = []\nmemory_mb = 1\n", r"models\.m2: devices: a non-empty list"),
+        (
+            'devices = ["gpu0", "gpu0"]\nmemory_mb = 1\n',
+            r"models\.m2: devices: gpu0 listed more than once",
+        ),
+        (
+            'devices = ["gpu0", "gpu1"]\nmemory_mb = {gpu0 = 1, gpu2 = 1}\n',
+            r"models\.m2: memory_mb: the table's devices \(gpu0, gpu2\) must be exactly "
+            r"the model's \(gpu0, gpu1\)",
+        ),
+        (
+            'devices = ["gpu0", "gpu1"]\nmemory_mb = {gpu0 = 1, gpu1 = 0}\n',
+            r"models\.m2: memory_mb\.gpu1: a whole number of MiB greater than 0",
+        ),
+        (
+            'devices = ["gpu0", "gpu9"]\nmemory_mb = 2\n',
+            r"models\.m2\.devices: unknown device 'gpu9' \(known: gpu0, gpu1\)",
+        ),
+        (
+            'devices = ["gpu0", "gpu1"]\nmemory_mb = {gpu0 = 1, gpu1 = 1500}\n',
+            r"models\.m2\.memory_mb: 1500 MiB \(its share on gpu1\) can never fit "
+            r"device gpu1 \(1000 MiB budget\)",
+        ),
+        (
+            'devices = ["gpu0", "gpu1"]\nmemory_mb = 1000\n',
+            r"models\.m2\.devices: a model on several devices is not served yet",
+        ),
+        ('device = "gpu0"\nmemory_table = {gpu0 = 1}\n', r"models\.m2: memory_table: unknown"),
+    ],
+)
+def test_placement_mistakes_are_one_line_naming_the_key(model: str, expected: str) -> None:
+    text = BASE.replace("[devices.gpu0]\nmemory_mb = 1000\n", TWO_GPUS)
+    with pytest.raises(ConfigError, match=expected) as caught:
+        parse_config(text + '[models.m2]\ngguf = "x"\n' + model, "t.toml")
+    assert "\n" not in str(caught.value)
