@@ -54,7 +54,8 @@ def test_a_daemon_that_needs_its_token_gets_it_everywhere() -> None:
     claude = setups.claude_code(target(TOKEN))
     assert claude.env["ANTHROPIC_AUTH_TOKEN"] == TOKEN
     add = claude.commands[0]
-    assert add[add.index("--") - 2 :] == ("-e", f"TIERHOST_TOKEN={TOKEN}", "--")
+    dashes = add.index("--")
+    assert add[dashes - 2 : dashes + 1] == ("-e", f"TIERHOST_TOKEN={TOKEN}", "--")
     assert claude.mcp["env"] == {"TIERHOST_URL": "http://127.0.0.1:8788", "TIERHOST_TOKEN": TOKEN}
     models = setups.openclaude(target(TOKEN)).files[0].patch["agentModels"]
     assert {m["api_key"] for m in models.values()} == {TOKEN}
