@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -83,6 +84,25 @@ def alive(pids: set[int]) -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return result
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll `predicate` until it returns something true, and return that (bounded: fails
+    saying `what` was not seen within `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
+    """One model's entry of the daemon's `/api/status`."""
+    models: list[dict[str, Any]] = daemon.status()["models"]
+    return next(m for m in models if m["name"] == name)
 
 
 def wait_until_gone(pids: set[int], timeout: float = 10.0) -> set[int]:

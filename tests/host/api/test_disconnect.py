@@ -13,7 +13,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,14 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Daemon, start_daemon, wait_for_models, wait_until_gone
+from tests.conftest import (
+    Daemon,
+    model_status,
+    start_daemon,
+    wait_for,
+    wait_for_models,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.real
 
@@ -33,22 +39,6 @@ ABANDONED_FREED_WITHIN_S = 8.0
 """A bound on the wait, not a speed target: far under the 2,000 tokens' ~17 s, so a slot
 still busy after it is an orphan, yet loose enough for a loaded 2-core machine (the
 issue's one second is for a benchmark to show, never a timed assertion here)."""
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-
-
-def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
-    models: list[dict[str, Any]] = daemon.status()["models"]
-    return next(m for m in models if m["name"] == name)
 
 
 def slots_processing(port: int) -> int:
@@ -76,8 +66,8 @@ def assert_freed_then_swappable(daemon: Daemon, port: int) -> None:
         lambda: (
             slots_processing(port) == 0 and model_status(daemon, "architect-demo")["in_flight"] == 0
         ),
-        ABANDONED_FREED_WITHIN_S,
         "architect-demo's slot idle and its lease released",
+        ABANDONED_FREED_WITHIN_S,
     )
     with daemon.client() as http:
         response = http.post(
@@ -111,7 +101,7 @@ def test_an_abandoned_non_streamed_request_stops_generating(demo_daemon: Daemon)
         "/v1/chat/completions",
         {"model": "architect-demo", "messages": STORY, **LONG},
     )
-    wait_for(lambda: slots_processing(port) == 1, 30, "the generation to start")
+    wait_for(lambda: slots_processing(port) == 1, "the generation to start", 30)
     assert model_status(demo_daemon, "architect-demo")["in_flight"] == 1
     sock.close()
     assert_freed_then_swappable(demo_daemon, port)
@@ -156,7 +146,7 @@ def test_a_stream_whose_socket_closes_unread_stops_generating(demo_daemon: Daemo
         "/v1/chat/completions",
         {"model": "architect-demo", "messages": STORY, "stream": True, **LONG},
     )
-    wait_for(lambda: slots_processing(port) == 1, 30, "the generation to start")
+    wait_for(lambda: slots_processing(port) == 1, "the generation to start", 30)
     sock.close()
     assert_freed_then_swappable(demo_daemon, port)
 
@@ -213,8 +203,8 @@ def test_sigterm_during_long_generations_exits_within_the_grace(
         client.start()
     wait_for(
         lambda: slots_processing(architect) == 2 and slots_processing(operator) == 1,
-        60,
         "two streams and one plain request generating",
+        60,
     )
     children = daemon.note_children()
     assert len(children) >= 3  # architect, operator, validator
@@ -263,11 +253,11 @@ def test_a_second_sigterm_ends_the_requests_at_once(
 
     client = threading.Thread(target=stream)
     client.start()
-    wait_for(lambda: slots_processing(architect) == 1, 60, "the stream generating")
+    wait_for(lambda: slots_processing(architect) == 1, "the stream generating", 60)
     children = daemon.note_children()
     daemon.process.send_signal(signal.SIGTERM)
     # The first signal is taken once the daemon stops listening (its drain has begun).
-    wait_for(lambda: not listening(daemon), 10, "the daemon to stop listening")
+    wait_for(lambda: not listening(daemon), "the daemon to stop listening", 10)
     assert client.is_alive()  # the stream is still being served, its drain is 30 s
     began = time.monotonic()
     daemon.stop(signal.SIGTERM)

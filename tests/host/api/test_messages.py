@@ -11,8 +11,7 @@ Every wait is bounded.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,14 @@ import httpx
 import pytest
 
 from host.api.app import RequestGuard
-from tests.conftest import Daemon, running_demo, start_daemon, stop_checked
+from tests.conftest import (
+    Daemon,
+    model_status,
+    running_demo,
+    start_daemon,
+    stop_checked,
+    wait_for,
+)
 from tests.host.api.test_guard import Inner, client_of
 from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
@@ -34,22 +40,6 @@ def client_of_daemon(daemon: Daemon, **options: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(
         base_url=daemon.url, api_key="unused", timeout=BOUND_S, max_retries=0, **options
     )
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
-
-
-def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
-    models: list[dict[str, Any]] = daemon.status()["models"]
-    return next(m for m in models if m["name"] == name)
 
 
 # -- the demo daemon: real llama-server, SmolLM2 -----------------------------------------

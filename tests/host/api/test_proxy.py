@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, model_status, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -21,21 +20,6 @@ CHAT = [{"role": "user", "content": "Say hello."}]
 
 def openai_client(daemon: Daemon) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{daemon.url}/v1", api_key="unused", timeout=60, max_retries=0)
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
-    models: list[dict[str, Any]] = daemon.status()["models"]
-    return next(m for m in models if m["name"] == name)
 
 
 def test_models_lists_models_and_tiers(demo_daemon: Daemon) -> None:

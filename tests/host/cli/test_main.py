@@ -19,17 +19,24 @@ pytestmark = pytest.mark.real
 
 
 def tierhost(
-    *args: str, url: str | None = None, env: dict[str, str] | None = None
+    *args: str,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    """`tierhost ARGS` as a subprocess: this environment without any `TIERHOST_*` of the
+    machine's, wide enough that nothing wraps, then `env` and `url` on top."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIERHOST_")}
+    full = {**base, "COLUMNS": "200", **(env or {})}
     if url is not None:
-        env["TIERHOST_URL"] = url
+        full["TIERHOST_URL"] = url
     return subprocess.run(
         [sys.executable, "-m", "host", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=full,
+        cwd=cwd,
         check=False,
     )
 

@@ -22,7 +22,15 @@ import httpx
 import pytest
 
 from host.models.process import write_pid_file
-from tests.conftest import Daemon, alive, free_port, start_daemon, wait_until_gone
+from tests.conftest import (
+    Daemon,
+    alive,
+    free_port,
+    model_status,
+    start_daemon,
+    wait_for,
+    wait_until_gone,
+)
 from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
 BOUND_S = 30.0
@@ -68,21 +76,6 @@ models = ["stuck"]
 [tiers.operator]
 models = ["steady"]
 """
-
-
-def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
-    models: list[dict[str, Any]] = daemon.status()["models"]
-    return next(m for m in models if m["name"] == name)
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = BOUND_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def chat(daemon: Daemon, model: str, **extra: Any) -> httpx.Response:
@@ -134,6 +127,7 @@ def test_a_crash_mid_stream_ends_the_stream_with_an_error_and_the_next_request_r
     failed = wait_for(
         lambda: (m := model_status(daemon, "crashy"))["state"] == "failed" and m,
         "crashy to be reported failed",
+        BOUND_S,
     )
     assert failed["last_error"].startswith("exited unexpectedly with code 1")
     assert failed["pid"] is None and failed["restarts"] == 0
@@ -169,7 +163,9 @@ def test_a_model_that_cannot_start_answers_503_to_every_queued_request(
         began = time.monotonic()
         pending = [pool.submit(chat, daemon, model) for _ in range(4)]
         if model == "stuck":  # slow enough to see every request wait in the queue
-            wait_for(lambda: model_status(daemon, model)["queued"] == 4, "4 queued requests")
+            wait_for(
+                lambda: model_status(daemon, model)["queued"] == 4, "4 queued requests", BOUND_S
+            )
             daemon.note_children()
         responses = [future.result(timeout=BOUND_S) for future in pending]
     assert time.monotonic() - began < BOUND_S
