@@ -30,6 +30,14 @@ def as_stream(body: dict[str, Any], path: str) -> dict[str, Any]:
     return changes
 
 
+def error_status(event: dict[str, Any]) -> int:
+    """The status a stream's error event asks for (its `error.code`, llama-server's way),
+    else 500: the stream had begun as a 200, so the code is all there is."""
+    error = event.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) and 400 <= code <= 599 else 500
+
+
 class Assembly:
     """The events of a streamed completion, put back together as the one JSON body that
     the same request without `stream` gets (OpenAI's `chat.completion` or
@@ -107,10 +115,7 @@ class Assembly:
     def result(self) -> tuple[int, dict[str, Any]]:
         """The status and the body: 200 and the answer, or the stream's error event."""
         if self.error is not None:
-            error = self.error.get("error")
-            code = error.get("code") if isinstance(error, dict) else None
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-            return status, self.error
+            return error_status(self.error), self.error
         choices = [self._choice(i, self.choices[i]) for i in sorted(self.choices)]
         answer = {
             **{k: v for k, v in self.top.items() if k not in ("usage", "timings")},
@@ -225,10 +230,7 @@ class MessageAssembly:
     def result(self) -> tuple[int, dict[str, Any]]:
         """The status and the body: 200 and the message, or the stream's error event."""
         if self.error is not None:
-            error = self.error.get("error")
-            code = error.get("code") if isinstance(error, dict) else None
-            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
-            return status, self.error
+            return error_status(self.error), self.error
         for index in list(self.partial_json):
             self._finish_block(index)
         message = {"type": "message", "role": "assistant", **self.message}

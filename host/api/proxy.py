@@ -868,6 +868,12 @@ async def _from_upstream(
     ending: _Ending,
 ) -> None:
     log_hint = f" ({lease.where()})"
+
+    def failed(what: str, after: str = "") -> Response:
+        return error_response(
+            502, "upstream_failed", f"model {lease.model} {what}{log_hint}{after}", headers
+        )
+
     watch = _Watch(x.receive, x.shutdown)
     answer: UpstreamResponse | None = None
     try:
@@ -877,14 +883,7 @@ async def _from_upstream(
             await x.respond(stop.response(headers))
             return
         except UpstreamError as exc:
-            await x.respond(
-                error_response(
-                    502,
-                    "upstream_failed",
-                    f"model {lease.model} did not answer ({exc}){log_hint}",
-                    headers,
-                )
-            )
+            await x.respond(failed(f"did not answer ({exc})"))
             return
         content_type = answer.headers.get("content-type", "")
         if content_type.startswith("text/event-stream") and not assemble:
@@ -897,13 +896,7 @@ async def _from_upstream(
             return
         except UpstreamError as exc:
             await x.respond(
-                error_response(
-                    502,
-                    "upstream_failed",
-                    f"model {lease.model} stopped answering ({exc}){log_hint}; "
-                    "it is restarted on the next request",
-                    headers,
-                )
+                failed(f"stopped answering ({exc})", "; it is restarted on the next request")
             )
             return
         finally:
