@@ -1,47 +1,62 @@
-"""Who gets a device next: a pure function of a snapshot, no I/O, no clocks.
+"""Who gets the devices next: a pure function of a snapshot, no I/O, no clocks.
 
-The device arbiter (the imperative shell in `host.models.arbiter`) takes a snapshot of one
-device — its budget, its residents and the FIFO of waiting requests — calls `plan()`,
-and carries out the actions. Because the decision is pure, every rule below is tested
-with plain values.
+The arbiter (the imperative shell in `host.models.arbiter`) takes a snapshot of its
+devices — each one's budget, the residents with the memory they hold on each device, and
+the waiting requests in the order they are to be served — calls `plan()`, and carries
+out the actions. A model may span several devices (a dense model split over two GPUs):
+it is loaded only when it fits on every one of them, and evicting it frees every one.
+Because the decision is pure, every rule below is tested with plain values.
 
 Rules:
-- Waiters are served first come, first served. A waiter whose model is ready is
-  admitted; one whose model is starting joins that load; one whose model is not
-  resident gets a load when the model fits the budget next to every resident
-  (starting, ready or stopping residents all count: memory is only free once a
-  server has exited).
-- The first waiter whose model does not fit (or is still stopping) blocks everyone
-  behind it: no admissions, no loads past it, so a stream of requests for a resident
-  model cannot starve a swap.
-- For the blocked waiter, idle residents (no requests in flight, not persistent) are
-  evicted, least recently used first — only if evicting them makes enough room, and
-  counting the memory of residents already stopping as on its way: a swap stops only
-  as much as it needs, however often the device replans while a stop is under way. A
-  resident with requests in flight is never evicted; the head waits for it instead.
-- The device's mode may restrict which models it holds (`allowed`): a waiter for a
-  model that is not allowed waits without blocking others (unless it is forced, the
-  force-big override), and idle residents that are not allowed are released.
+- Waiters are served in the order given (first come, first served unless the shell
+  ordered them). A waiter whose model is ready is admitted; one whose model is starting
+  joins that load; one whose model is not resident gets a load when the model fits the
+  budget of each of its devices next to every resident there (starting, ready or
+  stopping residents all count: memory is only free once a server has exited).
+- The first waiter whose model does not fit (or is still stopping) blocks its devices
+  for everyone behind it: no admissions, no loads past it on those devices, so a stream
+  of requests for a resident model cannot starve a swap. A waiter that must wait behind
+  a blocked device holds its other devices too (a spanning model is never starved by
+  the single-card models of one of its cards), while work on devices nobody blocks goes
+  on.
+- For each blocked waiter, idle residents (no requests in flight, not persistent) are
+  evicted, least recently used first, on every device where it lacks room — only if
+  evicting them makes enough room on all of them, counting the memory of residents
+  already stopping as on its way: a swap stops only as much as it needs, however often
+  the shell replans while a stop is under way. A resident with requests in flight is
+  never evicted; the waiter waits for it instead.
+- Because one plan decides for all the devices a spanning model touches, two spanning
+  models never hold one card each while waiting for the other's: there is no deadlock
+  to break.
+- A device's mode may restrict which models it holds (`allowed`): a waiter for a model
+  that some device of its does not allow waits without blocking others (unless it is
+  forced, the force-big override), and idle residents that are not allowed on one of
+  their devices are released.
 - A resident with `idle_unload_s` that has served nothing for that long (counted from
   the end of its last request; the snapshot's `now` is the clock) is unloaded, unless a
   waiter wants it; `next_unload_at()` says when the next one falls due, so the shell
   can look again then rather than poll.
-- Invariant: the memory of a device's residents never exceeds its budget.
+- A waiter whose model can never fit some device beside that device's persistent
+  residents is rejected, saying which device.
+- Invariant: the memory of each device's residents never exceeds its budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 ResidentPhase = Literal["starting", "ready", "stopping"]
+
+Memory = Mapping[str, int]
+"""MiB a model takes on each of its devices (one entry for a one-device model)."""
 
 
 @dataclass(frozen=True)
 class Resident:
     name: str
-    memory_mb: int
+    memory: Memory
     phase: ResidentPhase
     in_flight: int = 0
     last_used: float = 0.0
@@ -54,24 +69,28 @@ class Resident:
 class Waiter:
     id: int
     model: str
-    memory_mb: int
+    memory: Memory
     forced: bool = False
     """Force-big: may load even where the device's mode does not allow the model."""
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    budget_mb: int | None
-    """None: the device has no budget (the CPU), everything fits."""
+    budgets: Mapping[str, int | None]
+    """Each device's budget in MiB; None: the device has no budget (the CPU), all fits."""
     residents: Sequence[Resident]
     waiters: Sequence[Waiter]
-    allowed: frozenset[str] | None = None
-    """Models the device's mode lets it hold; None: any (mode auto)."""
+    allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """The models each device's mode lets it hold; a device not named allows any."""
     now: float = 0.0
     """The clock `last_used` is read against (monotonic seconds)."""
 
     def permits(self, waiter: Waiter) -> bool:
-        return self.allowed is None or waiter.forced or waiter.model in self.allowed
+        return waiter.forced or all(self.allows(d, waiter.model) for d in waiter.memory)
+
+    def allows(self, device: str, model: str) -> bool:
+        allowed = self.allowed.get(device)
+        return allowed is None or model in allowed
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,7 @@ class Evict:
 
 @dataclass(frozen=True)
 class Release:
-    """Stop an idle resident that the device's mode no longer allows."""
+    """Stop an idle resident that a device's mode no longer allows."""
 
     model: str
 
@@ -116,49 +135,55 @@ class Reject:
 Action = Admit | Load | Evict | Release | Unload | Reject
 
 
-def used_mb(residents: Sequence[Resident]) -> int:
-    return sum(r.memory_mb for r in residents)
+def used_mb(residents: Iterable[Resident], device: str) -> int:
+    """What the residents hold on `device`."""
+    return sum(r.memory.get(device, 0) for r in residents)
 
 
 def plan(snapshot: Snapshot) -> list[Action]:
     residents = {r.name: r for r in snapshot.residents}
-    budget = snapshot.budget_mb
-    pinned = sum(r.memory_mb for r in snapshot.residents if r.persistent)
-    free = None if budget is None else budget - used_mb(snapshot.residents)
+    budgets = snapshot.budgets
+    persistent = [r for r in snapshot.residents if r.persistent]
+    free: dict[str, int] = {
+        d: b - used_mb(snapshot.residents, d) for d, b in budgets.items() if b is not None
+    }
 
     admitted: list[int] = []
     loads: list[str] = []
     rejected: dict[str, str] = {}
-    blocked: Waiter | None = None
-    """The first waiter whose model needs room that only evictions or finishes can make."""
+    held: set[str] = set()
+    """Devices that a waiter ahead is waiting for: nothing behind it is served there."""
+    blocked: list[Waiter] = []
+    """Waiters whose model needs room that only evictions or finishes can make."""
 
     for waiter in snapshot.waiters:
         if waiter.model in rejected:
             continue
-        resident = residents.get(waiter.model)
         if not snapshot.permits(waiter):
             continue  # waits for the mode to change; does not hold up anyone else
+        devices = set(waiter.memory)
+        resident = residents.get(waiter.model)
         if resident is not None and resident.phase == "ready":
-            if blocked is None:
+            if not devices & held:
                 admitted.append(waiter.id)
             continue
         if waiter.model in loads or (resident is not None and resident.phase == "starting"):
             continue  # joins the load under way
-        if budget is not None and waiter.memory_mb + pinned > budget:
-            rejected[waiter.model] = (
-                f"model {waiter.model} needs {waiter.memory_mb} MiB but only "
-                f"{budget - pinned} MiB of the {budget} MiB budget is not held by "
-                "persistent models"
-            )
+        never = _never_fits(waiter, budgets, persistent)
+        if never is not None:
+            rejected[waiter.model] = never
             continue
-        if blocked is not None:
+        if devices & held:
+            held |= devices  # keeps its place on its other devices too
             continue
-        if resident is None and (free is None or waiter.memory_mb <= free):
+        if resident is None and all(mb <= free.get(d, mb) for d, mb in waiter.memory.items()):
             loads.append(waiter.model)
-            if free is not None:
-                free -= waiter.memory_mb
+            for d, mb in waiter.memory.items():
+                if d in free:
+                    free[d] -= mb
             continue
-        blocked = waiter  # stopping, or does not fit: everyone behind it waits
+        blocked.append(waiter)  # stopping, or does not fit: its devices wait for it
+        held |= devices
 
     actions: list[Action] = []
     if admitted:
@@ -167,13 +192,29 @@ def plan(snapshot: Snapshot) -> list[Action]:
         ids = tuple(w.id for w in snapshot.waiters if w.model == model)
         actions.append(Reject(ids, reason))
     actions.extend(Load(model) for model in loads)
-    if blocked is not None and blocked.model not in residents and free is not None:
-        actions.extend(_evictions(snapshot, blocked, free, admitted))
+    actions.extend(_evictions(snapshot, blocked, free, admitted))
     releases = _releases(snapshot, admitted)
     actions.extend(releases)
     released = {a.model for a in releases if isinstance(a, Release)}
     actions.extend(u for u in _unloads(snapshot) if u.model not in released)
     return actions
+
+
+def _never_fits(
+    waiter: Waiter, budgets: Mapping[str, int | None], persistent: Sequence[Resident]
+) -> str | None:
+    """Why the waiter's model can never fit one of its devices, or None."""
+    for device, mb in waiter.memory.items():
+        budget = budgets.get(device)
+        if budget is None:
+            continue
+        pinned = used_mb(persistent, device)
+        if mb + pinned > budget:
+            return (
+                f"model {waiter.model} needs {mb} MiB on {device} but only {budget - pinned} "
+                f"MiB of its {budget} MiB budget is not held by persistent models"
+            )
+    return None
 
 
 def _idle_unloadable(snapshot: Snapshot) -> list[Resident]:
@@ -208,8 +249,8 @@ def next_unload_at(snapshot: Snapshot) -> float | None:
 
 
 def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:
-    """Idle residents the mode does not allow, unless a forced request wants them."""
-    if snapshot.allowed is None:
+    """Idle residents a device's mode does not allow, unless a forced request wants them."""
+    if not snapshot.allowed:
         return []
     admitted_ids = set(admitted)
     wanted = {w.model for w in snapshot.waiters if w.forced or w.id in admitted_ids}
@@ -218,13 +259,18 @@ def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:
         for r in snapshot.residents
         if r.phase == "ready"
         and r.in_flight == 0
-        and r.name not in snapshot.allowed
+        and not all(snapshot.allows(d, r.name) for d in r.memory)
         and r.name not in wanted
     ]
 
 
-def _evictions(snapshot: Snapshot, blocked: Waiter, free: int, admitted: list[int]) -> list[Action]:
-    """Idle residents to stop, LRU first, if stopping them makes room for `blocked`."""
+def _evictions(
+    snapshot: Snapshot, blocked: Sequence[Waiter], free: Mapping[str, int], admitted: list[int]
+) -> list[Action]:
+    """Idle residents to stop, LRU first, for each blocked waiter, where stopping them
+    makes room for it on every one of its devices; what a victim frees beyond the
+    waiter's need is room on its way for the next."""
+    residents = {r.name for r in snapshot.residents}
     admitted_ids = set(admitted)
     busy = {w.model for w in snapshot.waiters if w.id in admitted_ids}
     idle = sorted(
@@ -233,15 +279,39 @@ def _evictions(snapshot: Snapshot, blocked: Waiter, free: int, admitted: list[in
             for r in snapshot.residents
             if r.phase == "ready" and r.in_flight == 0 and not r.persistent and r.name not in busy
         ),
-        key=lambda r: (r.in_flight, r.last_used),
+        key=lambda r: r.last_used,
     )
-    free += sum(r.memory_mb for r in snapshot.residents if r.phase == "stopping")
-    victims: list[Resident] = []
-    for resident in idle:
-        if free >= blocked.memory_mb:
-            break
-        victims.append(resident)
-        free += resident.memory_mb
-    if free < blocked.memory_mb:
-        return []  # wait for requests in flight to finish or stops to complete
-    return [Evict(v.name, blocked.model) for v in victims]
+    coming = dict(free)  # free now, plus what stops under way will free
+    for resident in snapshot.residents:
+        if resident.phase == "stopping":
+            _give_back(coming, resident)
+    actions: list[Action] = []
+    for waiter in blocked:
+        if waiter.model in residents:
+            continue  # it is still stopping: it loads again once it has exited
+        short = {d for d, mb in waiter.memory.items() if d in coming and coming[d] < mb}
+        room = dict(coming)
+        victims: list[Resident] = []
+        for resident in idle:
+            if not short:
+                break
+            if not short & set(resident.memory):
+                continue  # frees nothing where the waiter lacks room
+            victims.append(resident)
+            _give_back(room, resident)
+            short = {d for d in short if room[d] < waiter.memory[d]}
+        if short:
+            continue  # wait for requests in flight to finish or stops to complete
+        actions.extend(Evict(v.name, waiter.model) for v in victims)
+        idle = [r for r in idle if r not in victims]
+        for device, mb in waiter.memory.items():
+            if device in room:
+                room[device] -= mb  # the waiter's own, once it loads
+        coming = room
+    return actions
+
+
+def _give_back(free: dict[str, int], resident: Resident) -> None:
+    for device, mb in resident.memory.items():
+        if device in free:
+            free[device] += mb

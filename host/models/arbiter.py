@@ -197,7 +197,7 @@ class DeviceArbiter:
             result.append(
                 scheduler.Resident(
                     name=name,
-                    memory_mb=self._memory[name],
+                    memory={self.name: self._memory[name]},
                     phase=phase,
                     in_flight=self.in_flight[name],
                     last_used=self._last_used[name],
@@ -208,14 +208,18 @@ class DeviceArbiter:
         return result
 
     def used_mb(self) -> int:
-        return scheduler.used_mb(self.residents())
+        return scheduler.used_mb(self.residents(), self.name)
 
     def snapshot(self) -> scheduler.Snapshot:
+        device = self.name
         return scheduler.Snapshot(
-            budget_mb=self.budget_mb,
+            budgets={device: self.budget_mb},
             residents=self.residents(),
-            waiters=[scheduler.Waiter(w.id, w.model, w.memory_mb, w.forced) for w in self._waiters],
-            allowed=self.allowed,
+            waiters=[
+                scheduler.Waiter(w.id, w.model, {device: w.memory_mb}, w.forced)
+                for w in self._waiters
+            ],
+            allowed={} if self.allowed is None else {device: self.allowed},
             now=self._clock(),
         )
 

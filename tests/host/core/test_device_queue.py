@@ -30,11 +30,11 @@ POLICY = Policy(max_wait_s=300.0, min_residency_s=10.0, request_max_wait_s=30.0)
 def request(
     id: int, model: str, at: float = 0.0, *, priority: int = 10, permitted: bool = True
 ) -> QueuedTask:
-    return QueuedTask(id, model, "gpu0", priority, at, POLICY.request_max_wait_s, permitted)
+    return QueuedTask(id, model, DEVICE, priority, at, POLICY.request_max_wait_s, permitted)
 
 
 def task(id: int, model: str, at: float = 0.0, *, priority: int = 0) -> QueuedTask:
-    return QueuedTask(id, model, "gpu0", priority, at)
+    return QueuedTask(id, model, DEVICE, priority, at)
 
 
 def order(
@@ -119,6 +119,7 @@ def test_the_device_looks_again_when_a_bound_or_the_residency_falls_due() -> Non
 MODELS = ("A", "B", "C")
 MEMORY_MB = 600
 BUDGET_MB = 1000  # one model at a time
+DEVICE = "gpu0"
 
 
 @dataclass(order=True)
@@ -185,13 +186,14 @@ def simulate(
         serving = {m: s for m, s in since.items() if phase.get(m) in ("starting", "ready")}
         ordered = serve_order(waiting, serving, in_flight, now, policy)
         by_id = {w.id: w for w in waiting}
+        memory = {DEVICE: MEMORY_MB}
         snapshot = scheduler.Snapshot(
-            BUDGET_MB,
+            {DEVICE: BUDGET_MB},
             [
-                scheduler.Resident(m, MEMORY_MB, p, in_flight[m], last_used[m])
+                scheduler.Resident(m, memory, p, in_flight[m], last_used[m])
                 for m, p in phase.items()
             ],
-            [scheduler.Waiter(cast(int, i), by_id[i].model, MEMORY_MB) for i in ordered.ids],
+            [scheduler.Waiter(cast(int, i), by_id[i].model, memory) for i in ordered.ids],
             now=now,
         )
         for action in scheduler.plan(snapshot):

@@ -710,8 +710,8 @@ async def test_a_model_that_can_never_fit_beside_the_persistent_ones_is_refused_
 
     with pytest.raises(
         ModelUnavailable,
-        match=r"^model b needs 600 MiB but only 400 MiB of the 1000 MiB budget is not held "
-        r"by persistent models$",
+        match=r"^model b needs 600 MiB on gpu0 but only 400 MiB of its 1000 MiB budget is not "
+        r"held by persistent models$",
     ):
         await bounded(arbiter.acquire("b", BOUND_S))
     with pytest.raises(ModelUnavailable, match="model huge needs 2000 MiB"):
