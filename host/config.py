@@ -542,9 +542,9 @@ RESERVED_MODEL_NAMES = frozenset({"auto", "big"})
 
 
 def _check_placement(name: str, model: ManagedModel, devices: dict[str, Device]) -> None:
-    """Every device of a managed model exists and can hold its share. A model on several
-    devices is refused for now: the arbiters do not yet take all its cards at once
-    (issue 12, part 1), and running it on one card would break that card's budget."""
+    """Every device of a managed model exists and can hold its share; a model on several
+    devices says what it takes on each (the GGUF estimate is for one card: how a split
+    spreads weights and KV cache depends on the model and the split)."""
     key = "device" if len(model.devices) == 1 else "devices"
     for device_name in model.devices:
         if device_name not in devices:
@@ -552,6 +552,11 @@ def _check_placement(name: str, model: ManagedModel, devices: dict[str, Device])
             raise ValueError(
                 f"models.{name}.{key}: unknown device {device_name!r} (known: {known})"
             )
+    if len(model.devices) > 1 and model.memory_mb is None:
+        raise ValueError(
+            f"models.{name}.memory_mb: a model on several devices needs memory_mb, one "
+            "number (split evenly) or a table per device"
+        )
     for device_name, share in model.memory_by_device.items():
         budget = devices[device_name].memory_mb
         if budget is not None and share > budget:
@@ -560,11 +565,6 @@ def _check_placement(name: str, model: ManagedModel, devices: dict[str, Device])
                 f"models.{name}.memory_mb: {share} MiB{where} can never fit "
                 f"device {device_name} ({budget} MiB budget)"
             )
-    if len(model.devices) > 1:
-        raise ValueError(
-            f"models.{name}.devices: a model on several devices is not served yet; "
-            "give it one device"
-        )
 
 
 def _describe(error: ValidationError, source: str) -> str:

@@ -29,9 +29,10 @@ log = logging.getLogger("tierhost.controls")
 
 
 class ModeGate(Protocol):
-    """What a device's arbiter does with a mode: hold only these models (None: any)."""
+    """What a device's arbiter does with a mode: hold only these models on the device
+    (None: any)."""
 
-    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None: ...
+    def set_allowed(self, allowed: frozenset[str] | None, reason: str, device: str) -> None: ...
 
 
 class TypeAsker(Protocol):
@@ -110,7 +111,8 @@ class Controls:
         hold = modes.hold_reason(device, mode)
         if hold and why:
             hold = f"{hold} ({why})"
-        self._gates[device].set_allowed(modes.allowed_models(self.config, device, mode), hold)
+        allowed = modes.allowed_models(self.config, device, mode)
+        self._gates[device].set_allowed(allowed, hold, device)
 
     async def set_mode(
         self, mode: str, device: str | None = None, reason: str | None = None

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,12 @@ import httpx
 from host.auth import is_loopback, load_or_create_token
 from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
 from host.controls import Controls
-from host.core import routing
+from host.core import placement, routing
 from host.core.batching import Policy
 from host.core.remote_health import Health, RemoteMode
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
-from host.models.arbiter import DeviceArbiter, SwapRecord
+from host.models.arbiter import DeviceArbiter, LoadGate, SwapRecord
 from host.models.auto_yield import AutoYield
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
@@ -106,12 +106,15 @@ class Host:
         self._dispatcher: Dispatcher | None = None
         self._tasks: TaskQueue | None = None
         self.memory_of: dict[str, int] = {}
-        """What each managed model counts on its device: memory_mb, else the GGUF estimate."""
+        """What each managed model counts on its devices in all: memory_mb, else the GGUF
+        estimate."""
+        self.placement_of: dict[str, dict[str, int]] = {}
+        """What each managed model counts on each of its devices."""
         self.metrics = HostMetrics(lambda: status_document(self))
         self.warm_pool = warm_pool.WarmPool(
             {},
             warm_pool.default_budget_mb(config.host.warm_pool_mb),
-            lambda: warm_pool.outlook_of(self.arbiters.values()),
+            lambda: warm_pool.outlook_of(self.distinct_arbiters()),
         )
 
     # -- construction ------------------------------------------------------------
@@ -123,15 +126,22 @@ class Host:
         binary: Path,
         profile: FallbackProfile | None = None,
     ) -> LaunchSpec:
-        device = self.devices[model.device]
-        env: dict[str, str] = {}
         own_args = model.args if profile is None or profile.args is None else profile.args
-        if device.gpu_index is not None:
-            args = ["--n-gpu-layers", str(model.gpu_layers), *own_args]
-            env["CUDA_VISIBLE_DEVICES"] = str(device.gpu_index)
+        indexes = {d: self.devices[d].gpu_index for d in model.devices}
+        cards = len({d.gpu_index for d in self.devices.values() if d.gpu_index is not None})
+        launch = placement.launch_for(
+            model.devices,
+            model.memory_by_device,
+            indexes,
+            max(gpu.gpu_count(), cards) if cards else 0,
+        )
+        env = dict(launch.env)
+        if all(index is not None for index in indexes.values()):
+            args = ["--n-gpu-layers", str(model.gpu_layers), *launch.args, *own_args]
         else:
-            # budget-only or CPU device: the model runs on the CPU whatever args say
-            args = [*own_args, "--n-gpu-layers", "0"]
+            # budget-only or CPU device: the model runs on the CPU whatever args say (a
+            # split is passed all the same, and has no effect there)
+            args = [*launch.args, *own_args, "--n-gpu-layers", "0"]
         if model.kv_slots and "--slot-save-path" not in args:
             args += ["--slot-save-path", str(self.data_dir / "slots" / name)]
         return LaunchSpec(
@@ -172,16 +182,15 @@ class Host:
         process.subscribe(on_transition)
         self.slot_keepers[name] = keeper
 
-    def _vram_gate(
-        self, device: str, gpu_index: int | None
-    ) -> Callable[[str, int], Awaitable[None]] | None:
-        """On a real card, a load first waits (bounded) until NVML shows its memory free:
-        the VRAM of a server just stopped is released by the driver a little later."""
-        if gpu_index is None:
+    def _vram_gate(self, devices: Sequence[str]) -> LoadGate | None:
+        """On real cards, a load first waits (bounded) until NVML shows its memory free on
+        each of them: the VRAM of a server just stopped is released by the driver a
+        little later."""
+        indexes = {d: i for d in devices if (i := self.devices[d].gpu_index) is not None}
+        if not indexes:
             return None
-        index = gpu_index
 
-        async def wait(model: str, need_mb: int) -> None:
+        async def wait_one(model: str, device: str, index: int, need_mb: int) -> None:
             result = await gpu.wait_for_free(lambda: gpu.read_memory(index), need_mb)
             if not result.enough:
                 log.warning(
@@ -197,7 +206,16 @@ class Host:
                     "%s: waited %.2f s for %s to free its memory", model, result.waited_s, device
                 )
 
+        async def wait(model: str, need: Mapping[str, int]) -> None:
+            await asyncio.gather(
+                *(wait_one(model, d, indexes[d], mb) for d, mb in need.items() if d in indexes)
+            )
+
         return wait
+
+    def distinct_arbiters(self) -> list[DeviceArbiter]:
+        """Each arbiter once (devices that a model spans share theirs)."""
+        return list({id(a): a for a in self.arbiters.values()}.values())
 
     def build(self) -> None:
         """Create processes and arbiters; raises ConfigError before anything starts."""
@@ -209,28 +227,34 @@ class Host:
             process.subscribe(self._on_transition)
             self.processes[name] = process
             self.device_of[name] = model.device
-            info = self.devices[model.device]
-            self.memory_of[name] = gguf.memory_for(
-                name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
-            )
+            if len(model.devices) > 1:
+                self.placement_of[name] = model.memory_by_device  # the config requires it
+            else:
+                info = self.devices[model.device]
+                estimate = gguf.memory_for(
+                    name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
+                )
+                self.placement_of[name] = {model.device: estimate}
+            self.memory_of[name] = sum(self.placement_of[name].values())
             self.warm_pool.files[name] = process.spec.gguf
             if model.kv_slots:
                 self._keep_slots(name, process)
-        for device_name, info in self.devices.items():
-            names = [n for n, m in managed.items() if m.device == device_name]
-            self.arbiters[device_name] = DeviceArbiter(
-                device_name,
-                info.budget_mb,
+        spanning = [m.devices for m in managed.values()]
+        for group in placement.device_groups(list(self.devices), spanning):
+            names = [n for n, m in managed.items() if m.device in group]
+            arbiter = DeviceArbiter(
+                {d: self.devices[d].budget_mb for d in group},
                 {n: self.processes[n] for n in names},
-                {n: self.memory_of[n] for n in names},
+                {n: self.placement_of[n] for n in names},
                 {n for n in names if managed[n].persistent},
                 {n: managed[n].max_concurrency for n in names},
                 max_queue=self.config.host.max_queue,
                 on_swap=self._record_swap,
-                before_load=self._vram_gate(device_name, info.gpu_index),
+                before_load=self._vram_gate(group),
                 idle_unload_s={n: s for n in names if (s := managed[n].idle_unload_s) is not None},
                 policy=self.policy,
             )
+            self.arbiters.update(dict.fromkeys(group, arbiter))
 
     def _type_model(self, name: str) -> TypeModel:
         """The classifier model; one on a GPU is asked only while resident."""
@@ -362,7 +386,7 @@ class Host:
         self.closing = True
         if self._dispatcher is not None:
             await self._dispatcher.close()
-        await asyncio.gather(*(a.close() for a in self.arbiters.values()))
+        await asyncio.gather(*(a.close() for a in self.distinct_arbiters()))
         for task in list(self._background):
             await asyncio.wait({task}, timeout=2)
         await self.warm_pool.close()

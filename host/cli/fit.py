@@ -2,7 +2,9 @@
 
 Works from the config and the GGUF alone (no daemon): the estimate breakdown, the
 device's budget, and for MoE models the fewest layers whose experts must stay in RAM
-(`--n-cpu-moe`) for the model to fit with the context asked for.
+(`--n-cpu-moe`) for the model to fit with the context asked for. A model on several
+devices is checked on each: its weights and KV cache split in proportion to its shares
+(as `--tensor-split` splits them), and a compute buffer on every card.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def fit_report(
     if not isinstance(model, ManagedModel):
         known = ", ".join(sorted(config.managed()))
         raise ConfigError(f"{model_name!r} is not a managed model (managed: {known})")
+    if device_name is None and len(model.devices) > 1:
+        return _spanning_report(config, model_name, model, ctx)
     device_name = device_name or model.device
     kind, budget = device_budget(config, device_name)
     path = resolve_gguf(model.gguf, model_name)
@@ -55,14 +59,7 @@ def fit_report(
         "gguf": str(path),
         "budget_mb": budget,
         "ctx_size": result.ctx_size,
-        "estimate": {
-            "device_mb": round(result.device_mb, 1),
-            "weights_device_mb": round(result.weights_device_mb, 1),
-            "weights_host_mb": round(result.weights_host_mb, 1),
-            "kv_device_mb": round(result.kv_device_mb, 1),
-            "kv_host_mb": round(result.kv_host_mb, 1),
-            "compute_mb": round(result.compute_mb, 1),
-        },
+        "estimate": _estimate_json(result),
         "fits": budget is None or result.device_mb <= budget,
         "moe": shape.is_moe,
         "n_cpu_moe": None,
@@ -81,6 +78,75 @@ def fit_report(
                 f"smallest --n-cpu-moe that fits: {smallest} ({at.device_mb:.0f} MiB on "
                 f"device, {at.weights_host_mb:.0f} MiB of weights in RAM)"
             )
+    lines.append("fits" if report["fits"] else "does NOT fit")
+    report["text"] = "\n".join(lines)
+    return report
+
+
+def _estimate_json(result: gguf.Estimate) -> dict[str, float]:
+    return {
+        "device_mb": round(result.device_mb, 1),
+        "weights_device_mb": round(result.weights_device_mb, 1),
+        "weights_host_mb": round(result.weights_host_mb, 1),
+        "kv_device_mb": round(result.kv_device_mb, 1),
+        "kv_host_mb": round(result.kv_host_mb, 1),
+        "compute_mb": round(result.compute_mb, 1),
+    }
+
+
+def split_estimate(result: gguf.Estimate, shares: dict[str, int]) -> dict[str, float]:
+    """What each card takes of a split model: weights and KV cache in proportion to the
+    shares (all equal when none), and a whole compute buffer on every card."""
+    total = sum(shares.values())
+    split = result.device_mb - result.compute_mb
+    return {d: split * part / total + result.compute_mb for d, part in shares.items()}
+
+
+def _spanning_report(
+    config: Config, model_name: str, model: ManagedModel, ctx: int | None
+) -> dict[str, Any]:
+    path = resolve_gguf(model.gguf, model_name)
+    budgets = {d: device_budget(config, d) for d in model.devices}
+    try:
+        shape, _, result = gguf.estimate_model(model, path, "gpu", ctx)
+    except gguf.GgufError as exc:
+        raise ConfigError(str(exc)) from None
+    configured = model.memory_by_device
+    shares = configured or dict.fromkeys(model.devices, 1)
+    estimates = split_estimate(result, shares)
+    parts = ",".join(str(shares[d]) for d in model.devices)
+    where = "+".join(model.devices)
+    lines = [f"{model_name} on {where} (--tensor-split {parts}), {path.name}", *result.lines()]
+    cards = []
+    for device_name, (kind, budget) in budgets.items():
+        need = estimates[device_name]
+        fits = budget is None or (kind == "gpu" and need <= budget)
+        cards.append(
+            {
+                "device": device_name,
+                "budget_mb": budget,
+                "estimate_mb": round(need, 1),
+                "configured_mb": configured.get(device_name),
+                "fits": fits,
+            }
+        )
+        shown = f"{budget} MiB" if budget is not None else "none"
+        lines.append(
+            f"{device_name:<18} {need:>10.1f} MiB of it (budget {shown}, configured "
+            f"{configured.get(device_name, '-')} MiB): {'fits' if fits else 'does NOT fit'}"
+        )
+    report: dict[str, Any] = {
+        "model": model_name,
+        "device": where,
+        "devices": cards,
+        "gguf": str(path),
+        "budget_mb": None,
+        "ctx_size": result.ctx_size,
+        "estimate": _estimate_json(result),
+        "fits": all(card["fits"] for card in cards),
+        "moe": shape.is_moe,
+        "n_cpu_moe": None,
+    }
     lines.append("fits" if report["fits"] else "does NOT fit")
     report["text"] = "\n".join(lines)
     return report

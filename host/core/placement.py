@@ -11,11 +11,14 @@ and environment for the server's start. Rules:
   card of device i). It is set only when every one of its devices has an NVML index (a
   budget-only or CPU device has none: there is no card to name), and, for a one-device
   model, only on a box with several GPUs: with one card there is nothing to pin.
+- Devices that a model spans are arbitrated together (`device_groups`): one arbiter, so
+  one plan, for every card such a model needs; a device no model spans is a group of
+  its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -49,3 +52,22 @@ def launch_for(
     if pinnable and (len(devices) > 1 or gpus_on_box > 1):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in indexes)
     return Launch(args, env)
+
+
+def device_groups(
+    devices: Sequence[str], placements: Iterable[Sequence[str]]
+) -> list[tuple[str, ...]]:
+    """The devices joined by models that span them (each placement is one model's
+    devices): every device in exactly one group, each group in `devices`' order, the
+    groups in the order of their first device."""
+    group_of = {name: {name} for name in devices}
+    for placement in placements:
+        joined = set().union(*(group_of[name] for name in placement if name in group_of))
+        for name in joined:
+            group_of[name] = joined
+    groups: list[tuple[str, ...]] = []
+    for name in devices:
+        group = tuple(d for d in devices if d in group_of[name])
+        if group not in groups:
+            groups.append(group)
+    return groups

@@ -3,7 +3,11 @@
 One arbiter per device holds the queue of everything waiting for a model on that device
 (proxied requests, the requests of running tasks, validator and classifier calls),
 counts requests in flight, and carries out the scheduler's actions (admit, load,
-evict). The queue is served in the order the swap-minimising policy of
+evict). Devices that a model spans (a dense model split over two GPUs) share one
+arbiter, so one plan decides for all the cards it needs: it is loaded when it fits on
+every one, evicted from every one at once, and two spanning models can never hold a
+card each while waiting for the other's. Devices no model spans keep one arbiter each.
+The queue is served in the order the swap-minimising policy of
 `host.core.batching.serve_order` gives it on a device with a budget (arrival order on
 one without, where nothing competes). All of its bookkeeping changes in `_replan()`, a
 plain function with no await in it, so no two decisions interleave; loads and stops run
@@ -18,7 +22,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,7 +76,7 @@ Work = Literal["request", "task"]
 class _Waiter:
     id: int
     model: str
-    memory_mb: int
+    memory: scheduler.Memory
     future: asyncio.Future[None]
     forced: bool = False
     priority: int = 0
@@ -91,7 +95,7 @@ class Queued:
     waited_s: float
     max_wait_s: float | None
     held: bool
-    """The device's mode holds its model back."""
+    """A device's mode holds its model back."""
 
 
 @dataclass
@@ -118,29 +122,33 @@ class Lease:
             self._arbiter._release(self.model.name)
 
 
+LoadGate = Callable[[str, scheduler.Memory], Awaitable[None]]
+"""Before a load: wait until the memory the model needs on each card is really free."""
+
+
 class DeviceArbiter:
-    """Time-shares one device between its managed models."""
+    """Time-shares one device, or the devices that models span, between their models."""
 
     def __init__(
         self,
-        name: str,
-        budget_mb: int | None,
+        budgets: Mapping[str, int | None],
         models: dict[str, ModelProcess],
-        memory_mb: dict[str, int],
+        memory: Mapping[str, scheduler.Memory],
         persistent: set[str],
         max_concurrency: dict[str, int],
         *,
         max_queue: int = 256,
         on_swap: SwapSink | None = None,
-        before_load: Callable[[str, int], Awaitable[None]] | None = None,
+        before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
         policy: batching.Policy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.name = name
-        self.budget_mb = budget_mb
+        self.budgets = dict(budgets)
+        """Each device's budget in MiB (None: no budget, the CPU)."""
+        self.name = "+".join(self.budgets)
         self.models = models
-        self._memory = memory_mb
+        self._memory = {name: dict(parts) for name, parts in memory.items()}
         self._persistent = persistent
         self._max_concurrency = max_concurrency
         self.max_queue = max_queue
@@ -166,9 +174,10 @@ class DeviceArbiter:
         self._pending_swaps: dict[str, _PendingSwap] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self.allowed: frozenset[str] | None = None
-        self.mode_reason = ""
-        """Why models are held back, e.g. "gpu0 is in gaming mode"; empty in auto."""
+        self.allowed: dict[str, frozenset[str]] = {}
+        """The models each device's mode allows; a device not named allows any."""
+        self.mode_reasons: dict[str, str] = {}
+        """Why a device holds models back, e.g. "gpu0 is in gaming mode"; none in auto."""
         for process in models.values():
             process.subscribe(self._on_transition)
 
@@ -181,7 +190,17 @@ class DeviceArbiter:
     def queue_length(self) -> int:
         return len(self._waiters)
 
-    def residents(self) -> list[scheduler.Resident]:
+    @property
+    def contended(self) -> bool:
+        """Whether its models compete for memory (a device with a budget swaps)."""
+        return any(b is not None for b in self.budgets.values())
+
+    def devices_of(self, model: str) -> str:
+        """Where a model lives, in words: "gpu0", or "gpu0+gpu1" for a spanning one."""
+        return "+".join(self._memory[model])
+
+    def residents(self, device: str | None = None) -> list[scheduler.Resident]:
+        """What is resident (or loading, or stopping): on `device`, or on any."""
         result = []
         for name, process in self.models.items():
             if name in self._evicting:
@@ -194,10 +213,12 @@ class DeviceArbiter:
                 phase = "stopping"
             else:
                 continue
+            if device is not None and device not in self._memory[name]:
+                continue
             result.append(
                 scheduler.Resident(
                     name=name,
-                    memory={self.name: self._memory[name]},
+                    memory=self._memory[name],
                     phase=phase,
                     in_flight=self.in_flight[name],
                     last_used=self._last_used[name],
@@ -207,25 +228,22 @@ class DeviceArbiter:
             )
         return result
 
-    def used_mb(self) -> int:
-        return scheduler.used_mb(self.residents(), self.name)
+    def used_mb(self, device: str) -> int:
+        return scheduler.used_mb(self.residents(device), device)
 
     def snapshot(self) -> scheduler.Snapshot:
-        device = self.name
         return scheduler.Snapshot(
-            budgets={device: self.budget_mb},
+            budgets=self.budgets,
             residents=self.residents(),
-            waiters=[
-                scheduler.Waiter(w.id, w.model, {device: w.memory_mb}, w.forced)
-                for w in self._waiters
-            ],
-            allowed={} if self.allowed is None else {device: self.allowed},
+            waiters=[scheduler.Waiter(w.id, w.model, w.memory, w.forced) for w in self._waiters],
+            allowed=self.allowed,
             now=self._clock(),
         )
 
-    def waiting(self) -> list[Queued]:
-        """The waiting queue in the order it is served (see `order`), for the status."""
-        waiters = self._waiters
+    def waiting(self, device: str | None = None) -> list[Queued]:
+        """The waiting queue in the order it is served (see `order`), for the status: what
+        waits for `device`, or all of it."""
+        waiters = [w for w in self._waiters if device is None or device in w.memory]
         if self.order is not None:
             by_id = {w.id: w for w in waiters}
             waiters = [by_id.pop(i) for i in self.order.ids if i in by_id]
@@ -268,30 +286,53 @@ class DeviceArbiter:
         """Why a request for `model` cannot be served at once, in words for the client
         (a streaming client is told this before its answer starts)."""
         state = self.models[model].state
+        on = self.devices_of(model)
         if model in self._evicting or state is ModelState.STOPPING:
-            where = f"{model} is stopping on {self.name}"
+            where = f"{model} is stopping on {on}"
         elif model in self._loading or state is ModelState.STARTING:
-            where = f"{model} is loading on {self.name}"
+            where = f"{model} is loading on {on}"
         elif state is ModelState.READY:
-            where = f"{model} is loaded on {self.name}, with work queued before it"
+            where = f"{model} is loaded on {on}, with work queued before it"
         else:
-            others = [r.name for r in self.residents() if r.name != model]
-            holds = f" (it holds {', '.join(others)})" if others else ""
-            where = f"{model} is not loaded on {self.name}{holds}; a swap comes first"
+            mine = set(self._memory[model])
+            others = [r.name for r in self.residents() if r.name != model and mine & set(r.memory)]
+            holds = f" ({'they hold' if len(mine) > 1 else 'it holds'} {', '.join(others)})"
+            where = f"{model} is not loaded on {on}{holds if others else ''}; a swap comes first"
         ahead = len(self._waiters)
-        queued = f"; {ahead} {'request waits' if ahead == 1 else 'requests wait'} on the device"
+        queued = f"; {ahead} {'request waits' if ahead == 1 else 'requests wait'} on {self.name}"
         rule = ""
         if self.order is not None and self.order.choice.model not in (None, model):
             rule = f"; served first: {self.order.choice.why}"
         return where + (queued if ahead else "") + rule
 
     def permits(self, model: str, forced: bool = False) -> bool:
-        return self.allowed is None or forced or model in self.allowed
+        return forced or not self._holding(model)
 
-    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None:
-        """Apply a device mode: None allows every model; releases what is no longer allowed."""
-        self.allowed = allowed
-        self.mode_reason = reason
+    def _holding(self, model: str) -> list[str]:
+        """The devices of `model` whose mode does not allow it."""
+        return [
+            d for d in self._memory[model] if d in self.allowed and model not in self.allowed[d]
+        ]
+
+    def hold_reason(self, model: str) -> str:
+        """Why `model` is held back ("gpu1 is in gaming mode"); empty when it is not."""
+        return "; ".join(self.mode_reasons.get(d) or f"{d}'s mode" for d in self._holding(model))
+
+    def set_allowed(
+        self, allowed: frozenset[str] | None, reason: str, device: str | None = None
+    ) -> None:
+        """Apply a device's mode (`device` may be left out where there is one): None allows
+        every model; releases what is no longer allowed."""
+        if device is None:
+            (device,) = self.budgets
+        if allowed is None:
+            self.allowed.pop(device, None)
+        else:
+            self.allowed[device] = allowed
+        if reason:
+            self.mode_reasons[device] = reason
+        else:
+            self.mode_reasons.pop(device, None)
         self._replan()
 
     # -- requests ----------------------------------------------------------------
@@ -326,7 +367,7 @@ class DeviceArbiter:
         batch, a task's request `max_wait_s`; without a priority of its own a request
         gets the policy's `request_priority`, a task's request 0."""
         if self._closed:
-            raise ModelUnavailable(f"device {self.name} is shutting down")
+            raise ModelUnavailable(f"device {self.devices_of(model)} is shutting down")
         limit = self._max_concurrency[model]
         if self.in_flight[model] + self.queued(model) >= limit:
             raise TooManyRequests(
@@ -365,7 +406,7 @@ class DeviceArbiter:
                 waiter.future.cancel()
             self._drop(waiter)
             if isinstance(exc, TimeoutError):
-                why = f"; {self.mode_reason}" if not self.permits(model, forced) else ""
+                why = f"; {self.hold_reason(model)}" if not self.permits(model, forced) else ""
                 raise WaitTimedOut(
                     f"model {model} was not available within {timeout:g} s "
                     f"({self.queue_length} requests waiting on device {self.name}{why})"
@@ -402,7 +443,7 @@ class DeviceArbiter:
             del self._pending_swaps[model]  # its requests left: the next load is a new swap
         snapshot = self.snapshot()
         look_again: float | None = None
-        if self.budget_mb is not None and self._waiters:
+        if self.contended and self._waiters:
             work = self._queued_work()
             serving = self._serving(list(snapshot.residents))
             self.order = batching.serve_order(
@@ -413,7 +454,7 @@ class DeviceArbiter:
             snapshot = dataclasses.replace(
                 snapshot, waiters=[by_id[i] for i in self.order.ids if isinstance(i, int)]
             )
-        elif self.budget_mb is not None:
+        elif self.contended:
             self.order = None
         for action in scheduler.plan(snapshot):
             match action:
@@ -479,6 +520,7 @@ class DeviceArbiter:
     async def _load(self, model: str, swap: _PendingSwap) -> None:
         process = self.models[model]
         reason = "evicted " + ", ".join(swap.evicted) if swap.evicted else "device had room"
+        where = self.devices_of(model)
         try:
             if self._before_load is not None:
                 await self._before_load(model, self._memory[model])
@@ -493,9 +535,7 @@ class DeviceArbiter:
             ids = {w.id for w in self._waiters if w.model == model}
             self._fail_waiters(ids, ModelUnavailable(message))
             await self._record(
-                SwapRecord(
-                    model, self.name, swap.started, None, tuple(swap.evicted), reason, "failed"
-                )
+                SwapRecord(model, where, swap.started, None, tuple(swap.evicted), reason, "failed")
             )
             self._replan()
             return
@@ -506,7 +546,7 @@ class DeviceArbiter:
         self._replan()
         await self._record(
             SwapRecord(
-                model, self.name, swap.started, time.time(), tuple(swap.evicted), reason, "ready"
+                model, where, swap.started, time.time(), tuple(swap.evicted), reason, "ready"
             )
         )
 
@@ -526,7 +566,7 @@ class DeviceArbiter:
 
     async def _release_for_mode(self, model: str) -> None:
         try:
-            await self.models[model].stop(self.mode_reason or "released by the device mode")
+            await self.models[model].stop(self.hold_reason(model) or "released by the device mode")
         finally:
             self._evicting.discard(model)
             self._replan()

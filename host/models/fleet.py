@@ -68,7 +68,7 @@ class Fleet:
         arbiter = self._arbiter(model)
         if arbiter is None or arbiter.permits(model, forced):
             return None
-        return arbiter.mode_reason or "held back by its device's mode"
+        return arbiter.hold_reason(model) or "held back by its device's mode"
 
     def why_wait(self, model: str) -> str:
         """Why a lease on a managed `model` must wait (see `DeviceArbiter.why_wait`)."""
@@ -82,7 +82,7 @@ class Fleet:
     def contended_devices(self) -> dict[str, bool]:
         """Each device, and whether its models compete for memory (a device with a
         budget swaps; a CPU device without one runs everything side by side)."""
-        return {name: a.budget_mb is not None for name, a in self._arbiters.items()}
+        return {name: a.budgets[name] is not None for name, a in self._arbiters.items()}
 
     def failed_recently(self) -> set[str]:
         """Managed models that failed within FAILURE_COOLDOWN_S: routing skips them when

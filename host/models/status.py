@@ -42,6 +42,8 @@ class StatusView(Protocol):
     @property
     def memory_of(self) -> Mapping[str, int]: ...
     @property
+    def placement_of(self) -> Mapping[str, Mapping[str, int]]: ...
+    @property
     def slot_keepers(self) -> Mapping[str, SlotKeeper]: ...
     @property
     def warm_pool(self) -> Residency: ...
@@ -67,6 +69,7 @@ def status_document(view: StatusView) -> dict[str, Any]:
 
 def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
     arbiter = view.arbiters[name]
+    waiting = arbiter.waiting(name)
     measured = None
     if info.gpu_index is not None:
         reading = gpu.read_memory(info.gpu_index)
@@ -75,12 +78,12 @@ def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
         "name": name,
         "kind": info.kind,
         "budget_mb": info.budget_mb,
-        "used_mb": arbiter.used_mb(),
+        "used_mb": arbiter.used_mb(name),
         "gpu_used_mb": measured,
         "mode": view.modes.get(name, mode_names.AUTO),
-        "hold": arbiter.mode_reason or None,
-        "residents": [r.name for r in arbiter.residents()],
-        "queue": arbiter.queue_length,
+        "hold": arbiter.mode_reasons.get(name) or None,
+        "residents": [r.name for r in arbiter.residents(name)],
+        "queue": len(waiting),
         "waiting": [
             {
                 "model": w.model,
@@ -90,7 +93,7 @@ def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
                 "max_wait_s": w.max_wait_s,
                 "held": w.held,
             }
-            for w in arbiter.waiting()
+            for w in waiting
         ],
         "order": None
         if arbiter.order is None
@@ -129,7 +132,9 @@ def _model(view: StatusView, name: str) -> dict[str, Any]:
     keeper = view.slot_keepers.get(name)
     entry.update(
         kind="managed",
-        device=model.device,
+        device="+".join(model.devices),
+        devices=list(model.devices),
+        memory_by_device=view.placement_of.get(name, {}),
         state=process.state.value,
         pid=process.pid,
         port=process.port if process.pid else None,

@@ -178,8 +178,8 @@ def test_an_estimated_model_has_no_shares_yet() -> None:
             r"device gpu1 \(1000 MiB budget\)",
         ),
         (
-            'devices = ["gpu0", "gpu1"]\nmemory_mb = 1000\n',
-            r"models\.m2\.devices: a model on several devices is not served yet",
+            'devices = ["gpu0", "gpu1"]\n',
+            r"models\.m2\.memory_mb: a model on several devices needs memory_mb, one number",
         ),
         ('device = "gpu0"\nmemory_table = {gpu0 = 1}\n', r"models\.m2: memory_table: unknown"),
     ],
@@ -189,3 +189,11 @@ def test_placement_mistakes_are_one_line_naming_the_key(model: str, expected: st
     with pytest.raises(ConfigError, match=expected) as caught:
         parse_config(text + '[models.m2]\ngguf = "x"\n' + model, "t.toml")
     assert "\n" not in str(caught.value)
+
+
+def test_a_model_on_two_cards_with_its_memory_is_accepted() -> None:
+    text = BASE.replace("[devices.gpu0]\nmemory_mb = 1000\n", TWO_GPUS)
+    config = parse_config(
+        text + '[models.m2]\ngguf = "x"\ndevices = ["gpu1", "gpu0"]\nmemory_mb = 1600\n'
+    )
+    assert config.managed()["m2"].memory_by_device == {"gpu0": 800, "gpu1": 800}

@@ -27,7 +27,7 @@ class FakeAsker:
 
 
 class NoGate:
-    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None:
+    def set_allowed(self, allowed: frozenset[str] | None, reason: str, device: str) -> None:
         pass
 
 

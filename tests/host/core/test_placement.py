@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from host.core.placement import Launch, launch_for
+from host.core.placement import Launch, device_groups, launch_for
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,26 @@ def test_launch_for(
     expected: Launch,
 ) -> None:
     assert launch_for(devices, shares, indexes, gpus) == expected
+
+
+@pytest.mark.parametrize(
+    ("placements", "groups"),
+    [
+        pytest.param([], [("cpu",), ("gpu0",), ("gpu1",), ("gpu2",)], id="no-spanning"),
+        pytest.param(
+            [("gpu0",), ("gpu0", "gpu1"), ("gpu1",)],
+            [("cpu",), ("gpu0", "gpu1"), ("gpu2",)],
+            id="one-dense-model",
+        ),
+        pytest.param(
+            [("gpu0", "gpu1"), ("gpu1", "gpu2")],
+            [("cpu",), ("gpu0", "gpu1", "gpu2")],
+            id="chained-through-gpu1",
+        ),
+        pytest.param(
+            [("gpu2", "gpu0")], [("cpu",), ("gpu0", "gpu2"), ("gpu1",)], id="in-device-order"
+        ),
+    ],
+)
+def test_device_groups(placements: list[tuple[str, ...]], groups: list[tuple[str, ...]]) -> None:
+    assert device_groups(["cpu", "gpu0", "gpu1", "gpu2"], placements) == groups

@@ -19,16 +19,18 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 import pytest
 
 from host.core.batching import Policy
+from host.core.scheduler import Memory
 from host.models.arbiter import (
     DeviceArbiter,
     Lease,
+    LoadGate,
     ModelUnavailable,
     QueueFull,
     SwapRecord,
@@ -51,6 +53,9 @@ SHORT_TIMEOUT_S = 0.05
 """A request timeout that a test lets expire: the one real wait in these tests."""
 
 GAMING = "gpu0 is in gaming mode"
+
+GPU = "gpu0"
+"""The device of the one-device arbiters."""
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -133,15 +138,15 @@ class Devices:
 
     def make(
         self,
-        memory_mb: dict[str, int],
+        memory_mb: Mapping[str, int | Memory],
         *,
-        budget_mb: int | None = 1000,
+        budget_mb: int | Mapping[str, int | None] | None = 1000,
         ready: Collection[str] = (),
         persistent: Iterable[str] = (),
         max_concurrency: dict[str, int] | None = None,
         max_queue: int = 256,
         on_swap: SwapSink | None = None,
-        before_load: Callable[[str, int], Awaitable[None]] | None = None,
+        before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
         policy: Policy | None = None,
         clock: Callable[[], float] | None = None,
@@ -149,6 +154,8 @@ class Devices:
         """A device whose models are `memory_mb`'s keys, those in `ready` already up.
 
         Every model may take 4 requests at once unless `max_concurrency` says otherwise.
+        With budgets per device, the arbiter is that group's, and each model's memory is
+        given per device.
         """
         journal: list[str] = []
         fakes = {
@@ -161,11 +168,11 @@ class Devices:
             swaps.append(swap)
 
         limits = dict.fromkeys(memory_mb, 4) | (max_concurrency or {})
+        budgets = budget_mb if isinstance(budget_mb, Mapping) else {GPU: budget_mb}
         arbiter = DeviceArbiter(
-            "gpu0",
-            budget_mb,
+            budgets,
             cast("dict[str, ModelProcess]", fakes),  # the arbiter uses only the fake's surface
-            dict(memory_mb),
+            {n: {GPU: mb} if isinstance(mb, int) else mb for n, mb in memory_mb.items()},
             set(persistent),
             limits,
             max_queue=max_queue,
@@ -340,7 +347,7 @@ async def test_models_that_fit_side_by_side_load_together_and_stay_resident(
     await bounded(asyncio.gather(for_a, for_b))
 
     assert device.phases() == {"a": "ready", "b": "ready"}
-    assert device.arbiter.used_mb() == 800
+    assert device.arbiter.used_mb(GPU) == 800
     assert a.stop_reasons == b.stop_reasons == []
 
 
@@ -728,7 +735,7 @@ async def test_a_load_that_breaks_with_an_unexpected_error_fails_its_waiters_and
     """A hook or a start can fail in ways other than StartFailed (an OSError writing the
     log, say); the device must still answer and move on."""
 
-    async def before_load(model: str, memory_mb: int) -> None:
+    async def before_load(model: str, memory: Memory) -> None:
         if model == "b":
             raise OSError(28, "No space left on device")
 
@@ -771,7 +778,7 @@ async def test_gaming_mode_stops_idle_residents_and_holds_requests_until_it_is_l
         model.finish_start()
     await bounded(asyncio.gather(*held))
     assert device.phases() == {"a": "ready", "b": "ready"}
-    assert arbiter.mode_reason == ""
+    assert arbiter.mode_reasons == {}
 
 
 async def test_gaming_mode_stops_a_busy_resident_only_when_its_last_request_ends(
@@ -1014,27 +1021,27 @@ async def test_a_swap_abandoned_by_its_request_is_not_counted_in_a_later_load(
 async def test_before_load_runs_first_with_the_memory_the_load_needs(devices: Devices) -> None:
     """The VRAM gate: the server is not started until the hook says the memory is free,
     and meanwhile the device already counts that memory as taken."""
-    calls: list[tuple[str, int]] = []
+    calls: list[tuple[str, Memory]] = []
     memory_free = asyncio.Event()
 
-    async def before_load(model: str, memory_mb: int) -> None:
-        calls.append((model, memory_mb))
+    async def before_load(model: str, memory: Memory) -> None:
+        calls.append((model, memory))
         await asyncio.wait_for(memory_free.wait(), BOUND_S)
 
     device = devices.make({"b": 600}, before_load=before_load)
     b = device["b"]
 
     request = device.ask("b")
-    await until(lambda: calls == [("b", 600)], "before_load is called for b")
+    await until(lambda: calls == [("b", {GPU: 600})], "before_load is called for b")
     assert b.ensure_ready_calls == 0
     assert device.phases() == {"b": "starting"}
-    assert device.arbiter.used_mb() == 600
+    assert device.arbiter.used_mb(GPU) == 600
 
     memory_free.set()
     await b.start_requested()
     b.finish_start()
     await bounded(request)
-    assert calls == [("b", 600)]
+    assert calls == [("b", {GPU: 600})]
 
 
 # -- close and leases ------------------------------------------------------------------
@@ -1122,3 +1129,100 @@ async def test_a_model_idle_for_its_idle_unload_s_is_stopped_by_its_own_timer(
     assert device["a"].stop_reasons[-1].endswith(" s (idle_unload_s)")
     assert device["b"].state is ModelState.READY  # no idle_unload_s: it stays
     assert device.phases() == {"b": "ready"}
+
+
+# -- two cards: a dense model on both, the MoE on gpu1, a small model on gpu0 ------------
+
+TWO_CARDS = {"gpu0": 1000, "gpu1": 1000}
+TWO_CARD_MODELS: dict[str, Memory] = {
+    "dense": {"gpu0": 500, "gpu1": 500},
+    "moe": {"gpu1": 900},
+    "small": {"gpu0": 400},
+}
+
+
+async def test_the_dense_model_is_resident_on_both_cards_beside_the_small_one(
+    devices: Devices,
+) -> None:
+    device = devices.make(TWO_CARD_MODELS, budget_mb=TWO_CARDS, ready={"small"})
+    arbiter, dense = device.arbiter, device["dense"]
+    wanted = device.ask("dense")
+    await dense.start_requested()
+    dense.finish_start()
+    (await bounded(wanted)).release()
+
+    assert [r.name for r in arbiter.residents("gpu0")] == ["dense", "small"]
+    assert [r.name for r in arbiter.residents("gpu1")] == ["dense"]
+    assert (arbiter.used_mb("gpu0"), arbiter.used_mb("gpu1")) == (900, 500)
+    assert device.swaps[0].device == "gpu0+gpu1"
+
+
+async def test_the_moe_evicts_the_dense_model_from_both_cards_and_the_small_one_stays(
+    devices: Devices,
+) -> None:
+    device = devices.make(TWO_CARD_MODELS, budget_mb=TWO_CARDS, ready={"dense", "small"})
+    device.hold_stops()
+    arbiter, dense, moe = device.arbiter, device["dense"], device["moe"]
+    small = device.now("small")  # busy on gpu0 all along: the MoE needs nothing of it
+
+    wanted = device.ask("moe")
+    await dense.stop_requested()
+    assert dense.stop_reasons == ["evicted to make room for moe"]
+    assert "moe is not loaded on gpu1 (it holds dense); a swap comes first" in arbiter.why_wait(
+        "moe"
+    )
+    dense.finish_stop()
+    await moe.start_requested()
+    moe.finish_start()
+    (await bounded(wanted)).release()
+
+    assert device.phases() == {"moe": "ready", "small": "ready"}
+    assert (arbiter.used_mb("gpu0"), arbiter.used_mb("gpu1")) == (400, 900)
+    small.release()
+
+
+async def test_gaming_mode_on_one_card_holds_the_dense_model_but_not_the_other_cards_work(
+    devices: Devices,
+) -> None:
+    device = devices.make(TWO_CARD_MODELS, budget_mb=TWO_CARDS, ready={"dense", "small"})
+    device.hold_stops()
+    arbiter, dense = device.arbiter, device["dense"]
+    arbiter.set_allowed(frozenset(), "gpu1 is in gaming mode", "gpu1")
+    await dense.stop_requested()
+    assert dense.stop_reasons == ["gpu1 is in gaming mode"]
+    dense.finish_stop()
+
+    held = device.ask("dense")
+    device.now("small").release()  # gpu0 serves on
+    await until(lambda: arbiter.queue_length == 1, "the dense request waits")
+    assert arbiter.hold_reason("dense") == "gpu1 is in gaming mode"
+    assert [w.held for w in arbiter.waiting("gpu0")] == [True]
+    assert arbiter.waiting("gpu1")[0].model == "dense"
+
+    arbiter.set_allowed(None, "", "gpu1")
+    await dense.start_requested()
+    dense.finish_start()
+    (await bounded(held)).release()
+
+
+async def test_two_spanning_models_alternate_on_both_cards(devices: Devices) -> None:
+    halves = {"gpu0": 600, "gpu1": 600}
+    device = devices.make({"x": halves, "y": halves}, budget_mb=TWO_CARDS, ready={"x"})
+    device.hold_stops()
+    x, y = device["x"], device["y"]
+    busy = device.now("x")
+    for_y = device.ask("y")
+    await until(lambda: device.arbiter.queue_length == 1, "y waits for x's request")
+    busy.release()
+    for stopping, starting, wanted in ((x, y, for_y), (y, x, None)):
+        if wanted is None:
+            wanted = device.ask(starting.name)
+        await stopping.stop_requested()
+        stopping.finish_stop()
+        await starting.start_requested()
+        starting.finish_start()
+        (await bounded(wanted)).release()
+    assert device.journal == [
+        "x stopping", "x stopped", "y starting", "y ready",
+        "y stopping", "y stopped", "x starting", "x ready",
+    ]  # fmt: skip

@@ -44,7 +44,7 @@ class Gate:
     def __init__(self) -> None:
         self.holds: list[str] = []
 
-    def set_allowed(self, allowed: frozenset[str] | None, reason: str) -> None:
+    def set_allowed(self, allowed: frozenset[str] | None, reason: str, device: str) -> None:
         self.holds.append(reason)
 
 

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from host.cli.fit import fit_report
 from host.config import parse_config
 from host.daemon import Host
 from host.models.gguf import (
@@ -188,6 +189,32 @@ def test_fit_prints_the_breakdown_and_the_smallest_n_cpu_moe(
     assert "smallest --n-cpu-moe that fits: 2" in result.stdout
     small_ctx = run_cli("fit", "moe", "--device", "gpu0", "--ctx", "256", "--config", str(config))
     assert "(256 tokens)" in small_ctx.stdout
+
+
+def test_fit_checks_a_model_on_two_cards_share_by_share(tmp_path: Path) -> None:
+    """Weights and KV cache split as the shares say (2:1 here), a compute buffer on each
+    card: the configured 100 MiB fit gpu1, the estimate (about 109 MiB) does not."""
+    config_text = (
+        "[devices.gpu0]\nmemory_mb = 10000\n[devices.gpu1]\nmemory_mb = 100\n"
+        '[models.dense]\ngguf = "demo:smollm2"\ndevices = ["gpu0", "gpu1"]\n'
+        f"memory_mb = {{gpu0 = 200, gpu1 = 100}}\nargs = {DEMO_ARGS!r}\n".replace("'", '"')
+        + TIERS.replace("MODEL", "dense")
+    )
+    report = fit_report(parse_config(config_text), "dense", None, None)
+    compute = report["estimate"]["compute_mb"]
+    on = {card["device"]: card for card in report["devices"]}
+    split = on["gpu0"]["estimate_mb"] - compute, on["gpu1"]["estimate_mb"] - compute
+    assert split[0] == pytest.approx(2 * split[1], abs=0.2)
+    assert sum(split) == pytest.approx(report["estimate"]["device_mb"] - compute, abs=0.2)
+    assert on["gpu0"]["fits"] and not on["gpu1"]["fits"] and not report["fits"]
+    assert on["gpu1"]["configured_mb"] == 100
+
+    config = tmp_path / "fit.toml"
+    config.write_text(config_text)
+    result = run_cli("fit", "dense", "--config", str(config))
+    assert result.returncode == 1
+    assert "dense on gpu0+gpu1 (--tensor-split 200,100)" in result.stdout
+    assert "does NOT fit" in result.stdout.splitlines()[-1]
 
 
 # -- the daemon's use ----------------------------------------------------------------------
