@@ -20,6 +20,7 @@ from bench import (
     lsp,
     mcp,
     messages,
+    placement,
     queue,
     routing,
     swap,
@@ -51,6 +52,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "failover": ("Failing over from a dead or hanging box (issue 11)", failover),
     "queue": ("One swap-minimising queue per GPU, for requests too (issue 15)", queue),
     "messages": ("Anthropic's Messages API through the host (issue 14)", messages),
+    "placement": ("Models across two GPUs (issue 12)", placement),
 }
 
 
