@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 
 from host.auth import is_loopback, load_or_create_token
-from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
+from host.config import (
+    CommandModel,
+    Config,
+    FallbackProfile,
+    LocalModel,
+    ManagedModel,
+    RemoteModel,
+)
 from host.controls import Controls
 from host.core import routing
 from host.core.batching import Policy
@@ -106,7 +113,7 @@ class Host:
         self._dispatcher: Dispatcher | None = None
         self._tasks: TaskQueue | None = None
         self.memory_of: dict[str, int] = {}
-        """What each managed model counts on its device: memory_mb, else the GGUF estimate."""
+        """What each local model counts on its device: memory_mb, else the GGUF estimate."""
         self.metrics = HostMetrics(lambda: status_document(self))
         self.warm_pool = warm_pool.WarmPool(
             {},
@@ -147,6 +154,48 @@ class Host:
             stop_grace_s=self.config.host.stop_grace_s,
             profile=profile.name if profile else "default",
         )
+
+    def _command_spec(self, name: str, model: CommandModel) -> LaunchSpec:
+        """A command model's spec: its own argv, health path, env (over the card choice,
+        which its env may override) and stop timeout; no GGUF, no llama-server args."""
+        device = self.devices[model.device]
+        env: dict[str, str] = {}
+        if device.gpu_index is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(device.gpu_index)
+        env.update(model.env)
+        return LaunchSpec(
+            name=name,
+            binary=Path(model.command[0]),
+            gguf=Path(),
+            args=(),
+            log_path=self.logs_dir / f"{name}.log",
+            pid_path=self.run_dir / f"{name}.pid",
+            port=model.port,
+            env=env,
+            start_timeout_s=model.start_timeout_s,
+            stop_grace_s=model.stop_timeout_s or self.config.host.stop_grace_s,
+            command=tuple(model.command),
+            health_path=model.health_path,
+        )
+
+    def _process_for(self, name: str, model: LocalModel, binary: Path) -> ModelProcess:
+        """The model's process, and what it counts on its device: a command model its
+        configured `memory_mb`; a llama-server that, else its GGUF's estimate, plus its
+        fallbacks, its warm-pool file and its KV slots."""
+        info = self.devices[model.device]
+        if isinstance(model, CommandModel):
+            self.memory_of[name] = model.memory_mb
+            return ModelProcess(self._command_spec(name, model))
+        assert isinstance(model, ManagedModel)
+        fallbacks = [self._launch_spec(name, model, binary, p) for p in model.fallbacks]
+        process = ModelProcess(self._launch_spec(name, model, binary), fallbacks)
+        self.memory_of[name] = gguf.memory_for(
+            name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
+        )
+        self.warm_pool.files[name] = process.spec.gguf
+        if model.kv_slots:
+            self._keep_slots(name, process)
+        return process
 
     def _keep_slots(self, name: str, process: ModelProcess) -> None:
         """Save a model's KV slots before each stop; forget live slots at each start."""
@@ -201,21 +250,14 @@ class Host:
 
     def build(self) -> None:
         """Create processes and arbiters; raises ConfigError before anything starts."""
-        managed = self.config.managed()
-        binary = find_llama_server(self.config.host.llama_server) if managed else Path()
+        managed = self.config.local()
+        needs_llama = bool(self.config.managed())
+        binary = find_llama_server(self.config.host.llama_server) if needs_llama else Path()
         for name, model in managed.items():
-            fallbacks = [self._launch_spec(name, model, binary, p) for p in model.fallbacks]
-            process = ModelProcess(self._launch_spec(name, model, binary), fallbacks)
+            process = self._process_for(name, model, binary)
             process.subscribe(self._on_transition)
             self.processes[name] = process
             self.device_of[name] = model.device
-            info = self.devices[model.device]
-            self.memory_of[name] = gguf.memory_for(
-                name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
-            )
-            self.warm_pool.files[name] = process.spec.gguf
-            if model.kv_slots:
-                self._keep_slots(name, process)
         for device_name, info in self.devices.items():
             names = [n for n, m in managed.items() if m.device == device_name]
             self.arbiters[device_name] = DeviceArbiter(
@@ -235,7 +277,7 @@ class Host:
     def _type_model(self, name: str) -> TypeModel:
         """The classifier model; one on a GPU is asked only while resident."""
         model = self.config.models[name]
-        on_gpu = isinstance(model, ManagedModel) and self.devices[model.device].kind == "gpu"
+        on_gpu = isinstance(model, LocalModel) and self.devices[model.device].kind == "gpu"
         return TypeModel(self.fleet, name, may_wait=not on_gpu)
 
     async def start(self) -> None:
@@ -281,9 +323,9 @@ class Host:
         self.auto_yield.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
-        for name, model in self.config.managed().items():
-            if model.persistent:
-                self._spawn(self._warm(name, model.start_timeout_s * 2))
+        for name, local in self.config.local().items():
+            if local.persistent:
+                self._spawn(self._warm(name, local.start_timeout_s * 2))
 
     async def _warm(self, name: str, timeout: float) -> None:
         try:
