@@ -101,6 +101,13 @@ class HostMetrics:
             ["model"],
             registry=r,
         )
+        self.passthrough_requests_total = Counter(
+            "tierhost_passthrough_requests",
+            "Requests to the pass-through endpoints (embeddings, audio, images, rerank), "
+            "by outcome: ok (answered 200), error (an error answer, a crash, a client gone).",
+            ["model", "endpoint", "outcome"],
+            registry=r,
+        )
         r.register(StateCollector(status))
         self._request_series: dict[str, _RequestSeries] = {}
 

@@ -664,10 +664,14 @@ class _Ending:
     """A request's end, told once whatever path it takes: metrics, and the slot's new
     content (or its abandonment)."""
 
-    def __init__(self, host: Host, model: str, waited_s: float) -> None:
+    def __init__(
+        self, host: Host, model: str, waited_s: float, passthrough: str | None = None
+    ) -> None:
         self.host = host
         self.model = model
         self.waited_s = waited_s
+        self.passthrough = passthrough
+        """A pass-through request's endpoint, counted by outcome; None for the others."""
         self.slot_use: SlotUse | None = None
         self.told = False
 
@@ -676,6 +680,10 @@ class _Ending:
             return
         self.told = True
         metrics = self.host.metrics
+        if self.passthrough is not None:
+            outcome = "ok" if answered else "error"
+            metrics.passthrough_requests_total.labels(self.model, self.passthrough, outcome).inc()
+            return
         metrics.observe_request(self.model, timings, self.waited_s)
         if self.slot_use is not None:
             restored = self.slot_use.finish(answered, timings)
@@ -856,7 +864,7 @@ async def _attempt(
         await x.respond(stop.response({}))
         return None
 
-    ending = _Ending(host, model, 0.0)
+    ending = _Ending(host, model, 0.0, path if x.passthrough else None)
     try:
         headers = _headers(host, model, time.monotonic() - began)
         if failed_over:
@@ -1074,7 +1082,7 @@ async def _relay(
         )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     timings = None if torn else _timings_in_stream(b"".join(tail), head)
-    ending(timings, timings is not None)
+    ending(timings, timings is not None or (x.passthrough and not torn))
 
 
 async def _pass_on(

@@ -10,6 +10,8 @@ argv starts. Run it as `python fake_command_server.py --port N --host H [flags]`
 - `--crash-on PATH`: a POST to PATH kills the process (`os._exit(1)`) before it answers,
   a server crashing mid-request. With `--state FILE` it crashes once: the crash creates
   FILE, and no life of the server crashes while FILE exists.
+- `--hang-on PATH`: a POST to PATH is read and never answered (a long generation), so
+  a test can leave while it is in flight.
 - `--name NAME`: put in every answer, so a test sees which server answered.
 
 Endpoints: `POST /v1/chat/completions` (a plain JSON answer, or SSE when `stream`),
@@ -28,6 +30,7 @@ import email.policy
 import json
 import os
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         self.server.crash_if_asked(self.path)
+        if self.path == self.server.args.hang_on:
+            threading.Event().wait()  # never set: this request is never answered
         name = self.server.args.name
         content_type = self.headers.get("Content-Type", "")
         if self.path == "/v1/audio/transcriptions":
@@ -192,6 +197,7 @@ def main() -> None:
     parser.add_argument("--never-healthy", action="store_true")
     parser.add_argument("--crash-on")
     parser.add_argument("--state")
+    parser.add_argument("--hang-on")
     parser.add_argument("--name", default="fake")
     args = parser.parse_args()
     print(f"fake-command {args.name} listening on {args.host}:{args.port}", file=sys.stderr)

@@ -10,6 +10,7 @@ wrong; the daemon's stop leaves no server behind.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +46,7 @@ def config(tmp: Path) -> str:
         "--name", "speaker", "--health-path", "/ready", "--crash-on", "/v1/rerank",
         "--state", str(tmp / "speaker-crashed"),
     )  # fmt: skip
-    listener = command("--name", "listener")
+    listener = command("--name", "listener", "--hang-on", "/v1/images/generations")
     return f"""
 [host]
 queue_timeout_s = {BOUND_S}
@@ -175,6 +176,40 @@ def test_a_request_for_the_other_model_swaps_it_in(daemon: Daemon) -> None:
     device = daemon.status()["devices"][0]
     assert device["residents"] == ["listener"]
     assert device["used_mb"] == 300
+
+
+def test_a_client_that_leaves_mid_request_releases_the_lease(daemon: Daemon) -> None:
+    body = json.dumps({"model": "listener", "prompt": "a cat"}).encode()
+    port = int(daemon.url.rsplit(":", 1)[1])
+    request = (
+        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=BOUND_S) as leaving:
+        leaving.sendall(request)
+        wait_for(lambda: model_status(daemon, "listener")["in_flight"] == 1, "it in flight")
+    wait_for(lambda: model_status(daemon, "listener")["in_flight"] == 0, "the lease released")
+    with daemon.client(timeout=BOUND_S) as client:
+        answer = speak(client, "speaker", "next")  # the device is free to swap
+    assert answer.status_code == 200, answer.text
+
+
+def test_pass_through_requests_are_counted_in_the_metrics(daemon: Daemon) -> None:
+    def count() -> float:
+        with daemon.client(timeout=BOUND_S) as client:
+            text = client.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith("tierhost_passthrough_requests_total{") and all(
+                label in line
+                for label in ('endpoint="/v1/audio/speech"', 'model="speaker"', 'outcome="ok"')
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    with daemon.client(timeout=BOUND_S) as client:
+        assert speak(client, "speaker", "counted").status_code == 200
+    assert count() == before + 1
 
 
 def test_chat_reaches_a_command_model_too(daemon: Daemon) -> None:
