@@ -12,6 +12,7 @@ argv starts. Run it as `python fake_command_server.py --port N --host H [flags]`
   FILE, and no life of the server crashes while FILE exists.
 - `--hang-on PATH`: a POST to PATH is read and never answered (a long generation), so
   a test can leave while it is in flight.
+- `--ignore-sigterm`: SIGTERM is logged and ignored (only SIGKILL stops it).
 - `--name NAME`: put in every answer, so a test sees which server answered.
 
 Endpoints: `POST /v1/chat/completions` (a plain JSON answer, or SSE when `stream`),
@@ -29,6 +30,7 @@ import email.parser
 import email.policy
 import json
 import os
+import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -198,8 +200,13 @@ def main() -> None:
     parser.add_argument("--crash-on")
     parser.add_argument("--state")
     parser.add_argument("--hang-on")
+    parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--name", default="fake")
     args = parser.parse_args()
+    if args.ignore_sigterm:
+        signal.signal(
+            signal.SIGTERM, lambda *_: print("fake-command: ignoring SIGTERM", file=sys.stderr)
+        )
     print(f"fake-command {args.name} listening on {args.host}:{args.port}", file=sys.stderr)
     Server((args.host, args.port), args).serve_forever()
 
