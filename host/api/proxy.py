@@ -49,7 +49,6 @@ import collections
 import dataclasses
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
@@ -73,7 +72,16 @@ from host.api.openai_body import (
     encode,
     prepare,
 )
-from host.api.passthrough_body import PASSTHROUGH_PATHS, is_multipart, prepare_passthrough
+from host.api.passthrough_body import (
+    EMBEDDINGS_PATH,
+    IMAGES_PATH,
+    PASSTHROUGH_PATHS,
+    RERANK_PATH,
+    SPEECH_PATH,
+    TRANSCRIPTIONS_PATH,
+    is_multipart,
+    prepare_passthrough,
+)
 from host.core.routing import Decision, RouteRequest, RoutingError
 from host.daemon import Host, UnknownModel
 from host.errors import (
@@ -1410,10 +1418,44 @@ class _Passthrough:
         await _forward_passthrough(x)
 
 
-def _passthrough_endpoint(path: str) -> type[_Passthrough]:
-    """The endpoint class for one pass-through path."""
-    name = "Passthrough" + "".join(part.title() for part in re.split(r"[/_]", path) if part)
-    return type(name, (_Passthrough,), {"path": path, "__doc__": f"`POST {path}`."})
+class Embeddings(_Passthrough):
+    """`POST /v1/embeddings`."""
+
+    path = EMBEDDINGS_PATH
+
+
+class Speech(_Passthrough):
+    """`POST /v1/audio/speech`: audio bytes back, with the server's content type."""
+
+    path = SPEECH_PATH
+
+
+class Transcriptions(_Passthrough):
+    """`POST /v1/audio/transcriptions`: a multipart upload, its `model` a form field."""
+
+    path = TRANSCRIPTIONS_PATH
+
+
+class Images(_Passthrough):
+    """`POST /v1/images/generations`."""
+
+    path = IMAGES_PATH
+
+
+class Rerank(_Passthrough):
+    """`POST /v1/rerank`."""
+
+    path = RERANK_PATH
+
+
+PASSTHROUGH_ENDPOINTS: tuple[type[_Passthrough], ...] = (
+    Embeddings,
+    Speech,
+    Transcriptions,
+    Images,
+    Rerank,
+)
+assert {e.path for e in PASSTHROUGH_ENDPOINTS} == set(PASSTHROUGH_PATHS)
 
 
 class ChatCompletions(_Completions):
@@ -1544,7 +1586,7 @@ routes = [
     Route(MESSAGES_PATH, Messages, methods=["POST"]),
     Route(COMPLETIONS_PATH, Completions, methods=["POST"]),
     Route(COUNT_TOKENS_PATH, CountTokens, methods=["POST"]),
-    *(Route(path, _passthrough_endpoint(path), methods=["POST"]) for path in PASSTHROUGH_PATHS),
+    *(Route(e.path, e, methods=["POST"]) for e in PASSTHROUGH_ENDPOINTS),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
 ]
