@@ -248,7 +248,7 @@ class StateCollector(Collector):
                 if model.get("probe_ms") is not None:
                     probe.add_metric([name], model["probe_ms"] / 1000)
                 continue
-            if model.get("kind") != "managed":
+            if model.get("kind") not in ("managed", "command"):
                 continue
             name = model["name"]
             resident.add_metric([name], 1.0 if model.get("state") == "ready" else 0.0)

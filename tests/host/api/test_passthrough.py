@@ -209,7 +209,9 @@ def test_pass_through_requests_are_counted_in_the_metrics(daemon: Daemon) -> Non
     before = count()
     with daemon.client(timeout=BOUND_S) as client:
         assert speak(client, "speaker", "counted").status_code == 200
+        text = client.get("/metrics").text
     assert count() == before + 1
+    assert 'tierhost_model_ready{model="speaker"} 1.0' in text  # a command model's state too
 
 
 def test_chat_reaches_a_command_model_too(daemon: Daemon) -> None:
