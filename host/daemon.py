@@ -44,7 +44,7 @@ from host.models.remote_health import RemoteHealth
 from host.models.status import status_document
 from host.models.type_model import TypeModel
 from host.offload import Offload
-from host.paths import find_llama_server, resolve_gguf
+from host.paths import find_llama_server, find_program, resolve_gguf
 from host.store import Store, TaskRow
 from host.tasks.dispatcher import Dispatcher
 from host.tasks.queue import TaskQueue
@@ -157,15 +157,17 @@ class Host:
 
     def _command_spec(self, name: str, model: CommandModel) -> LaunchSpec:
         """A command model's spec: its own argv, health path, env (over the card choice,
-        which its env may override) and stop timeout; no GGUF, no llama-server args."""
+        which its env may override) and stop timeout; no GGUF, no llama-server args.
+        Raises ConfigError when its program is neither an executable file nor on PATH."""
         device = self.devices[model.device]
         env: dict[str, str] = {}
         if device.gpu_index is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device.gpu_index)
         env.update(model.env)
+        search_path = {**os.environ, **env}.get("PATH")
         return LaunchSpec(
             name=name,
-            binary=Path(model.command[0]),
+            binary=find_program(model.command[0], name, search_path),
             gguf=Path(),
             args=(),
             log_path=self.logs_dir / f"{name}.log",

@@ -355,3 +355,13 @@ models = ["fine"]
         assert "fake-command fine listening" in log
     finally:
         stop_checked(daemon)
+
+
+def test_a_command_whose_program_is_missing_stops_the_daemon_at_start(tmp_path: Path) -> None:
+    text = config(tmp_path).replace(
+        json.dumps(command("--name", "listener", "--hang-on", "/v1/images/generations")),
+        json.dumps(["tierhost-no-such-server", "--port", "{port}"]),
+    )
+    with pytest.raises(AssertionError, match="daemon exited at start") as caught:
+        start_daemon(tmp_path, text)
+    assert "models.listener.command: 'tierhost-no-such-server' is not on PATH" in str(caught.value)
