@@ -11,7 +11,7 @@ import ipaddress
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -146,12 +146,11 @@ class FallbackProfile(_Strict):
         return args
 
 
-class ManagedModel(_Strict):
-    """A llama-server process that Tierhost starts, watches and stops."""
+class LocalModel(_Strict):
+    """What every model whose server this host starts shares: where it lives, what it
+    takes there, and how its life is bounded. `ManagedModel` (llama-server) and
+    `CommandModel` (any other server) add how the server is started."""
 
-    kind: Literal["managed"] = "managed"
-    gguf: str
-    """Path to the GGUF file, or `demo:smollm2` for the packaged demo model."""
     device: str
     """Its device; for a model on several devices, the first of `devices` in sorted order
     (set by the loader: write `devices` instead)."""
@@ -159,15 +158,10 @@ class ManagedModel(_Strict):
     """Every device it lives on, sorted (the fixed order in which they are acquired, so
     two spanning models never deadlock); `(device,)` for a one-device model."""
     memory_mb: int | None = Field(None, gt=0)
-    """What the model takes while resident (weights + KV cache), over all its devices:
-    one number (split evenly across `devices`) or a table per device; omitted means:
-    estimated from the GGUF and args at start (see `tierhost fit`)."""
+    """What the model takes while resident, over all its devices: one number (split
+    evenly across `devices`) or a table per device."""
     memory_table: dict[str, int] | None = None
     """Set by the loader from a `memory_mb` table; read `memory_by_device` instead."""
-    args: list[str] = Field(default_factory=list)
-    """Extra llama-server arguments. Host, port and model path are set by Tierhost."""
-    gpu_layers: int = Field(999, ge=0)
-    """`--n-gpu-layers` on a real GPU; 0 is forced on budget-only and CPU devices."""
     port: int | None = Field(None, ge=1, le=65535)
     """Fixed port; omitted means a free port is picked at each start."""
     persistent: bool = False
@@ -176,20 +170,9 @@ class ManagedModel(_Strict):
     max_concurrency: int = Field(32, ge=1)
     """Requests in flight plus waiting for this model before new ones get 429."""
     context_window: int | None = Field(None, gt=0)
-    kv_slots: bool = True
-    """Save the KV slots before a swap and restore them when the conversation comes back."""
-    fallbacks: list[FallbackProfile] = Field(default_factory=list)
-    """Tried in order when a start fails, before the tier's next model. The device budget
-    keeps counting `memory_mb`: a fallback should need no more."""
     idle_unload_s: float | None = Field(None, gt=0)
     """Stop the model after this long without a request, freeing its memory (default:
     it stays until a swap needs the room)."""
-
-    @field_validator("args")
-    @classmethod
-    def _no_reserved_args(cls, args: list[str]) -> list[str]:
-        _refuse_reserved(args)
-        return args
 
     @model_validator(mode="before")
     @classmethod
@@ -208,9 +191,94 @@ class ManagedModel(_Strict):
         return {d: share + (1 if i < extra else 0) for i, d in enumerate(self.devices)}
 
     @model_validator(mode="after")
-    def _idle_unload_is_not_persistent(self) -> ManagedModel:
+    def _idle_unload_is_not_persistent(self) -> Self:
         if self.persistent and self.idle_unload_s is not None:
             raise ValueError("idle_unload_s: a persistent model is never unloaded; set one")
+        return self
+
+
+class ManagedModel(LocalModel):
+    """A llama-server process that Tierhost starts, watches and stops."""
+
+    kind: Literal["managed"] = "managed"
+    gguf: str
+    """Path to the GGUF file, or `demo:smollm2` for the packaged demo model."""
+    memory_mb: int | None = Field(None, gt=0)
+    """What the model takes while resident (weights + KV cache), over all its devices:
+    one number (split evenly across `devices`) or a table per device; omitted means:
+    estimated from the GGUF and args at start (see `tierhost fit`)."""
+    args: list[str] = Field(default_factory=list)
+    """Extra llama-server arguments. Host, port and model path are set by Tierhost."""
+    gpu_layers: int = Field(999, ge=0)
+    """`--n-gpu-layers` on a real GPU; 0 is forced on budget-only and CPU devices."""
+    kv_slots: bool = True
+    """Save the KV slots before a swap and restore them when the conversation comes back."""
+    fallbacks: list[FallbackProfile] = Field(default_factory=list)
+    """Tried in order when a start fails, before the tier's next model. The device budget
+    keeps counting `memory_mb`: a fallback should need no more."""
+
+    @field_validator("args")
+    @classmethod
+    def _no_reserved_args(cls, args: list[str]) -> list[str]:
+        _refuse_reserved(args)
+        return args
+
+
+COMMAND_PLACEHOLDERS = ("{port}", "{host}")
+"""What a command model's argv may leave to Tierhost: the port and address it serves on."""
+
+
+class CommandModel(LocalModel):
+    """Any other HTTP server Tierhost starts from a command (vLLM, whisper.cpp's server,
+    a TTS or embeddings server), swapped and proxied like llama-server. Its argv is run
+    as it is, never through a shell, with `{port}` and `{host}` filled in."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    """The argv, e.g. `["vllm", "serve", "MODEL", "--port", "{port}", "--host", "{host}"]`."""
+    memory_mb: int = Field(gt=0)
+    """Required: a server Tierhost cannot look inside has no estimate."""
+    health_path: str = "/health"
+    """What readiness polls; 200 means ready."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Set for the server over the host's own environment."""
+    stop_timeout_s: float | None = Field(None, gt=0)
+    """Seconds between SIGTERM and SIGKILL; omitted means `host.stop_grace_s`."""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _an_argv(cls, command: object) -> object:
+        if isinstance(command, str):
+            raise ValueError(
+                "must be a list of strings (the argv, e.g. "
+                '["vllm", "serve", "MODEL", "--port", "{port}"]), not one string: '
+                "it is never run through a shell"
+            )
+        if isinstance(command, list) and not command:
+            raise ValueError("must not be empty: the argv, the program to run first")
+        return command
+
+    @field_validator("command")
+    @classmethod
+    def _a_program(cls, command: list[str]) -> list[str]:
+        if not command[0].strip():
+            raise ValueError("the first element, the program to run, is empty")
+        return command
+
+    @field_validator("health_path")
+    @classmethod
+    def _a_path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError(f"must start with / (e.g. /health), not {path!r}")
+        return path
+
+    @model_validator(mode="after")
+    def _a_known_port(self) -> Self:
+        if self.port is None and not any("{port}" in part for part in self.command):
+            raise ValueError(
+                "command: no {port} in it and no port set, so Tierhost cannot know where "
+                "the server listens; put {port} where its port goes (e.g. --port {port})"
+            )
         return self
 
 
@@ -290,7 +358,7 @@ class RemoteModel(_Strict):
         return url.rstrip("/")
 
 
-ModelConfig = Annotated[ManagedModel | RemoteModel, Field(discriminator="kind")]
+ModelConfig = Annotated[ManagedModel | CommandModel | RemoteModel, Field(discriminator="kind")]
 
 RulePhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
 """A phrase of `rules`: a word or a few, found in a prompt as whole words."""
@@ -421,7 +489,7 @@ class Config(_Strict):
         for name, model in self.models.items():
             if name in self.tiers or name in RESERVED_MODEL_NAMES:
                 raise ValueError(f"models.{name}: the name is taken by a tier or reserved")
-            if isinstance(model, ManagedModel):
+            if isinstance(model, LocalModel):
                 _check_placement(name, model, self.devices)
         for tier_name, tier in self.tiers.items():
             for model_name in tier.models:
@@ -499,8 +567,8 @@ class Config(_Strict):
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
             raise ValueError(f"validation.model: unknown model {name!r} (known: {known})")
-        if not isinstance(model, ManagedModel):
-            raise ValueError(f"validation.model: {name} must be a managed model, not remote")
+        if not isinstance(model, LocalModel):
+            raise ValueError(f"validation.model: {name} must be a model of this host, not remote")
         if not model.persistent and self.devices[model.device].kind != "cpu":
             raise ValueError(
                 f"validation.model: {name} must be persistent or on a CPU device, "
@@ -514,7 +582,7 @@ class Config(_Strict):
         tier = self.tiers.get("validator")
         for name in tier.models if tier else []:
             model = self.models[name]
-            if isinstance(model, ManagedModel) and (
+            if isinstance(model, LocalModel) and (
                 model.persistent or self.devices[model.device].kind == "cpu"
             ):
                 return name
@@ -528,7 +596,12 @@ class Config(_Strict):
         return list(dict.fromkeys([*DEFAULT_ROUTES, *self.routing, *self.task_types]))
 
     def managed(self) -> dict[str, ManagedModel]:
+        """The llama-server models."""
         return {n: m for n, m in self.models.items() if isinstance(m, ManagedModel)}
+
+    def local(self) -> dict[str, LocalModel]:
+        """Every model whose server this host starts: llama-server and command models."""
+        return {n: m for n, m in self.models.items() if isinstance(m, LocalModel)}
 
     def tier_of(self, model_name: str) -> str | None:
         """The first tier that lists the model, for display and headers."""
@@ -541,8 +614,8 @@ class Config(_Strict):
 RESERVED_MODEL_NAMES = frozenset({"auto", "big"})
 
 
-def _check_placement(name: str, model: ManagedModel, devices: dict[str, Device]) -> None:
-    """Every device of a managed model exists and can hold its share; a model on several
+def _check_placement(name: str, model: LocalModel, devices: dict[str, Device]) -> None:
+    """Every device of a local model exists and can hold its share; a model on several
     devices says what it takes on each (the GGUF estimate is for one card: how a split
     spreads weights and KV cache depends on the model and the split)."""
     key = "device" if len(model.devices) == 1 else "devices"
@@ -571,7 +644,7 @@ def _describe(error: ValidationError, source: str) -> str:
     """Turn pydantic's report into one line: the first problem, with its dotted key."""
     first = error.errors()[0]
     parts = [str(part) for part in first["loc"]]
-    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("managed", "remote"):
+    if len(parts) > 2 and parts[0] == "models" and parts[2] in ("managed", "command", "remote"):
         del parts[2]  # pydantic's union tag: users never write it
     location = ".".join(parts)
     message = first["msg"].removeprefix("Value error, ")

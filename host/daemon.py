@@ -21,7 +21,14 @@ from typing import Any
 import httpx
 
 from host.auth import is_loopback, load_or_create_token
-from host.config import Config, FallbackProfile, ManagedModel, RemoteModel
+from host.config import (
+    CommandModel,
+    Config,
+    FallbackProfile,
+    LocalModel,
+    ManagedModel,
+    RemoteModel,
+)
 from host.controls import Controls
 from host.core import placement, routing
 from host.core.batching import Policy
@@ -37,7 +44,7 @@ from host.models.remote_health import RemoteHealth
 from host.models.status import status_document
 from host.models.type_model import TypeModel
 from host.offload import Offload
-from host.paths import find_llama_server, resolve_gguf
+from host.paths import find_llama_server, find_program, resolve_gguf
 from host.store import Store, TaskRow
 from host.tasks.dispatcher import Dispatcher
 from host.tasks.queue import TaskQueue
@@ -106,10 +113,10 @@ class Host:
         self._dispatcher: Dispatcher | None = None
         self._tasks: TaskQueue | None = None
         self.memory_of: dict[str, int] = {}
-        """What each managed model counts on its devices in all: memory_mb, else the GGUF
+        """What each local model counts on its devices in all: memory_mb, else the GGUF
         estimate."""
         self.placement_of: dict[str, dict[str, int]] = {}
-        """What each managed model counts on each of its devices."""
+        """What each local model counts on each of its devices."""
         self.metrics = HostMetrics(lambda: status_document(self))
         self.warm_pool = warm_pool.WarmPool(
             {},
@@ -127,16 +134,9 @@ class Host:
         profile: FallbackProfile | None = None,
     ) -> LaunchSpec:
         own_args = model.args if profile is None or profile.args is None else profile.args
-        indexes = {d: self.devices[d].gpu_index for d in model.devices}
-        cards = len({d.gpu_index for d in self.devices.values() if d.gpu_index is not None})
-        launch = placement.launch_for(
-            model.devices,
-            model.memory_by_device,
-            indexes,
-            max(gpu.gpu_count(), cards) if cards else 0,
-        )
+        launch = self._cards_of(model)
         env = dict(launch.env)
-        if all(index is not None for index in indexes.values()):
+        if all(self.devices[d].gpu_index is not None for d in model.devices):
             args = ["--n-gpu-layers", str(model.gpu_layers), *launch.args, *own_args]
         else:
             # budget-only or CPU device: the model runs on the CPU whatever args say (a
@@ -157,6 +157,60 @@ class Host:
             stop_grace_s=self.config.host.stop_grace_s,
             profile=profile.name if profile else "default",
         )
+
+    def _cards_of(self, model: LocalModel) -> placement.Launch:
+        """Which cards a model's server may see, and its split over them
+        (`host.core.placement`). A card's index says the box has at least that many: a
+        model on card 1 is pinned even where NVML cannot count the cards."""
+        indexes = {d: self.devices[d].gpu_index for d in model.devices}
+        known = [i for info in self.devices.values() if (i := info.gpu_index) is not None]
+        cards = max(gpu.gpu_count(), max(known) + 1) if known else 0
+        return placement.launch_for(model.devices, model.memory_by_device, indexes, cards)
+
+    def _command_spec(self, name: str, model: CommandModel) -> LaunchSpec:
+        """A command model's spec: its own argv, health path, env (over the card choice,
+        which its env may override) and stop timeout; no GGUF, no llama-server args.
+        Raises ConfigError when its program is neither an executable file nor on PATH."""
+        env = dict(self._cards_of(model).env)  # its cards; a tensor split is llama-server's
+        env.update(model.env)
+        search_path = {**os.environ, **env}.get("PATH")
+        return LaunchSpec(
+            name=name,
+            binary=find_program(model.command[0], name, search_path),
+            gguf=Path(),
+            args=(),
+            log_path=self.logs_dir / f"{name}.log",
+            pid_path=self.run_dir / f"{name}.pid",
+            port=model.port,
+            env=env,
+            start_timeout_s=model.start_timeout_s,
+            stop_grace_s=model.stop_timeout_s or self.config.host.stop_grace_s,
+            command=tuple(model.command),
+            health_path=model.health_path,
+        )
+
+    def _process_for(self, name: str, model: LocalModel, binary: Path) -> ModelProcess:
+        """The model's process, and what it counts on its device: a command model its
+        configured `memory_mb`; a llama-server that, else its GGUF's estimate, plus its
+        fallbacks, its warm-pool file and its KV slots."""
+        if isinstance(model, CommandModel):
+            self.placement_of[name] = model.memory_by_device
+            return ModelProcess(self._command_spec(name, model))
+        assert isinstance(model, ManagedModel)
+        fallbacks = [self._launch_spec(name, model, binary, p) for p in model.fallbacks]
+        process = ModelProcess(self._launch_spec(name, model, binary), fallbacks)
+        if len(model.devices) > 1:
+            self.placement_of[name] = model.memory_by_device  # the config requires it
+        else:
+            info = self.devices[model.device]
+            estimate = gguf.memory_for(
+                name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
+            )
+            self.placement_of[name] = {model.device: estimate}
+        self.warm_pool.files[name] = process.spec.gguf
+        if model.kv_slots:
+            self._keep_slots(name, process)
+        return process
 
     def _keep_slots(self, name: str, process: ModelProcess) -> None:
         """Save a model's KV slots before each stop; forget live slots at each start."""
@@ -219,26 +273,15 @@ class Host:
 
     def build(self) -> None:
         """Create processes and arbiters; raises ConfigError before anything starts."""
-        managed = self.config.managed()
-        binary = find_llama_server(self.config.host.llama_server) if managed else Path()
+        managed = self.config.local()
+        needs_llama = bool(self.config.managed())
+        binary = find_llama_server(self.config.host.llama_server) if needs_llama else Path()
         for name, model in managed.items():
-            fallbacks = [self._launch_spec(name, model, binary, p) for p in model.fallbacks]
-            process = ModelProcess(self._launch_spec(name, model, binary), fallbacks)
+            process = self._process_for(name, model, binary)
             process.subscribe(self._on_transition)
             self.processes[name] = process
             self.device_of[name] = model.device
-            if len(model.devices) > 1:
-                self.placement_of[name] = model.memory_by_device  # the config requires it
-            else:
-                info = self.devices[model.device]
-                estimate = gguf.memory_for(
-                    name, model, process.spec.gguf, model.device, info.kind, info.budget_mb
-                )
-                self.placement_of[name] = {model.device: estimate}
             self.memory_of[name] = sum(self.placement_of[name].values())
-            self.warm_pool.files[name] = process.spec.gguf
-            if model.kv_slots:
-                self._keep_slots(name, process)
         spanning = [m.devices for m in managed.values()]
         for group in placement.device_groups(list(self.devices), spanning):
             names = [n for n, m in managed.items() if m.device in group]
@@ -259,7 +302,7 @@ class Host:
     def _type_model(self, name: str) -> TypeModel:
         """The classifier model; one on a GPU is asked only while resident."""
         model = self.config.models[name]
-        on_gpu = isinstance(model, ManagedModel) and self.devices[model.device].kind == "gpu"
+        on_gpu = isinstance(model, LocalModel) and self.devices[model.device].kind == "gpu"
         return TypeModel(self.fleet, name, may_wait=not on_gpu)
 
     async def start(self) -> None:
@@ -305,9 +348,9 @@ class Host:
         self.auto_yield.start()
         # Persistent models start in the background: the API answers at once, and a
         # request for one of them simply waits in its queue like any other.
-        for name, model in self.config.managed().items():
-            if model.persistent:
-                self._spawn(self._warm(name, model.start_timeout_s * 2))
+        for name, local in self.config.local().items():
+            if local.persistent:
+                self._spawn(self._warm(name, local.start_timeout_s * 2))
 
     async def _warm(self, name: str, timeout: float) -> None:
         try:

@@ -101,6 +101,13 @@ class HostMetrics:
             ["model"],
             registry=r,
         )
+        self.passthrough_requests_total = Counter(
+            "tierhost_passthrough_requests",
+            "Requests to the pass-through endpoints (embeddings, audio, images, rerank), "
+            "by outcome: ok (answered 200), error (an error answer, a crash, a client gone).",
+            ["model", "endpoint", "outcome"],
+            registry=r,
+        )
         r.register(StateCollector(status))
         self._request_series: dict[str, _RequestSeries] = {}
 
@@ -241,7 +248,7 @@ class StateCollector(Collector):
                 if model.get("probe_ms") is not None:
                     probe.add_metric([name], model["probe_ms"] / 1000)
                 continue
-            if model.get("kind") != "managed":
+            if model.get("kind") not in ("managed", "command"):
                 continue
             name = model["name"]
             resident.add_metric([name], 1.0 if model.get("state") == "ready" else 0.0)

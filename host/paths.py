@@ -46,6 +46,27 @@ def find_llama_server(configured: str | None) -> Path:
         ) from None
 
 
+def find_program(program: str, model_name: str, search_path: str | None) -> Path:
+    """A command model's program (its argv's first element): a path to an executable
+    file, or a name found on `search_path` (the PATH the server will get). Checked when
+    the daemon builds its parts, not when the config is parsed: a config is read on other
+    machines too (`tierhost fit`, an editor's checks)."""
+    if "/" in program:
+        path = Path(program).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(
+                f"config error: models.{model_name}.command: {program} is not an executable file"
+            )
+        return path
+    found = shutil.which(program, path=search_path)
+    if found is None:
+        raise ConfigError(
+            f"config error: models.{model_name}.command: {program!r} is not on PATH; give "
+            "its full path, or install it"
+        )
+    return Path(found)
+
+
 def resolve_gguf(ref: str, model_name: str) -> Path:
     """A config `gguf` value → an existing file, with an error that says how to fix it."""
     if ref == DEMO_MODEL_REF:

@@ -14,7 +14,11 @@ from the request line and headers alone, before any handler runs:
   the task list holds prompts, context files and results. It may come as
   `Authorization: Bearer` or as `x-api-key`, which Anthropic's SDKs send.
 - A state change with a body must say `Content-Type: application/json` (415): a web page
-  can send `text/plain` without a CORS preflight, never `application/json`.
+  can send `text/plain` without a CORS preflight, never `application/json`. Only the
+  pass-through endpoints (`host.api.passthrough_body`: transcriptions upload a file) also
+  take `multipart/form-data`, which a page's form can send: there the Origin check (a
+  browser sends Origin with every cross-site POST) and, beyond loopback, the token are
+  what refuse it.
 - A body may not be larger than `host.max_body_mb` (413), and a chunked one is read
   here up to that limit, so no route sees more.
 
@@ -40,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from host.api import control, proxy
 from host.api import routing as routing_api
 from host.api import tasks as task_api
+from host.api.passthrough_body import MULTIPART_PATHS
 from host.auth import bearer_value, is_loopback, token_matches
 from host.config import DEFAULT_PORT, HostSettings
 from host.daemon import Host
@@ -202,7 +207,7 @@ class RequestGuard:
         host = self._check_host(_single(headers, "host"))
         self._check_origin(_single(headers, "origin"), host)
         self._check_token(scope["path"], headers)
-        return await self._check_body(scope["method"], headers, receive)
+        return await self._check_body(scope["method"], scope["path"], headers, receive)
 
     def _check_host(self, value: str | None) -> str:
         if value is None:
@@ -271,7 +276,7 @@ class RequestGuard:
             )
 
     async def _check_body(
-        self, method: str, headers: dict[str, list[str]], receive: Receive
+        self, method: str, path: str, headers: dict[str, list[str]], receive: Receive
     ) -> Receive | None:
         declared = declared_length(_single(headers, "content-length"))
         if declared is not None and declared > self.limits.max_bytes:
@@ -281,12 +286,15 @@ class RequestGuard:
             return receive
         content_type = _single(headers, "content-type")
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json":
+        multipart_ok = media_type == "multipart/form-data" and path in MULTIPART_PATHS
+        if media_type != "application/json" and not multipart_ok:
             sent = shorten(content_type) if content_type is not None else "none"
+            also = " (or multipart/form-data)" if path in MULTIPART_PATHS else ""
             raise ApiError(
                 415,
                 "unsupported_media_type",
-                f"a {method} body must be sent as `Content-Type: application/json`, not {sent}",
+                f"a {method} body must be sent as `Content-Type: application/json`{also}, "
+                f"not {sent}",
             )
         return await _buffered(receive, self.limits) if chunked else receive
 

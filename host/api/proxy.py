@@ -33,6 +33,13 @@ Anthropic's `/v1/messages` and `/v1/messages/count_tokens` take the very same pa
 endpoint a parameter of it: llama-server serves both itself, so only the naming of
 models (`host.api.claude_models`), the body's checks (`host.api.messages_body`) and the
 shape of errors (`host.errors.anthropic_errors`, and `event: error` in a stream) differ.
+
+The pass-through endpoints (`host.api.passthrough_body`: embeddings, speech,
+transcriptions, images, rerank) take it too, for any server the host runs (a command
+model: vLLM, whisper.cpp, a TTS server) or a remote: routed by their `model` (a JSON
+field, or a multipart form field), leased, queued and swapped in like chat, their body
+sent as it came with its own content type, their answer (JSON, audio, an image) passed
+back as it is with the `X-Tierhost-*` headers. No slot, no stream assembly, no timings.
 """
 
 from __future__ import annotations
@@ -65,6 +72,16 @@ from host.api.openai_body import (
     encode,
     prepare,
 )
+from host.api.passthrough_body import (
+    EMBEDDINGS_PATH,
+    IMAGES_PATH,
+    PASSTHROUGH_PATHS,
+    RERANK_PATH,
+    SPEECH_PATH,
+    TRANSCRIPTIONS_PATH,
+    is_multipart,
+    prepare_passthrough,
+)
 from host.core.routing import Decision, RouteRequest, RoutingError
 from host.daemon import Host, UnknownModel
 from host.errors import (
@@ -87,7 +104,9 @@ log = logging.getLogger("tierhost.proxy")
 
 T = TypeVar("T")
 
-_PASSED_RESPONSE_HEADERS = ("content-type", "cache-control")
+_PASSED_RESPONSE_HEADERS = ("content-type", "cache-control", "content-disposition")
+
+JSON_TYPE = "application/json"
 
 COUNT_FROM_CHARS = 4096
 """Prompts shorter than this are not worth a tokenizer round trip: at ~1,000 tokens no
@@ -629,6 +648,12 @@ class _Exchange:
     send: Send
     host: Host
     shutdown: Shutdown
+    passthrough: bool = False
+    """A pass-through endpoint's (`host.api.passthrough_body`): its body goes upstream as
+    it came, its answer comes back as it is; no slot, no stream put back together."""
+    content_type: str = JSON_TYPE
+    """What the body is sent upstream as: a pass-through's own (a multipart form's, with
+    its boundary); every other body is JSON."""
 
     @property
     def anthropic(self) -> bool:
@@ -647,10 +672,14 @@ class _Ending:
     """A request's end, told once whatever path it takes: metrics, and the slot's new
     content (or its abandonment)."""
 
-    def __init__(self, host: Host, model: str, waited_s: float) -> None:
+    def __init__(
+        self, host: Host, model: str, waited_s: float, passthrough: str | None = None
+    ) -> None:
         self.host = host
         self.model = model
         self.waited_s = waited_s
+        self.passthrough = passthrough
+        """A pass-through request's endpoint, counted by outcome; None for the others."""
         self.slot_use: SlotUse | None = None
         self.told = False
 
@@ -659,6 +688,10 @@ class _Ending:
             return
         self.told = True
         metrics = self.host.metrics
+        if self.passthrough is not None:
+            outcome = "ok" if answered else "error"
+            metrics.passthrough_requests_total.labels(self.model, self.passthrough, outcome).inc()
+            return
         metrics.observe_request(self.model, timings, self.waited_s)
         if self.slot_use is not None:
             restored = self.slot_use.finish(answered, timings)
@@ -695,6 +728,50 @@ async def _forward(x: _Exchange) -> None:
     requested: str = body["model"]
     if x.anthropic:
         requested = _claude_target(host, requested, body)
+    await _serve(x, prepared, raw, request_headers, requested, task_type)
+
+
+async def _forward_passthrough(x: _Exchange) -> None:
+    """A pass-through request: its `model` found (`host.api.passthrough_body`), then the
+    same route, lease, wait and answer as chat's, with the body sent as it came."""
+    host = x.host
+    limits = (x.scope.get("state") or {}).get("body_limits")
+    if not isinstance(limits, BodyLimits):
+        limits = DEFAULT_LIMITS
+    raw = await receive_body(x.receive, limits)
+    if raw is None:
+        return
+    request_headers = _request_headers(x.scope)
+    task_type = request_headers.get(b"x-task-type") or None
+    found = await host.offload.run(
+        len(raw), prepare_passthrough, raw, limits, x.content_type, host.known_names()
+    )
+    if x.shutdown.stopping.is_set():
+        await x.respond(_shutting_down())
+        return
+    if found.model in ("auto", "big"):
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"`model` {found.model} routes by a prompt, which a {x.path} request has none "
+            "of: name a model or a tier",
+        )
+    body: dict[str, Any] = found.json_body or {"model": found.model}
+    prepared = Prepared(body, None, False, "")
+    await _serve(x, prepared, raw, request_headers, found.model, task_type)
+
+
+async def _serve(
+    x: _Exchange,
+    prepared: Prepared,
+    raw: bytes,
+    request_headers: dict[bytes, str],
+    requested: str,
+    task_type: str | None,
+) -> None:
+    """Route, then attempt the model the route gives, failing over from a remote that
+    failed before answering to the next model of the route."""
+    host = x.host
     forced = _forced(request_headers) or prepared.tagged
     model, decision = await _route(host, prepared, requested, task_type, forced)
     failed_over: list[str] = []
@@ -775,7 +852,8 @@ async def _attempt(
     try:
         lease = _lease_now(host, model, forced)
         if lease is None:
-            if body.get("stream") and host.fleet.device_for(model) is not None:
+            waits_on_device = host.fleet.device_for(model) is not None
+            if body.get("stream") and waits_on_device and not x.passthrough:
                 started = _StartedStream(x.send, x.anthropic)
                 x = dataclasses.replace(x, send=started)
                 early = _headers(host, model, None)
@@ -794,7 +872,7 @@ async def _attempt(
         await x.respond(stop.response({}))
         return None
 
-    ending = _Ending(host, model, 0.0)
+    ending = _Ending(host, model, 0.0, path if x.passthrough else None)
     try:
         headers = _headers(host, model, time.monotonic() - began)
         if failed_over:
@@ -802,7 +880,7 @@ async def _attempt(
         if decision.type is not None and requested in ("auto", "big"):
             headers["X-Tierhost-Task-Type"] = decision.type
         send_headers = {
-            "content-type": "application/json",
+            "content-type": x.content_type,
             "accept": request_headers.get(b"accept", "*/*"),
             **lease.headers,
         }
@@ -812,9 +890,12 @@ async def _attempt(
         # A managed model answers a plain request as a stream, put back together here: this
         # llama-server stops generating when a stream's reader goes away, never when a plain
         # request's does, so a plain request could not otherwise be ended.
-        assemble = lease.managed and not body.get("stream") and path != COUNT_TOKENS_PATH
+        assemble = (
+            lease.managed and not body.get("stream") and path != COUNT_TOKENS_PATH
+        ) and not x.passthrough
         changes: dict[str, Any] = {}
-        if lease.upstream_model is not None:
+        if lease.upstream_model is not None and x.content_type == JSON_TYPE:
+            # (a multipart form goes as it came: its `model` field is not rewritten)
             changes["model"] = lease.upstream_model
         if assemble:
             changes.update(as_stream(body, path))
@@ -1009,7 +1090,7 @@ async def _relay(
         )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     timings = None if torn else _timings_in_stream(b"".join(tail), head)
-    ending(timings, timings is not None)
+    ending(timings, timings is not None or (x.passthrough and not torn))
 
 
 async def _pass_on(
@@ -1026,7 +1107,7 @@ async def _pass_on(
     already (an assembled answer: not parsed again from the bytes just encoded)."""
     if status != 200:
         timings = None
-    elif timings is None:
+    elif timings is None and not x.passthrough:  # audio or embeddings carry no timings
         timings = _timings_in_body(payload)
     ending(timings, status == 200)
     if status == 400:
@@ -1186,6 +1267,8 @@ async def count_tokens(host: Host, model: str, text: str) -> int | None:
     process = host.processes.get(model)
     if process is None or not process.is_ready() or len(text) > COUNT_UP_TO_CHARS:
         return None
+    if process.spec.command is not None:
+        return None  # not a llama-server: it has no /tokenize of ours to ask
     try:
         response = await process.http.post(
             f"{process.base_url}/tokenize", json={"content": text}, timeout=TOKENIZE_TIMEOUT_S
@@ -1299,6 +1382,80 @@ class _Completions:
             await _forward(x)
         except _ContextTooLong as exc:
             await x.respond(context_length_response(str(exc), self.path, {}))
+
+
+class _Passthrough:
+    """A pass-through endpoint (`host.api.passthrough_body`) as a bare ASGI app, made
+    like `_Completions`: the body, JSON or a multipart form, goes upstream as it came."""
+
+    path: ClassVar[str]
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._run().__await__()
+
+    async def _run(self) -> None:
+        app = self.scope["app"]
+        content_type = JSON_TYPE
+        for name, value in self.scope["headers"]:
+            if name.lower() == b"content-type":
+                sent = value.decode("latin-1")
+                content_type = sent if is_multipart(sent) else JSON_TYPE
+        x = _Exchange(
+            self.path,
+            self.scope,
+            self.receive,
+            self.send,
+            app.state.host,
+            shutdown_of(app),
+            passthrough=True,
+            content_type=content_type,
+        )
+        await _forward_passthrough(x)
+
+
+class Embeddings(_Passthrough):
+    """`POST /v1/embeddings`."""
+
+    path = EMBEDDINGS_PATH
+
+
+class Speech(_Passthrough):
+    """`POST /v1/audio/speech`: audio bytes back, with the server's content type."""
+
+    path = SPEECH_PATH
+
+
+class Transcriptions(_Passthrough):
+    """`POST /v1/audio/transcriptions`: a multipart upload, its `model` a form field."""
+
+    path = TRANSCRIPTIONS_PATH
+
+
+class Images(_Passthrough):
+    """`POST /v1/images/generations`."""
+
+    path = IMAGES_PATH
+
+
+class Rerank(_Passthrough):
+    """`POST /v1/rerank`."""
+
+    path = RERANK_PATH
+
+
+PASSTHROUGH_ENDPOINTS: tuple[type[_Passthrough], ...] = (
+    Embeddings,
+    Speech,
+    Transcriptions,
+    Images,
+    Rerank,
+)
+assert {e.path for e in PASSTHROUGH_ENDPOINTS} == set(PASSTHROUGH_PATHS)
 
 
 class ChatCompletions(_Completions):
@@ -1429,6 +1586,7 @@ routes = [
     Route(MESSAGES_PATH, Messages, methods=["POST"]),
     Route(COMPLETIONS_PATH, Completions, methods=["POST"]),
     Route(COUNT_TOKENS_PATH, CountTokens, methods=["POST"]),
+    *(Route(e.path, e, methods=["POST"]) for e in PASSTHROUGH_ENDPOINTS),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
 ]

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from host.config import Config, ConfigError, ManagedModel, load_config
+from host.config import CommandModel, Config, ConfigError, ManagedModel, load_config
 from host.models import gguf, gpu
 from host.paths import resolve_gguf
 
@@ -41,13 +41,15 @@ def fit_report(
     config: Config, model_name: str, device_name: str | None, ctx: int | None
 ) -> dict[str, Any]:
     model = config.models.get(model_name)
-    if not isinstance(model, ManagedModel):
-        known = ", ".join(sorted(config.managed()))
-        raise ConfigError(f"{model_name!r} is not a managed model (managed: {known})")
-    if device_name is None and len(model.devices) > 1:
+    if not isinstance(model, ManagedModel | CommandModel):
+        known = ", ".join(sorted(config.local()))
+        raise ConfigError(f"{model_name!r} is not a model this host starts (those: {known})")
+    if isinstance(model, ManagedModel) and device_name is None and len(model.devices) > 1:
         return _spanning_report(config, model_name, model, ctx)
     device_name = device_name or model.device
     kind, budget = device_budget(config, device_name)
+    if isinstance(model, CommandModel):
+        return _configured_report(model_name, model, device_name, kind, budget)
     path = resolve_gguf(model.gguf, model_name)
     try:
         shape, placement, result = gguf.estimate_model(model, path, kind, ctx)
@@ -152,6 +154,33 @@ def _spanning_report(
     return report
 
 
+def _configured_report(
+    model_name: str, model: CommandModel, device_name: str, kind: str, budget: int | None
+) -> dict[str, Any]:
+    """A command model's fit: its configured `memory_mb` against the budget. There is no
+    file to estimate from (the server is not ours to look inside), and nothing to tune."""
+    need = model.memory_by_device.get(device_name, model.memory_mb)
+    fits = budget is None or need <= budget
+    lines = [
+        f"{model_name} on {device_name} ({kind}), command {model.command[0]}",
+        f"configured         {need:>10} MiB (memory_mb; no estimate for a command)",
+        f"budget             {budget if budget is not None else 'none':>10} MiB",
+        "fits" if fits else "does NOT fit",
+    ]
+    return {
+        "model": model_name,
+        "device": device_name,
+        "command": list(model.command),
+        "budget_mb": budget,
+        "memory_mb": need,
+        "estimate": None,
+        "fits": fits,
+        "moe": False,
+        "n_cpu_moe": None,
+        "text": "\n".join(lines),
+    }
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     report = fit_report(config, args.model, args.device, args.ctx)
@@ -165,7 +194,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register `fit` on the main parser's subparsers."""
     fit = sub.add_parser("fit", help="estimate a model's memory from its GGUF and check it fits")
-    fit.add_argument("model", help="a managed model of the config")
+    fit.add_argument("model", help="a model of the config that this host starts")
     fit.add_argument("--device", help="device to check against (default: the model's own)")
     fit.add_argument("--ctx", type=int, help="total context (all slots); default: from args")
     fit.add_argument("--config", type=Path, help="tierhost.toml (default: the demo config)")

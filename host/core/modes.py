@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-from host.config import Config, ManagedModel
+from host.config import Config, LocalModel
 
 AUTO = "auto"
 GAMING = "gaming"
@@ -53,7 +53,7 @@ def allowed_models(config: Config, device: str, mode: str) -> frozenset[str] | N
     on_device = {
         name
         for name, model in config.models.items()
-        if isinstance(model, ManagedModel) and model.device == device
+        if isinstance(model, LocalModel) and model.device == device
     }
     return frozenset(on_device & set(tier.models))
 

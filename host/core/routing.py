@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from host.config import Config, ManagedModel
+from host.config import Config, LocalModel, ManagedModel
 from host.core import modes
 from host.core.task_types import (
     Classification,
@@ -244,9 +244,10 @@ def context_length_message(largest: int, size: PromptSize, considered: Sequence[
     )
 
 
-def context_window_of(model: ManagedModel) -> int | None:
-    """From config, else `--ctx-size` divided by `--parallel` in the model's args."""
-    if model.context_window is not None:
+def context_window_of(model: LocalModel) -> int | None:
+    """From config, else (for llama-server) `--ctx-size` divided by `--parallel` in the
+    model's args; a command model's args are not ours to read."""
+    if model.context_window is not None or not isinstance(model, ManagedModel):
         return model.context_window
     ctx = parallel = None
     args = list(model.args)
@@ -271,7 +272,7 @@ def snapshot_from_config(
 ) -> RoutingSnapshot:
     views = {}
     for name, model in config.models.items():
-        if isinstance(model, ManagedModel):
+        if isinstance(model, LocalModel):
             kind = config.devices[model.device].kind
             views[name] = ModelView(
                 name,

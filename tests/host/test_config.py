@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from host.config import ConfigError, ManagedModel, load_config, parse_config
+from host.config import CommandModel, ConfigError, ManagedModel, load_config, parse_config
 
 BASE = """
 [devices.gpu0]
@@ -197,3 +197,98 @@ def test_a_model_on_two_cards_with_its_memory_is_accepted() -> None:
         text + '[models.m2]\ngguf = "x"\ndevices = ["gpu1", "gpu0"]\nmemory_mb = 1600\n'
     )
     assert config.managed()["m2"].memory_by_device == {"gpu0": 800, "gpu1": 800}
+
+
+# -- command models ------------------------------------------------------------------
+
+COMMAND = '[models.tts]\nkind = "command"\ndevice = "gpu0"\n'
+
+
+def test_a_command_model_keeps_its_argv_health_path_env_and_placement() -> None:
+    config = parse_config(
+        BASE
+        + COMMAND
+        + 'command = ["tts-server", "--port", "{port}", "--host", "{host}"]\n'
+        + 'memory_mb = 300\nhealth_path = "/ready"\nstop_timeout_s = 3\n'
+        + 'env = { VOICES = "/srv/voices" }\n'
+    )
+    model = config.models["tts"]
+    assert isinstance(model, CommandModel)
+    assert model.command == ["tts-server", "--port", "{port}", "--host", "{host}"]
+    assert model.health_path == "/ready"
+    assert model.env == {"VOICES": "/srv/voices"}
+    assert model.stop_timeout_s == 3
+    assert model.devices == ("gpu0",)
+    assert model.memory_by_device == {"gpu0": 300}
+    assert set(config.local()) == {"m1", "tts"}
+    assert set(config.managed()) == {"m1"}
+
+
+def test_a_command_models_defaults_are_llama_servers() -> None:
+    model = parse_config(BASE + COMMAND + 'command = ["srv", "{port}"]\nmemory_mb = 1\n').models[
+        "tts"
+    ]
+    assert isinstance(model, CommandModel)
+    assert model.health_path == "/health"
+    assert model.env == {}
+    assert model.stop_timeout_s is None  # host.stop_grace_s
+    assert not model.persistent and model.port is None and model.max_concurrency == 32
+
+
+def test_a_command_model_with_a_fixed_port_needs_no_placeholder() -> None:
+    config = parse_config(BASE + COMMAND + 'command = ["srv"]\nport = 9100\nmemory_mb = 1\n')
+    assert config.models["tts"].kind == "command"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (
+            'command = "tts-server --port {port}"\nmemory_mb = 1\n',
+            r"models\.tts\.command: must be a list of strings .*never run through a shell",
+        ),
+        ("command = []\nmemory_mb = 1\n", r"models\.tts\.command: must not be empty"),
+        ('command = ["", "{port}"]\nmemory_mb = 1\n', r"models\.tts\.command: the first element"),
+        ('command = ["srv", 8080]\nmemory_mb = 1\n', r"models\.tts\.command\.1: Input should be"),
+        ('command = ["srv", "{port}"]\n', r"models\.tts\.memory_mb: required key is missing"),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 0\n',
+            r"models\.tts\.memory_mb: Input should be greater than 0",
+        ),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 5000\n',
+            r"models\.tts\.memory_mb: 5000 MiB can never fit device gpu0 \(1000 MiB budget\)",
+        ),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 1\nhealth_path = "health"\n',
+            r"models\.tts\.health_path: must start with /",
+        ),
+        ('command = ["srv"]\nmemory_mb = 1\n', r"models\.tts: command: no \{port\} in it"),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 1\nenv = { N = 1 }\n',
+            r"models\.tts\.env\.N: Input should be a valid string",
+        ),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 1\ngguf = "x"\n',
+            r"models\.tts\.gguf: unknown key",
+        ),
+        (
+            'command = ["srv", "{port}"]\nmemory_mb = 1\npersistent = true\nidle_unload_s = 5\n',
+            r"models\.tts: idle_unload_s: a persistent model is never unloaded",
+        ),
+    ],
+)
+def test_command_model_mistakes_are_one_line_naming_the_key(keys: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as caught:
+        parse_config(BASE + COMMAND + keys, "t.toml")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_command_model_may_be_the_validator_when_it_never_forces_a_swap() -> None:
+    text = (
+        BASE
+        + '[devices.cpu]\nkind = "cpu"\n'
+        + '[models.judge]\nkind = "command"\ndevice = "cpu"\nmemory_mb = 1\n'
+        + 'command = ["judge", "{port}"]\n[validation]\nmodel = "judge"\n'
+    )
+    assert parse_config(text).validator_model() == "judge"

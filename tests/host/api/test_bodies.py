@@ -153,6 +153,11 @@ BODY_ENDPOINTS = [
     ("POST", "/v1/completions"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/audio/speech"),
+    ("POST", "/v1/audio/transcriptions"),
+    ("POST", "/v1/images/generations"),
+    ("POST", "/v1/rerank"),
 ]
 
 

@@ -24,6 +24,7 @@ from host.models.process import (
     ModelState,
     StartFailed,
     Transition,
+    command_argv,
     is_legal,
     reap_leftovers,
     restart_delay,
@@ -31,6 +32,7 @@ from host.models.process import (
 )
 from host.paths import find_llama_server, resolve_gguf
 from tests.conftest import alive, wait_until_gone
+from tests.host.fake_command_server import command
 from tests.host.fake_llama_server import fake_args, write_wrapper
 
 T = TypeVar("T")
@@ -111,12 +113,14 @@ def fake_pids(log_path: Path) -> list[int]:
 
 
 def running_fakes() -> set[int]:
-    """Fake servers among this test process's descendants (zombies do not count)."""
+    """Fake servers (llama-server's and command servers') among this test process's
+    descendants (zombies do not count)."""
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:
             if child.status() != psutil.STATUS_ZOMBIE and any(
-                "fake_llama_server" in part for part in child.cmdline()
+                "fake_llama_server" in part or "fake_command_server" in part
+                for part in child.cmdline()
             ):
                 found.add(child.pid)
         except psutil.Error:
@@ -154,7 +158,35 @@ class Harness:
             start_timeout_s=start_timeout_s,
             stop_grace_s=stop_grace_s,
         )
-        process = ModelProcess(spec)
+        return self._own(ModelProcess(spec))
+
+    def command_model(
+        self,
+        *flags: str,
+        name: str = "c",
+        health_path: str = "/health",
+        env: dict[str, str] | None = None,
+        start_timeout_s: float = BOUND_S,
+        stop_grace_s: float = 5.0,
+    ) -> tuple[ModelProcess, Recorder]:
+        """A command model running `tests/host/fake_command_server.py` with `flags`."""
+        argv = command(*flags)
+        spec = LaunchSpec(
+            name=name,
+            binary=Path(argv[0]),
+            gguf=Path(),
+            args=(),
+            log_path=self.tmp_path / "logs" / f"{name}.log",
+            pid_path=self.tmp_path / "run" / f"{name}.pid",
+            env=env or {},
+            start_timeout_s=start_timeout_s,
+            stop_grace_s=stop_grace_s,
+            command=tuple(argv),
+            health_path=health_path,
+        )
+        return self._own(ModelProcess(spec))
+
+    def _own(self, process: ModelProcess) -> tuple[ModelProcess, Recorder]:
         recorder = Recorder()
         process.subscribe(recorder)
         self.processes.append(process)
@@ -594,3 +626,88 @@ def test_reap_leftovers_kills_the_recorded_groups_and_nothing_else(tmp_path: Pat
                 proc.kill()
             proc.wait(timeout=BOUND_S)
     assert reap_leftovers(tmp_path / "no-such-dir") == []
+
+
+# -- command models -----------------------------------------------------------------
+
+
+def test_a_command_argv_gets_its_port_and_host_and_keeps_every_other_brace() -> None:
+    template = ["srv", "--port", "{port}", "--bind={host}:{port}", '{"a": 1}', "{model}"]
+    assert command_argv(template, 4242) == [
+        "srv",
+        "--port",
+        "4242",
+        "--bind=127.0.0.1:4242",
+        '{"a": 1}',
+        "{model}",
+    ]
+
+
+async def test_a_command_server_is_polled_at_its_health_path_with_its_env_over_the_hosts(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIERHOST_TEST_HOSTS", "from the host")
+    monkeypatch.setenv("TIERHOST_TEST_BOTH", "the host's")
+    process, recorder = harness.command_model(
+        "--health-path",
+        "/ready",
+        health_path="/ready",
+        env={"TIERHOST_TEST_OWN": "its own", "TIERHOST_TEST_BOTH": "the model's"},
+    )
+
+    url = await bounded(process.ensure_ready())
+
+    assert recorder.steps == [(STOPPED, STARTING), (STARTING, READY)]
+    assert (await harness.http.get(f"{url}/health")).status_code == 404  # not what it polls
+    seen = (await harness.http.get(f"{url}/debug/env")).json()
+    assert seen["pid"] == process.pid
+    assert seen["argv"][seen["argv"].index("--port") + 1] == str(process.port)
+    assert seen["argv"][seen["argv"].index("--host") + 1] == "127.0.0.1"
+    assert seen["env"]["TIERHOST_TEST_OWN"] == "its own"
+    assert seen["env"]["TIERHOST_TEST_HOSTS"] == "from the host"
+    assert seen["env"]["TIERHOST_TEST_BOTH"] == "the model's"
+    assert process.spec.pid_path.read_text().split()[0] == str(process.pid)
+    header = process.spec.log_path.read_text()
+    assert "=== tierhost: starting c at" in header
+    assert f"listening on 127.0.0.1:{process.port}" in header
+
+
+async def test_a_command_server_that_never_answers_its_health_path_fails_the_start(
+    harness: Harness,
+) -> None:
+    process, recorder = harness.command_model(health_path="/ready", start_timeout_s=1.0)
+
+    with pytest.raises(StartFailed, match="not ready after 1 s"):
+        await bounded(process.ensure_ready())
+
+    assert recorder.steps == [(STOPPED, STARTING), (STARTING, FAILED)]
+    assert not process.spec.pid_path.exists()
+
+
+async def test_a_command_server_that_ignores_sigterm_is_killed_after_its_stop_timeout(
+    harness: Harness,
+) -> None:
+    process, recorder = harness.command_model("--ignore-sigterm", stop_grace_s=0.5)
+    await bounded(process.ensure_ready())
+    pid = process.pid
+    assert pid is not None
+
+    await bounded(process.stop())
+
+    assert "fake-command: ignoring SIGTERM" in process.spec.log_path.read_text()
+    assert not alive({pid})
+    assert recorder.steps[-2:] == [(READY, STOPPING), (STOPPING, STOPPED)]
+
+
+async def test_a_command_servers_pid_file_lets_a_later_daemon_reap_it(harness: Harness) -> None:
+    process, recorder = harness.command_model()
+    await bounded(process.ensure_ready())
+    pid = process.pid
+    assert pid is not None
+
+    assert reap_leftovers(process.spec.pid_path.parent) == [pid]  # as a restarted daemon would
+
+    await recorder.wait_for(FAILED)  # the crash watch saw it go
+    assert not wait_until_gone({pid})
+    await bounded(process.ensure_ready())  # and the next request starts it again
+    assert process.restarts == 1
