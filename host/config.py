@@ -173,6 +173,10 @@ class LocalModel(_Strict):
     idle_unload_s: float | None = Field(None, gt=0)
     """Stop the model after this long without a request, freeing its memory (default:
     it stays until a swap needs the room)."""
+    yield_to_llm: bool = False
+    """Its requests wait while LLM work (a request or task for a model without this flag)
+    is in flight or queued on any of its devices, then run in arrival order: a voice
+    (TTS) after the words, never beside them, so the LLM's latency stays predictable."""
 
     @model_validator(mode="before")
     @classmethod

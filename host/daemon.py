@@ -295,6 +295,7 @@ class Host:
                 on_swap=self._record_swap,
                 before_load=self._vram_gate(group),
                 idle_unload_s={n: s for n in names if (s := managed[n].idle_unload_s) is not None},
+                yield_to_llm={n for n in names if managed[n].yield_to_llm},
                 policy=self.policy,
             )
             self.arbiters.update(dict.fromkeys(group, arbiter))

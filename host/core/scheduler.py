@@ -38,6 +38,11 @@ Rules:
   can look again then rather than poll.
 - A waiter whose model can never fit some device beside that device's persistent
   residents is rejected, saying which device.
+- A model that yields to the LLM (`yields`, a TTS server, say) is not served while LLM
+  work — a request for a model that does not yield, waiting or in flight — touches any
+  of its devices: its waiters wait without blocking anyone, and are served in their order
+  once the LLM work is done. LLM work waits for it only as long as its requests already
+  running (a resident with requests in flight is never evicted).
 - Invariant: the memory of each device's residents never exceeds its budget.
 """
 
@@ -63,6 +68,8 @@ class Resident:
     persistent: bool = False
     idle_unload_s: float | None = None
     """Unload after this long without a request (None: stay until evicted)."""
+    yields: bool = False
+    """It yields to the LLM: its requests wait while LLM work touches its devices."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,8 @@ class Waiter:
     memory: Memory
     forced: bool = False
     """Force-big: may load even where the device's mode does not allow the model."""
+    yields: bool = False
+    """For a model that yields to the LLM (see the rules)."""
 
 
 @dataclass(frozen=True)
@@ -155,12 +164,15 @@ def plan(snapshot: Snapshot) -> list[Action]:
     """Devices that a waiter ahead is waiting for: nothing behind it is served there."""
     blocked: list[Waiter] = []
     """Waiters whose model needs room that only evictions or finishes can make."""
+    llm_busy = llm_devices(snapshot)
 
     for waiter in snapshot.waiters:
         if waiter.model in rejected:
             continue
         if not snapshot.permits(waiter):
             continue  # waits for the mode to change; does not hold up anyone else
+        if waiter.yields and llm_busy & set(waiter.memory):
+            continue  # waits for the LLM work on its devices; holds up nobody
         devices = set(waiter.memory)
         resident = residents.get(waiter.model)
         if resident is not None and resident.phase == "ready":
@@ -198,6 +210,14 @@ def plan(snapshot: Snapshot) -> list[Action]:
     released = {a.model for a in releases if isinstance(a, Release)}
     actions.extend(u for u in _unloads(snapshot) if u.model not in released)
     return actions
+
+
+def llm_devices(snapshot: Snapshot) -> set[str]:
+    """The devices that LLM work (a model that does not yield) is running on now, or
+    waiting for (a waiter its mode holds back is not)."""
+    busy = {d for r in snapshot.residents if not r.yields and r.in_flight for d in r.memory}
+    waiting = (w for w in snapshot.waiters if not w.yields and snapshot.permits(w))
+    return busy | {d for w in waiting for d in w.memory}
 
 
 def _never_fits(

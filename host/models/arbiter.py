@@ -141,6 +141,7 @@ class DeviceArbiter:
         on_swap: SwapSink | None = None,
         before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
+        yield_to_llm: set[str] | None = None,
         policy: batching.Policy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -156,6 +157,8 @@ class DeviceArbiter:
         self._before_load = before_load
         """On a real card: wait until the memory a load needs is really free (NVML)."""
         self._idle_unload_s = idle_unload_s or {}
+        self._yields = yield_to_llm or set()
+        """Models whose requests wait for the LLM work on their devices."""
         self.policy = policy or batching.Policy()
         self._clock = clock
         """Monotonic seconds: what waits and residencies are measured in (a test's own)."""
@@ -224,6 +227,7 @@ class DeviceArbiter:
                     last_used=self._last_used[name],
                     persistent=name in self._persistent,
                     idle_unload_s=self._idle_unload_s.get(name),
+                    yields=name in self._yields,
                 )
             )
         return result
@@ -235,7 +239,10 @@ class DeviceArbiter:
         return scheduler.Snapshot(
             budgets=self.budgets,
             residents=self.residents(),
-            waiters=[scheduler.Waiter(w.id, w.model, w.memory, w.forced) for w in self._waiters],
+            waiters=[
+                scheduler.Waiter(w.id, w.model, w.memory, w.forced, w.model in self._yields)
+                for w in self._waiters
+            ],
             allowed=self.allowed,
             now=self._clock(),
         )
@@ -287,7 +294,9 @@ class DeviceArbiter:
         (a streaming client is told this before its answer starts)."""
         state = self.models[model].state
         on = self.devices_of(model)
-        if model in self._evicting or state is ModelState.STOPPING:
+        if model in self._yields and self._llm_working_beside(model):
+            where = f"{model} yields to the LLM work on {on} (yield_to_llm) and runs after it"
+        elif model in self._evicting or state is ModelState.STOPPING:
             where = f"{model} is stopping on {on}"
         elif model in self._loading or state is ModelState.STARTING:
             where = f"{model} is loading on {on}"
@@ -304,6 +313,10 @@ class DeviceArbiter:
         if self.order is not None and self.order.choice.model not in (None, model):
             rule = f"; served first: {self.order.choice.why}"
         return where + (queued if ahead else "") + rule
+
+    def _llm_working_beside(self, model: str) -> bool:
+        """Whether LLM work runs on one of the devices of `model` (which yields to it)."""
+        return bool(scheduler.llm_devices(self.snapshot()) & set(self._memory[model]))
 
     def permits(self, model: str, forced: bool = False) -> bool:
         return forced or not self._holding(model)
@@ -346,6 +359,7 @@ class DeviceArbiter:
             or model in self._evicting
             or self.models[model].state is not ModelState.READY
             or self.in_flight[model] >= self._max_concurrency[model]
+            or (model in self._yields and self._llm_working_beside(model))
         ):
             return None
         self.in_flight[model] += 1

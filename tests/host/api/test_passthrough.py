@@ -11,34 +11,17 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Daemon, start_daemon, stop_checked
+from tests.conftest import Daemon, model_status, start_daemon, stop_checked, wait_for
 from tests.host.fake_command_server import command, embedding_of, speech_bytes
 
 BOUND_S = 30.0
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = BOUND_S) -> Any:
-    """Poll `predicate` until it is truthy (bounded), and return its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def model_status(daemon: Daemon, name: str) -> dict[str, Any]:
-    models: list[dict[str, Any]] = daemon.status()["models"]
-    return next(m for m in models if m["name"] == name)
 
 
 def config(tmp: Path) -> str:

@@ -466,3 +466,45 @@ def test_alternating_work_over_both_cards_never_evicts_the_small_model_for_the_m
     assert len(served.waits) == 24
     assert {for_model for model, for_model in served.evictions if model == "small"} <= {"dense"}
     assert ("dense", "moe") in served.evictions and ("moe", "dense") in served.evictions
+
+
+# -- a model that yields to the LLM (a voice after the words) -----------------------------
+
+TTS = {"gpu0": 200}
+LLM = {"gpu0": 600}
+
+
+def test_a_yielding_model_waits_while_llm_work_runs_or_waits_on_its_card() -> None:
+    tts = Resident("tts", TTS, "ready", yields=True)
+    busy = [Resident("llm", LLM, "ready", in_flight=1), tts]
+    speak = Waiter(1, "tts", TTS, yields=True)
+    assert plan(Snapshot(BOTH, busy, [speak])) == []  # the LLM is generating
+    idle = [Resident("llm", LLM, "ready"), tts]
+    assert plan(Snapshot(BOTH, idle, [speak, Waiter(2, "llm", LLM)])) == [Admit((2,))]
+    assert plan(Snapshot(BOTH, idle, [speak])) == [Admit((1,))]  # the words are done
+
+
+def test_llm_work_on_another_card_does_not_hold_a_yielding_model() -> None:
+    residents = [
+        Resident("moe", MOE, "ready", in_flight=2),
+        Resident("tts", TTS, "ready", yields=True),
+    ]
+    assert plan(Snapshot(BOTH, residents, [Waiter(1, "tts", TTS, yields=True)])) == [Admit((1,))]
+
+
+def test_llm_work_waits_for_a_yielding_model_only_as_long_as_its_running_requests() -> None:
+    """The LLM needs the room the voice holds: the voice's running request finishes, its
+    next ones wait, and it is evicted."""
+    full = {"gpu0": 1000}
+    speaking = [Resident("tts", {"gpu0": 500}, "ready", in_flight=1, yields=True)]
+    waiters = [Waiter(1, "llm", {"gpu0": 600}), Waiter(2, "tts", {"gpu0": 500}, yields=True)]
+    assert plan(Snapshot(full, speaking, waiters)) == []
+    done = [Resident("tts", {"gpu0": 500}, "ready", yields=True)]
+    assert plan(Snapshot(full, done, waiters)) == [Evict("tts", for_model="llm")]
+
+
+def test_a_held_back_llm_waiter_does_not_hold_the_voice() -> None:
+    gaming = {"gpu0": frozenset({"tts"})}
+    residents = [Resident("tts", TTS, "ready", yields=True)]
+    waiters = [Waiter(1, "llm", LLM), Waiter(2, "tts", TTS, yields=True)]
+    assert plan(Snapshot(BOTH, residents, waiters, gaming)) == [Admit((2,))]

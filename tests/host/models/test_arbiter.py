@@ -148,6 +148,7 @@ class Devices:
         on_swap: SwapSink | None = None,
         before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
+        yield_to_llm: Iterable[str] = (),
         policy: Policy | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Device:
@@ -179,6 +180,7 @@ class Devices:
             on_swap=on_swap or record,
             before_load=before_load,
             idle_unload_s=idle_unload_s,
+            yield_to_llm=set(yield_to_llm),
             policy=policy,
             **({} if clock is None else {"clock": clock}),
         )
@@ -1226,3 +1228,22 @@ async def test_two_spanning_models_alternate_on_both_cards(devices: Devices) -> 
         "x stopping", "x stopped", "y starting", "y ready",
         "y stopping", "y stopped", "x starting", "x ready",
     ]  # fmt: skip
+
+
+# -- yield_to_llm --------------------------------------------------------------------------
+
+
+async def test_a_yielding_model_takes_no_fast_path_while_the_llm_works(devices: Devices) -> None:
+    device = devices.make({"llm": 600, "tts": 200}, ready={"llm", "tts"}, yield_to_llm={"tts"})
+    arbiter = device.arbiter
+    words = device.now("llm")
+    assert arbiter.try_acquire_now("tts") is None
+    speech = device.ask("tts")
+    await until(lambda: arbiter.queue_length == 1, "the speech waits")
+    assert "tts yields to the LLM work on gpu0" in arbiter.why_wait("tts")
+    more = await bounded(device.ask("llm"))  # more words go ahead of the waiting voice
+    words.release()
+    assert not speech.done(), "the voice spoke beside the words"
+    more.release()
+    (await bounded(speech)).release()
+    device.now("tts").release()  # nothing of the LLM runs now: the fast path is open
