@@ -23,6 +23,7 @@ from bench import (
     placement,
     queue,
     routing,
+    sleep,
     swap,
     tasks,
     validation,
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "queue": ("One swap-minimising queue per GPU, for requests too (issue 15)", queue),
     "messages": ("Anthropic's Messages API through the host (issue 14)", messages),
     "placement": ("Models across two GPUs (issue 12)", placement),
+    "sleep": ("Sleep instead of stop (issue 12)", sleep),
 }
 
 

@@ -67,6 +67,10 @@ class HostSettings(_Strict):
     warm_pool_mb: int | None = Field(None, ge=0)
     """Page cache kept warm with the GGUFs of the models likely needed next; omitted means
     a quarter of the RAM available at start, 0 turns the warm pool off."""
+    sleep_ram_mb: int | None = Field(None, ge=0)
+    """RAM that models left asleep (`sleep` on a model) may hold in all; when it is full
+    the least recently used sleepers are stopped. Omitted means half the RAM available
+    at start; 0: a swap always stops, nothing is left asleep."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """Extra names (or addresses) clients may use in `Host` to reach the daemon, e.g. the
     name a reverse proxy forwards; the bind address and the box's own names always are."""
@@ -146,6 +150,43 @@ class FallbackProfile(_Strict):
         return args
 
 
+class SleepMode(_Strict):
+    """Sleep instead of stop: a swap frees the card and keeps the server's process, and
+    the next request wakes it, much faster than a fresh start.
+
+    A command model (vLLM with `--enable-sleep-mode`) is asked to sleep: `path` and
+    `wake_path` are POSTed. A llama-server sleeps by itself after `idle_s` idle seconds
+    (`--sleep-idle-seconds`); a swap leaves it asleep, instead of stopping it, once it
+    has been idle that long, and its next request wakes it."""
+
+    path: str | None = None
+    """POSTed to put a command model to sleep, e.g. `/sleep?level=1`."""
+    wake_path: str | None = None
+    """POSTed to wake a command model, e.g. `/wake_up`; omitted: its next request does."""
+    idle_s: int | None = Field(None, ge=1)
+    """llama-server: idle seconds after which it sleeps by itself (`--sleep-idle-seconds`)."""
+    memory_mb: int | None = Field(None, ge=0)
+    """RAM it holds asleep (vLLM level 1: its weights), counted against
+    `host.sleep_ram_mb`. Required for a command model; a llama-server asleep keeps only
+    its process (about 40 MiB measured with the demo model), 64 if omitted."""
+    device_memory_mb: int = Field(0, ge=0)
+    """What it still holds on each of its devices asleep (a CUDA context), counted
+    against their budgets."""
+    timeout_s: float = Field(60.0, gt=0)
+    """The bound on one sleep or wake call."""
+
+    @field_validator("path", "wake_path")
+    @classmethod
+    def _a_path(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"must start with / (e.g. /sleep?level=1), not {path!r}")
+        return path
+
+    @property
+    def ram_mb(self) -> int:
+        return 64 if self.memory_mb is None else self.memory_mb
+
+
 class LocalModel(_Strict):
     """What every model whose server this host starts shares: where it lives, what it
     takes there, and how its life is bounded. `ManagedModel` (llama-server) and
@@ -177,6 +218,8 @@ class LocalModel(_Strict):
     """Its requests wait while LLM work (a request or task for a model without this flag)
     is in flight or queued on any of its devices, then run in arrival order: a voice
     (TTS) after the words, never beside them, so the LLM's latency stays predictable."""
+    sleep: SleepMode | None = None
+    """Put it to sleep instead of stopping it when a swap needs its room (see SleepMode)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -198,6 +241,8 @@ class LocalModel(_Strict):
     def _idle_unload_is_not_persistent(self) -> Self:
         if self.persistent and self.idle_unload_s is not None:
             raise ValueError("idle_unload_s: a persistent model is never unloaded; set one")
+        if self.persistent and self.sleep is not None:
+            raise ValueError("sleep: a persistent model is never swapped out; set one")
         return self
 
 
@@ -226,6 +271,27 @@ class ManagedModel(LocalModel):
     def _no_reserved_args(cls, args: list[str]) -> list[str]:
         _refuse_reserved(args)
         return args
+
+    @model_validator(mode="after")
+    def _llama_server_sleeps_by_itself(self) -> Self:
+        sleep = self.sleep
+        if sleep is None:
+            if "--sleep-idle-seconds" in self.args:
+                raise ValueError(
+                    "args: write sleep = { idle_s = N } instead of --sleep-idle-seconds, "
+                    "so the swap knows the model sleeps"
+                )
+            return self
+        if sleep.path is not None or sleep.wake_path is not None:
+            raise ValueError(
+                "sleep: llama-server has no sleep or wake endpoint; give idle_s (it sleeps "
+                "by itself after that many idle seconds, and its next request wakes it)"
+            )
+        if sleep.idle_s is None:
+            raise ValueError("sleep.idle_s: required for llama-server (--sleep-idle-seconds)")
+        if "--sleep-idle-seconds" in self.args:
+            raise ValueError("args: --sleep-idle-seconds is set from sleep.idle_s; remove it")
+        return self
 
 
 COMMAND_PLACEHOLDERS = ("{port}", "{host}")
@@ -275,6 +341,22 @@ class CommandModel(LocalModel):
         if not path.startswith("/"):
             raise ValueError(f"must start with / (e.g. /health), not {path!r}")
         return path
+
+    @model_validator(mode="after")
+    def _sleep_by_request(self) -> Self:
+        sleep = self.sleep
+        if sleep is None:
+            return self
+        if sleep.idle_s is not None:
+            raise ValueError("sleep.idle_s: only for llama-server; give path and wake_path")
+        if sleep.path is None:
+            raise ValueError(
+                "sleep.path: required, what puts the server to sleep (e.g. "
+                "/sleep?level=1 for vLLM with --enable-sleep-mode)"
+            )
+        if sleep.memory_mb is None:
+            raise ValueError("sleep.memory_mb: required, the RAM the server holds asleep")
+        return self
 
     @model_validator(mode="after")
     def _a_known_port(self) -> Self:

@@ -35,12 +35,20 @@ from host.core.batching import Policy
 from host.core.remote_health import Health, RemoteMode
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
-from host.models.arbiter import DeviceArbiter, LoadGate, SwapRecord
+from host.models.arbiter import DeviceArbiter, LoadGate, SleepPlan, SwapRecord
 from host.models.auto_yield import AutoYield
 from host.models.fleet import Fleet
 from host.models.kv_slots import SlotKeeper, fingerprint
-from host.models.process import LaunchSpec, ModelProcess, ModelState, Transition, reap_leftovers
+from host.models.process import (
+    LaunchSpec,
+    ModelProcess,
+    ModelState,
+    SleepSpec,
+    Transition,
+    reap_leftovers,
+)
 from host.models.remote_health import RemoteHealth
+from host.models.sleepers import SleepRoom
 from host.models.status import status_document
 from host.models.type_model import TypeModel
 from host.offload import Offload
@@ -50,6 +58,22 @@ from host.tasks.dispatcher import Dispatcher
 from host.tasks.queue import TaskQueue
 
 log = logging.getLogger("tierhost")
+
+
+def sleep_spec(model: LocalModel) -> SleepSpec | None:
+    """How a model's process is put to sleep and woken (None: it is stopped)."""
+    if model.sleep is None:
+        return None
+    return SleepSpec(model.sleep.path, model.sleep.wake_path, model.sleep.timeout_s)
+
+
+def default_sleep_ram_mb(configured: int | None) -> int:
+    """`host.sleep_ram_mb`, else half the RAM available now."""
+    if configured is not None:
+        return configured
+    import psutil
+
+    return int(psutil.virtual_memory().available // 2 // (1024 * 1024))
 
 
 class UnknownModel(Exception):
@@ -118,6 +142,8 @@ class Host:
         self.placement_of: dict[str, dict[str, int]] = {}
         """What each local model counts on each of its devices."""
         self.metrics = HostMetrics(lambda: status_document(self))
+        self.sleep_room = SleepRoom(default_sleep_ram_mb(config.host.sleep_ram_mb))
+        """The RAM that models left asleep share, box-wide (`host.sleep_ram_mb`)."""
         self.warm_pool = warm_pool.WarmPool(
             {},
             warm_pool.default_budget_mb(config.host.warm_pool_mb),
@@ -144,6 +170,8 @@ class Host:
             args = [*launch.args, *own_args, "--n-gpu-layers", "0"]
         if model.kv_slots and "--slot-save-path" not in args:
             args += ["--slot-save-path", str(self.data_dir / "slots" / name)]
+        if model.sleep is not None and model.sleep.idle_s is not None:
+            args += ["--sleep-idle-seconds", str(model.sleep.idle_s)]
         return LaunchSpec(
             name=name,
             binary=binary,
@@ -156,6 +184,7 @@ class Host:
             start_timeout_s=model.start_timeout_s,
             stop_grace_s=self.config.host.stop_grace_s,
             profile=profile.name if profile else "default",
+            sleep=sleep_spec(model),
         )
 
     def _cards_of(self, model: LocalModel) -> placement.Launch:
@@ -187,6 +216,7 @@ class Host:
             stop_grace_s=model.stop_timeout_s or self.config.host.stop_grace_s,
             command=tuple(model.command),
             health_path=model.health_path,
+            sleep=sleep_spec(model),
         )
 
     def _process_for(self, name: str, model: LocalModel, binary: Path) -> ModelProcess:
@@ -229,7 +259,8 @@ class Host:
             await keeper.save_changed(process.http, process.base_url)
 
         def on_transition(transition: Transition) -> None:
-            if transition.new is ModelState.STARTING:
+            # a wake is a fresh server too: a sleeping llama-server dropped its KV cache
+            if transition.new in (ModelState.STARTING, ModelState.WAKING):
                 keeper.server_started(fingerprint(process.spec.gguf, process.spec.args))
 
         process.before_stop.append(save)
@@ -296,9 +327,22 @@ class Host:
                 before_load=self._vram_gate(group),
                 idle_unload_s={n: s for n in names if (s := managed[n].idle_unload_s) is not None},
                 yield_to_llm={n for n in names if managed[n].yield_to_llm},
+                sleep={n: plan for n in names if (plan := self._sleep_plan(n)) is not None},
+                room=self.sleep_room,
                 policy=self.policy,
             )
             self.arbiters.update(dict.fromkeys(group, arbiter))
+
+    def _sleep_plan(self, name: str) -> SleepPlan | None:
+        """How the arbiter counts a model that sleeps: on each card what stays there
+        asleep (never more than it takes awake), in RAM its asleep size."""
+        model = self.config.local()[name]
+        if model.sleep is None:
+            return None
+        placed = self.placement_of[name]
+        asleep = {d: min(model.sleep.device_memory_mb, mb) for d, mb in placed.items()}
+        after = None if model.sleep.path is not None else model.sleep.idle_s
+        return SleepPlan(asleep, model.sleep.ram_mb, None if after is None else float(after))
 
     def _type_model(self, name: str) -> TypeModel:
         """The classifier model; one on a GPU is asked only while resident."""
@@ -458,6 +502,7 @@ class Host:
         )
         if transition.new is ModelState.READY:
             self._wake_dispatcher()  # tasks waiting on this model's batch may start
+        self._observe_sleep(transition)
         if self.store is not None:
             self._spawn(
                 self.store.record_model_event(
@@ -468,6 +513,17 @@ class Host:
                     reason=transition.reason,
                 )
             )
+
+    def _observe_sleep(self, transition: Transition) -> None:
+        """Sleep and wake times into the metrics, as each one ends."""
+        process = self.processes.get(transition.model)
+        if process is None:
+            return
+        if transition.new is ModelState.ASLEEP and process.last_sleep_s is not None:
+            self.metrics.observe_sleep(transition.model, process.last_sleep_s)
+        woke = transition.old is ModelState.WAKING and transition.new is ModelState.READY
+        if woke and process.last_wake_s is not None:
+            self.metrics.observe_wake(transition.model, process.last_wake_s)
 
     async def _record_swap(self, record: SwapRecord) -> None:
         self.metrics.observe_swap(record)

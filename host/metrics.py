@@ -108,10 +108,30 @@ class HostMetrics:
             ["model", "endpoint", "outcome"],
             registry=r,
         )
+        self.sleep_seconds = Histogram(
+            "tierhost_sleep_duration_seconds",
+            "Time to put a model to sleep (its sleep call, until it answered).",
+            ["model"],
+            buckets=SWAP_BUCKETS,
+            registry=r,
+        )
+        self.wake_seconds = Histogram(
+            "tierhost_wake_duration_seconds",
+            "Time to wake a sleeping model, until its health path answered.",
+            ["model"],
+            buckets=SWAP_BUCKETS,
+            registry=r,
+        )
         r.register(StateCollector(status))
         self._request_series: dict[str, _RequestSeries] = {}
 
     # -- events ----------------------------------------------------------------------
+
+    def observe_sleep(self, model: str, seconds: float) -> None:
+        self.sleep_seconds.labels(model).observe(seconds)
+
+    def observe_wake(self, model: str, seconds: float) -> None:
+        self.wake_seconds.labels(model).observe(seconds)
 
     def observe_swap(self, record: SwapRecord) -> None:
         self.swaps_total.labels(record.model, record.device, record.outcome).inc()
@@ -240,6 +260,11 @@ class StateCollector(Collector):
             "How long the remote model's last health probe took.",
             labels=["model"],
         )
+        asleep = GaugeMetricFamily(
+            "tierhost_model_asleep",
+            "1 while the model's server is asleep (off the card, its process kept).",
+            labels=["model"],
+        )
         for model in models:
             if model.get("kind") == "remote":
                 name = model["name"]
@@ -252,6 +277,8 @@ class StateCollector(Collector):
                 continue
             name = model["name"]
             resident.add_metric([name], 1.0 if model.get("state") == "ready" else 0.0)
+            if model.get("sleep") is not None:
+                asleep.add_metric([name], 1.0 if model.get("state") == "asleep" else 0.0)
             queued.add_metric([name], model.get("queued", 0))
             in_flight.add_metric([name], model.get("in_flight", 0))
             if model.get("warm") is not None:
@@ -260,4 +287,4 @@ class StateCollector(Collector):
             if pid:
                 with contextlib.suppress(psutil.Error):
                     rss.add_metric([name], psutil.Process(pid).memory_info().rss)
-        yield from (resident, queued, in_flight, warm, rss, reachable, probe)
+        yield from (resident, queued, in_flight, warm, rss, reachable, probe, asleep)

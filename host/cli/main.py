@@ -165,7 +165,15 @@ def _models_table(models: list[dict[str, Any]]) -> Table:
     table = Table(title="Models")
     for column in ("model", "tier", "device", "state", "pid", "port", "in flight", "queued"):
         table.add_column(column)
-    colours = {"ready": "green", "starting": "yellow", "stopping": "yellow", "failed": "red"}
+    colours = {
+        "ready": "green",
+        "starting": "yellow",
+        "stopping": "yellow",
+        "sleeping": "yellow",
+        "waking": "yellow",
+        "asleep": "blue",
+        "failed": "red",
+    }
     for m in models:
         state = m["state"]
         table.add_row(

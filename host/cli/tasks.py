@@ -60,7 +60,9 @@ def _phase(task: dict[str, Any], model_state: str | None) -> str:
         held = task.get("waiting_because")
         return f"queued (position {position})" + (f" — {held}" if held else "")
     if status == "waiting_device":
-        return f"swapping in {task['model']}" if model_state == "starting" else "waiting for device"
+        if model_state in ("starting", "waking"):
+            return f"swapping in {task['model']}"
+        return "waiting for device"
     if status == "running":
         return f"running on {task['model']}: {task.get('tokens', 0)} tokens"
     return status

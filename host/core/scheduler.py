@@ -43,6 +43,15 @@ Rules:
   of its devices: its waiters wait without blocking anyone, and are served in their order
   once the LLM work is done. LLM work waits for it only as long as its requests already
   running (a resident with requests in flight is never evicted).
+- A model that can sleep (a server that frees the card and keeps running: vLLM's sleep
+  mode, a llama-server idle past its `--sleep-idle-seconds`) is put to sleep instead of
+  stopped when a swap needs its room (`Sleep`); asleep it holds only its asleep memory
+  (`asleep`; often nothing on the card, its weights in RAM). A waiter for a sleeping
+  model gets a `Load` too, which the shell carries out as a wake: it needs only the
+  difference between its awake and asleep memory. An asleep model is idle: a swap that
+  still lacks room stops it (`Evict`), least recently used first like any other, and a
+  mode that does not allow it releases it. A model falling asleep (`sleeping`) holds
+  its awake memory until it is asleep, and a waiter for it waits, as for one stopping.
 - Invariant: the memory of each device's residents never exceeds its budget.
 """
 
@@ -52,7 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-ResidentPhase = Literal["starting", "ready", "stopping"]
+ResidentPhase = Literal["starting", "ready", "stopping", "sleeping", "asleep"]
 
 Memory = Mapping[str, int]
 """MiB a model takes on each of its devices (one entry for a one-device model)."""
@@ -70,6 +79,16 @@ class Resident:
     """Unload after this long without a request (None: stay until evicted)."""
     yields: bool = False
     """It yields to the LLM: its requests wait while LLM work touches its devices."""
+    asleep: Memory | None = None
+    """What it holds on each device once asleep, where it can be put to sleep now; None:
+    a swap stops it. For a resident `asleep` or `sleeping`, what it holds asleep."""
+
+    def frees(self) -> Memory:
+        """What evicting it frees on each device: its awake memory less its asleep
+        memory where it goes to sleep, everything it holds where it is stopped."""
+        if self.phase == "ready" and self.asleep is not None:
+            return {d: mb - self.asleep.get(d, 0) for d, mb in self.memory.items()}
+        return self.memory
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,14 @@ class Evict:
 
 
 @dataclass(frozen=True)
+class Sleep:
+    """Put an idle resident to sleep to make room for `for_model` (see the rules)."""
+
+    model: str
+    for_model: str
+
+
+@dataclass(frozen=True)
 class Release:
     """Stop an idle resident that a device's mode no longer allows."""
 
@@ -141,7 +168,7 @@ class Reject:
     reason: str
 
 
-Action = Admit | Load | Evict | Release | Unload | Reject
+Action = Admit | Load | Evict | Sleep | Release | Unload | Reject
 
 
 def used_mb(residents: Iterable[Resident], device: str) -> int:
@@ -188,9 +215,10 @@ def plan(snapshot: Snapshot) -> list[Action]:
         if devices & held:
             held |= devices  # keeps its place on its other devices too
             continue
-        if resident is None and all(mb <= free.get(d, mb) for d, mb in waiter.memory.items()):
-            loads.append(waiter.model)
-            for d, mb in waiter.memory.items():
+        need = _need(waiter, resident)
+        if need is not None and all(mb <= free.get(d, mb) for d, mb in need.items()):
+            loads.append(waiter.model)  # a start, or the wake of a sleeping model
+            for d, mb in need.items():
                 if d in free:
                     free[d] -= mb
             continue
@@ -210,6 +238,17 @@ def plan(snapshot: Snapshot) -> list[Action]:
     released = {a.model for a in releases if isinstance(a, Release)}
     actions.extend(u for u in _unloads(snapshot) if u.model not in released)
     return actions
+
+
+def _need(waiter: Waiter, resident: Resident | None) -> Memory | None:
+    """What loading the waiter's model takes on each device: all of its memory for a
+    start, the rest of it for the wake of an asleep model; None while it is stopping or
+    falling asleep (it can load again only once that is done)."""
+    if resident is None:
+        return waiter.memory
+    if resident.phase == "asleep":
+        return {d: mb - resident.memory.get(d, 0) for d, mb in waiter.memory.items()}
+    return None
 
 
 def llm_devices(snapshot: Snapshot) -> set[str]:
@@ -277,7 +316,7 @@ def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:
     return [
         Release(r.name)
         for r in snapshot.residents
-        if r.phase == "ready"
+        if r.phase in ("ready", "asleep")
         and r.in_flight == 0
         and not all(snapshot.allows(d, r.name) for d in r.memory)
         and r.name not in wanted
@@ -287,51 +326,68 @@ def _releases(snapshot: Snapshot, admitted: list[int]) -> list[Action]:
 def _evictions(
     snapshot: Snapshot, blocked: Sequence[Waiter], free: Mapping[str, int], admitted: list[int]
 ) -> list[Action]:
-    """Idle residents to stop, LRU first, for each blocked waiter, where stopping them
-    makes room for it on every one of its devices; what a victim frees beyond the
+    """Idle residents to put to sleep or stop, LRU first, for each blocked waiter, where
+    that makes room for it on every one of its devices; what a victim frees beyond the
     waiter's need is room on its way for the next."""
-    residents = {r.name for r in snapshot.residents}
+    residents = {r.name: r for r in snapshot.residents}
     admitted_ids = set(admitted)
     busy = {w.model for w in snapshot.waiters if w.id in admitted_ids}
     idle = sorted(
         (
             r
             for r in snapshot.residents
-            if r.phase == "ready" and r.in_flight == 0 and not r.persistent and r.name not in busy
+            if r.phase in ("ready", "asleep")
+            and r.in_flight == 0
+            and not r.persistent
+            and r.name not in busy
         ),
         key=lambda r: r.last_used,
     )
-    coming = dict(free)  # free now, plus what stops under way will free
+    coming = dict(free)  # free now, plus what stops and sleeps under way will free
     for resident in snapshot.residents:
         if resident.phase == "stopping":
-            _give_back(coming, resident)
+            _give_back(coming, resident.memory)
+        elif resident.phase == "sleeping" and resident.asleep is not None:
+            _give_back(
+                coming, {d: mb - resident.asleep.get(d, 0) for d, mb in resident.memory.items()}
+            )
     actions: list[Action] = []
     for waiter in blocked:
-        if waiter.model in residents:
-            continue  # it is still stopping: it loads again once it has exited
-        short = {d for d, mb in waiter.memory.items() if d in coming and coming[d] < mb}
+        own = residents.get(waiter.model)
+        if own is not None and own.phase != "asleep":
+            continue  # it is still stopping or falling asleep: it loads once that is done
+        need = _need(waiter, own) or waiter.memory
+        short = {d for d, mb in need.items() if d in coming and coming[d] < mb}
         room = dict(coming)
         victims: list[Resident] = []
         for resident in idle:
             if not short:
                 break
-            if not short & set(resident.memory):
+            if resident.name == waiter.model:
+                continue  # the asleep model being woken makes no room for itself
+            frees = resident.frees()
+            if not any(frees.get(d, 0) > 0 for d in short):
                 continue  # frees nothing where the waiter lacks room
             victims.append(resident)
-            _give_back(room, resident)
-            short = {d for d in short if room[d] < waiter.memory[d]}
+            _give_back(room, frees)
+            short = {d for d in short if room[d] < need[d]}
         if short:
             continue  # wait for requests in flight to finish or stops to complete
-        actions.extend(Evict(v.name, waiter.model) for v in victims)
+        actions.extend(
+            Sleep(v.name, waiter.model)
+            if v.phase == "ready" and v.asleep is not None
+            else Evict(v.name, waiter.model)
+            for v in victims
+        )
         idle = [r for r in idle if r not in victims]
-        for device, mb in waiter.memory.items():
+        for device, mb in need.items():
             if device in room:
                 room[device] -= mb  # the waiter's own, once it loads
         coming = room
     return actions
 
 
-def _give_back(free: dict[str, int], resident: Resident) -> None:
-    for device, mb in resident.memory.items():
+def _give_back(free: dict[str, int], memory: Memory) -> None:
+    for device, mb in memory.items():
         if device in free:
             free[device] += mb

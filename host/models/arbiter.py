@@ -12,6 +12,10 @@ The queue is served in the order the swap-minimising policy of
 one without, where nothing competes). All of its bookkeeping changes in `_replan()`, a
 plain function with no await in it, so no two decisions interleave; loads and stops run
 as tasks that call `_replan()` again when they finish.
+
+A model that can sleep (`SleepPlan`) is put to sleep instead of stopped when a swap
+needs its room, once the box's RAM for sleepers (`host.models.sleepers.SleepRoom`) has
+room for it, and stopped otherwise; the next load of it is a wake.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Literal
 
 from host.core import batching, scheduler
 from host.models.process import ModelProcess, ModelState, StartFailed, Transition
+from host.models.sleepers import SleepRoom
 
 log = logging.getLogger("tierhost.devices")
 
@@ -98,6 +103,19 @@ class Queued:
     """A device's mode holds its model back."""
 
 
+@dataclass(frozen=True)
+class SleepPlan:
+    """How a model sleeps, as the arbiter counts it."""
+
+    asleep: scheduler.Memory
+    """What it holds on each of its devices asleep."""
+    ram_mb: int
+    """What it holds in RAM asleep."""
+    after_idle_s: float | None = None
+    """It sleeps by itself after this long idle (llama-server), and can be left asleep
+    only then; None: it is put to sleep on request (vLLM)."""
+
+
 @dataclass
 class _PendingSwap:
     started: float
@@ -142,6 +160,8 @@ class DeviceArbiter:
         before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
         yield_to_llm: set[str] | None = None,
+        sleep: Mapping[str, SleepPlan] | None = None,
+        room: SleepRoom | None = None,
         policy: batching.Policy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -159,6 +179,11 @@ class DeviceArbiter:
         self._idle_unload_s = idle_unload_s or {}
         self._yields = yield_to_llm or set()
         """Models whose requests wait for the LLM work on their devices."""
+        self._sleep = dict(sleep or {})
+        """Models that sleep instead of stopping, and how."""
+        self._room = room
+        """The box's RAM for sleepers; None: no limit."""
+        self._putting_to_sleep: set[str] = set()
         self.policy = policy or batching.Policy()
         self._clock = clock
         """Monotonic seconds: what waits and residencies are measured in (a test's own)."""
@@ -183,6 +208,9 @@ class DeviceArbiter:
         """Why a device holds models back, e.g. "gpu0 is in gaming mode"; none in auto."""
         for process in models.values():
             process.subscribe(self._on_transition)
+            plan = self._sleep.get(process.name)
+            if room is not None and plan is not None:
+                room.join(process, plan.ram_mb, self)
 
     # -- observation -------------------------------------------------------------
 
@@ -205,32 +233,78 @@ class DeviceArbiter:
     def residents(self, device: str | None = None) -> list[scheduler.Resident]:
         """What is resident (or loading, or stopping): on `device`, or on any."""
         result = []
+        now = self._clock()
         for name, process in self.models.items():
+            state = process.state
             if name in self._evicting:
                 phase: scheduler.ResidentPhase = "stopping"
-            elif name in self._loading or process.state is ModelState.STARTING:
+            elif name in self._putting_to_sleep or state is ModelState.SLEEPING:
+                phase = "sleeping"
+            elif name in self._loading or state in (ModelState.STARTING, ModelState.WAKING):
                 phase = "starting"
-            elif process.state is ModelState.READY:
+            elif state is ModelState.READY:
                 phase = "ready"
-            elif process.state is ModelState.STOPPING:
+            elif state is ModelState.ASLEEP:
+                phase = "asleep"
+            elif state is ModelState.STOPPING:
                 phase = "stopping"
             else:
                 continue
             if device is not None and device not in self._memory[name]:
                 continue
+            plan = self._sleep.get(name)
+            asleep = None if plan is None else plan.asleep
+            if phase == "ready" and not self._may_sleep_now(name, now):
+                asleep = None  # a swap stops it
+            held = self._memory[name]
+            if plan is not None and process.holds_asleep and phase in ("asleep", "stopping"):
+                held = dict(plan.asleep)  # asleep, or stopping from asleep
             result.append(
                 scheduler.Resident(
                     name=name,
-                    memory=self._memory[name],
+                    memory=held,
                     phase=phase,
                     in_flight=self.in_flight[name],
                     last_used=self._last_used[name],
                     persistent=name in self._persistent,
                     idle_unload_s=self._idle_unload_s.get(name),
                     yields=name in self._yields,
+                    asleep=asleep,
                 )
             )
         return result
+
+    def _may_sleep_now(self, model: str, now: float) -> bool:
+        """Whether a swap may put `model` to sleep now: one asked to sleep always, one
+        that sleeps by itself once idle for its sleep time (it is asleep by then)."""
+        plan = self._sleep.get(model)
+        if plan is None:
+            return False
+        return plan.after_idle_s is None or now - self._last_used[model] >= plan.after_idle_s
+
+    def last_used(self, model: str) -> float:
+        return self._last_used[model]
+
+    def leaving_sleep(self, model: str) -> bool:
+        """Whether an asleep `model` is on its way out of RAM: being woken or wanted by a
+        waiter (a wake comes), or being stopped."""
+        return (
+            self.models[model].state is not ModelState.ASLEEP
+            or model in self._loading
+            or model in self._evicting
+            or any(w.model == model for w in self._waiters)
+        )
+
+    async def stop_sleeper(self, model: str, reason: str) -> None:
+        """Stop an asleep model for the RAM room (nothing, if it is leaving already)."""
+        if self.leaving_sleep(model):
+            return
+        self._evicting.add(model)
+        try:
+            await self.models[model].stop(reason)
+        finally:
+            self._evicting.discard(model)
+            self._replan()
 
     def used_mb(self, device: str) -> int:
         return scheduler.used_mb(self.residents(device), device)
@@ -272,7 +346,9 @@ class DeviceArbiter:
         """Models resident or loading, and not on their way out, with the start of their
         residency (one that was up before the arbiter saw it start counts as settled)."""
         return {
-            r.name: self._since.get(r.name, -math.inf) for r in residents if r.phase != "stopping"
+            r.name: self._since.get(r.name, -math.inf)
+            for r in residents
+            if r.phase in ("starting", "ready")
         }
 
     def _queued_work(self) -> list[batching.QueuedTask]:
@@ -298,6 +374,12 @@ class DeviceArbiter:
             where = f"{model} yields to the LLM work on {on} (yield_to_llm) and runs after it"
         elif model in self._evicting or state is ModelState.STOPPING:
             where = f"{model} is stopping on {on}"
+        elif model in self._putting_to_sleep or state is ModelState.SLEEPING:
+            where = f"{model} is falling asleep on {on}; it is woken once asleep"
+        elif state is ModelState.WAKING:
+            where = f"{model} is waking on {on}"
+        elif state is ModelState.ASLEEP and model not in self._loading:
+            where = f"{model} is asleep on {on}; waking it comes first"
         elif model in self._loading or state is ModelState.STARTING:
             where = f"{model} is loading on {on}"
         elif state is ModelState.READY:
@@ -442,11 +524,16 @@ class DeviceArbiter:
 
     def _on_transition(self, transition: Transition) -> None:
         name = transition.model
-        if transition.new in (ModelState.STARTING, ModelState.READY):
+        if transition.new in (ModelState.STARTING, ModelState.READY, ModelState.WAKING):
             self._since.setdefault(name, self._clock())
-        elif transition.new in (ModelState.FAILED, ModelState.STOPPED):
+        elif transition.new in (ModelState.FAILED, ModelState.STOPPED, ModelState.ASLEEP):
             self._since.pop(name, None)
-        if transition.new in (ModelState.FAILED, ModelState.STOPPED, ModelState.READY):
+        if transition.new in (
+            ModelState.FAILED,
+            ModelState.STOPPED,
+            ModelState.READY,
+            ModelState.ASLEEP,
+        ):
             self._replan()
 
     def _replan(self) -> None:
@@ -484,6 +571,11 @@ class DeviceArbiter:
                     swap = self._pending_swaps.setdefault(for_model, _PendingSwap(time.time()))
                     swap.evicted.append(model)
                     self._spawn(self._evict(model, for_model))
+                case scheduler.Sleep(model, for_model):
+                    self._putting_to_sleep.add(model)
+                    swap = self._pending_swaps.setdefault(for_model, _PendingSwap(time.time()))
+                    swap.evicted.append(model)
+                    self._spawn(self._put_to_sleep(model, for_model))
                 case scheduler.Release(model):
                     self._evicting.add(model)
                     self._spawn(self._release_for_mode(model))
@@ -534,10 +626,15 @@ class DeviceArbiter:
     async def _load(self, model: str, swap: _PendingSwap) -> None:
         process = self.models[model]
         reason = "evicted " + ", ".join(swap.evicted) if swap.evicted else "device had room"
+        need = dict(self._memory[model])
+        plan = self._sleep.get(model)
+        if process.state is ModelState.ASLEEP and plan is not None:
+            reason = f"woken from sleep; {reason}"
+            need = {d: mb - plan.asleep.get(d, 0) for d, mb in need.items()}
         where = self.devices_of(model)
         try:
             if self._before_load is not None:
-                await self._before_load(model, self._memory[model])
+                await self._before_load(model, need)
             await process.ensure_ready()
         except Exception as exc:  # StartFailed, or a bug: never a device stuck "starting"
             self._loading.discard(model)
@@ -569,6 +666,24 @@ class DeviceArbiter:
             await self.models[model].stop(f"evicted to make room for {for_model}")
         finally:
             self._evicting.discard(model)
+            self._replan()
+
+    async def _put_to_sleep(self, model: str, for_model: str) -> None:
+        """Sleep instead of stop, where the RAM for sleepers has room; stop otherwise."""
+        process = self.models[model]
+        room = self._room
+        try:
+            if room is None or await room.make_room(model):
+                await process.sleep(f"asleep to make room for {for_model}")
+            else:
+                await process.stop(
+                    f"evicted to make room for {for_model} (no RAM left for it to sleep in: "
+                    "host.sleep_ram_mb)"
+                )
+        finally:
+            if room is not None:
+                room.done(model)
+            self._putting_to_sleep.discard(model)
             self._replan()
 
     async def _unload_idle(self, model: str, idle_s: float) -> None:

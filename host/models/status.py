@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import psutil
+
 from host.config import Config, LocalModel
 from host.core import modes as mode_names
 from host.core.remote_health import Health, RemoteMode
@@ -19,7 +21,8 @@ from host.models import gpu
 from host.models.arbiter import DeviceArbiter
 from host.models.gpu import DeviceInfo
 from host.models.kv_slots import SlotKeeper
-from host.models.process import ModelProcess
+from host.models.process import ModelProcess, ModelState
+from host.models.sleepers import SleepRoom
 
 
 class Residency(Protocol):
@@ -48,6 +51,8 @@ class StatusView(Protocol):
     @property
     def warm_pool(self) -> Residency: ...
     @property
+    def sleep_room(self) -> SleepRoom: ...
+    @property
     def modes(self) -> Mapping[str, str]: ...
     @property
     def remote_in_flight(self) -> Mapping[str, int]: ...
@@ -63,8 +68,20 @@ def status_document(view: StatusView) -> dict[str, Any]:
         "uptime_s": round(time.time() - view.started_at, 3),
         "devices": [_device(view, name, info) for name, info in view.devices.items()],
         "models": [_model(view, name) for name in view.config.models],
+        "sleep_ram": view.sleep_room.status(_rss_mb),
         "tasks": {},
     }
+
+
+def _rss_mb(process: ModelProcess) -> int | None:
+    """What the server's process holds in RAM now, measured (None: not running)."""
+    pid = process.pid
+    if pid is None:
+        return None
+    try:
+        return int(psutil.Process(pid).memory_info().rss // (1024 * 1024))
+    except psutil.Error:
+        return None
 
 
 def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
@@ -82,7 +99,8 @@ def _device(view: StatusView, name: str, info: DeviceInfo) -> dict[str, Any]:
         "gpu_used_mb": measured,
         "mode": view.modes.get(name, mode_names.AUTO),
         "hold": arbiter.mode_reasons.get(name) or None,
-        "residents": [r.name for r in arbiter.residents(name)],
+        "residents": [r.name for r in arbiter.residents(name) if r.phase != "asleep"],
+        "asleep": [r.name for r in arbiter.residents(name) if r.phase == "asleep"],
         "queue": len(waiting),
         "waiting": [
             {
@@ -148,5 +166,25 @@ def _model(view: StatusView, name: str) -> dict[str, Any]:
         log=str(process.spec.log_path),
         profile=process.spec.profile,
         kv_slots=keeper.status() if keeper is not None else None,
+        sleep=None if model.sleep is None else _sleep(process),
     )
     return entry
+
+
+def _sleep(process: ModelProcess) -> dict[str, Any]:
+    """A model that sleeps instead of stopping: how often and how fast, and what it holds
+    in RAM while it sleeps."""
+    asleep = process.state is ModelState.ASLEEP
+    return {
+        "asleep": asleep,
+        "asleep_since": process.asleep_since,
+        "sleeps": process.sleeps,
+        "wakes": process.wakes,
+        "last_sleep_s": _rounded(process.last_sleep_s),
+        "last_wake_s": _rounded(process.last_wake_s),
+        "rss_mb": _rss_mb(process) if asleep else None,
+    }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 4)

@@ -295,7 +295,8 @@ def outlook_of(arbiters: Iterable[DeviceArbiter]) -> Outlook:
     residents: set[str] = set()
     for arbiter in arbiters:
         queued += [w.model for w in arbiter.snapshot().waiters]
-        residents |= {r.name for r in arbiter.residents() if r.phase != "stopping"}
+        # an asleep llama-server reloads its file when woken: keep that one warm too
+        residents |= {r.name for r in arbiter.residents() if r.phase in ("starting", "ready")}
     return Outlook(queued, residents)
 
 

@@ -14,6 +14,11 @@ argv starts. Run it as `python fake_command_server.py --port N --host H [flags]`
   a test can leave while it is in flight.
 - `--ignore-sigterm`: SIGTERM is logged and ignored (only SIGKILL stops it).
 - `--name NAME`: put in every answer, so a test sees which server answered.
+- `--sleep-mode`: vLLM's sleep mode. `POST /sleep?level=1` frees the card (its
+  `--memory-mb` moves to RAM), `POST /wake_up` takes it back; while asleep every other
+  POST is a 503, so a test proves the host woke it first. `GET /debug/memory` reports
+  `{"asleep", "device_mb", "ram_mb", "sleeps", "wakes", "pid"}`. `--sleep-fails` and
+  `--wake-fails` make those calls answer 500.
 
 Endpoints: `POST /v1/chat/completions` (a plain JSON answer, or SSE when `stream`),
 `/v1/embeddings` (one vector per input: its length and byte sum), `/v1/audio/speech`
@@ -63,7 +68,21 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], args: argparse.Namespace) -> None:
         self.args = args
+        self.asleep = False
+        self.sleeps = 0
+        self.wakes = 0
         super().__init__(address, Handler)
+
+    def memory(self) -> dict[str, Any]:
+        held = self.args.memory_mb
+        return {
+            "asleep": self.asleep,
+            "device_mb": 0 if self.asleep else held,
+            "ram_mb": held if self.asleep else 0,
+            "sleeps": self.sleeps,
+            "wakes": self.wakes,
+            "pid": os.getpid(),
+        }
 
     def crash_if_asked(self, path: str) -> None:
         """Die before answering a POST to `--crash-on`, unless `--state` says a life of
@@ -104,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(200, {"status": "ok"})
         elif self.path == "/debug/env":
             self.send_json(200, {"env": dict(os.environ), "argv": sys.argv, "pid": os.getpid()})
+        elif self.path == "/debug/memory":
+            self.send_json(200, self.server.memory())
         else:
             self.send_json(404, {"error": {"message": f"no {self.path} here"}})
 
@@ -113,6 +134,8 @@ class Handler(BaseHTTPRequestHandler):
         self.server.crash_if_asked(self.path)
         if self.path == self.server.args.hang_on:
             threading.Event().wait()  # never set: this request is never answered
+        if self.server.args.sleep_mode and self.sleep_or_wake():
+            return
         name = self.server.args.name
         content_type = self.headers.get("Content-Type", "")
         if self.path == "/v1/audio/transcriptions":
@@ -138,6 +161,29 @@ class Handler(BaseHTTPRequestHandler):
             self.send_bytes(200, audio, "audio/wav")
         else:
             self.send_json(404, {"error": {"message": f"no {self.path} here"}})
+
+    def sleep_or_wake(self) -> bool:
+        """Answer a sleep or wake call, or refuse work while asleep; False: go on."""
+        server, args = self.server, self.server.args
+        if self.path.split("?")[0] == "/sleep":
+            if args.sleep_fails:
+                self.send_json(500, {"error": {"message": "cannot sleep"}})
+                return True
+            if not server.asleep:
+                server.asleep, server.sleeps = True, server.sleeps + 1
+            self.send_json(200, server.memory())
+        elif self.path == "/wake_up":
+            if args.wake_fails:
+                self.send_json(500, {"error": {"message": "cannot wake"}})
+                return True
+            if server.asleep:
+                server.asleep, server.wakes = False, server.wakes + 1
+            self.send_json(200, server.memory())
+        elif server.asleep:
+            self.send_json(503, {"error": {"message": f"asleep: POST /wake_up before {self.path}"}})
+        else:
+            return False
+        return True
 
     def chat(self, body: dict[str, Any], name: str) -> None:
         text = f"Hello from {name}."
@@ -202,6 +248,10 @@ def main() -> None:
     parser.add_argument("--hang-on")
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--name", default="fake")
+    parser.add_argument("--sleep-mode", action="store_true")
+    parser.add_argument("--sleep-fails", action="store_true")
+    parser.add_argument("--wake-fails", action="store_true")
+    parser.add_argument("--memory-mb", type=int, default=300)
     args = parser.parse_args()
     if args.ignore_sigterm:
         signal.signal(

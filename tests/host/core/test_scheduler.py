@@ -18,6 +18,7 @@ from host.core.scheduler import (
     Release,
     Resident,
     ResidentPhase,
+    Sleep,
     Snapshot,
     Unload,
     Waiter,
@@ -374,10 +375,23 @@ class Card:
     phase: dict[str, ResidentPhase] = field(default_factory=dict)
     in_flight: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODELS_2, 0))
     last_used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODELS_2, 0.0))
+    sleepers: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Models that can sleep, with what they hold asleep."""
+    stopped_asleep: set[str] = field(default_factory=set)
+    """Models stopping from asleep: they hold only their asleep memory."""
 
     def residents(self) -> list[Resident]:
         return [
-            Resident(m, MODELS_2[m], p, self.in_flight[m], self.last_used[m])
+            Resident(
+                m,
+                self.sleepers[m]
+                if p == "asleep" or (p == "stopping" and m in self.stopped_asleep)
+                else MODELS_2[m],
+                p,
+                self.in_flight[m],
+                self.last_used[m],
+                asleep=self.sleepers.get(m),
+            )
             for m, p in self.phase.items()
         ]
 
@@ -390,14 +404,19 @@ class Served:
     """(evicted, for) in the order they happened."""
 
 
-def simulate_two_cards(arrivals: list[tuple[float, str]], service_s: float) -> Served:
-    """Serve `arrivals` (time, model) first come first served. Fails if a card's budget is
-    ever exceeded, a model with requests in flight is stopped or anything is left waiting."""
+def simulate_two_cards(
+    arrivals: list[tuple[float, str]],
+    service_s: float,
+    sleepers: dict[str, dict[str, int]] | None = None,
+) -> Served:
+    """Serve `arrivals` (time, model) first come first served, the `sleepers` put to sleep
+    instead of stopped. Fails if a card's budget is ever exceeded, a model with requests in
+    flight is stopped or put to sleep, or anything is left waiting."""
     events: list[tuple[float, int, str, str | int]] = []
     seq = itertools.count()
     for i, (at, _) in enumerate(arrivals):
         heapq.heappush(events, (at, next(seq), "arrive", i))
-    box = Card()
+    box = Card(sleepers=sleepers or {})
     waiting: list[int] = []
     served = Served({}, [])
     for _ in range(10_000):
@@ -415,6 +434,9 @@ def simulate_two_cards(arrivals: list[tuple[float, str]], service_s: float) -> S
                 box.phase[str(what)] = "ready"
             elif kind == "stopped":
                 del box.phase[str(what)]
+                box.stopped_asleep.discard(str(what))
+            elif kind == "asleep":
+                box.phase[str(what)] = "asleep"
         waiters = [Waiter(i, arrivals[i][1], MODELS_2[arrivals[i][1]]) for i in waiting]
         for action in plan(Snapshot(BOTH, box.residents(), waiters, now=now)):
             match action:
@@ -426,12 +448,28 @@ def simulate_two_cards(arrivals: list[tuple[float, str]], service_s: float) -> S
                         box.in_flight[model] += 1
                         heapq.heappush(events, (now + service_s, next(seq), "finish", model))
                 case Load(model):
+                    woken = box.phase.get(model) == "asleep"
+                    assert model not in box.phase or woken, f"{model} loaded while resident"
                     box.phase[model] = "starting"
-                    heapq.heappush(events, (now + 2.0, next(seq), "ready", model))
+                    heapq.heappush(
+                        events, (now + (0.3 if woken else 2.0), next(seq), "ready", model)
+                    )
+                case Sleep(model, for_model):
+                    served.evictions.append((model, for_model))
+                    assert box.in_flight[model] == 0, (
+                        f"{model} put to sleep with requests in flight"
+                    )
+                    assert box.phase[model] == "ready", (
+                        f"{model} put to sleep from {box.phase[model]}"
+                    )
+                    box.phase[model] = "sleeping"
+                    heapq.heappush(events, (now + 0.2, next(seq), "asleep", model))
                 case Evict(model) | Release(model) | Unload(model):
                     if isinstance(action, Evict):
                         served.evictions.append((model, action.for_model))
                     assert box.in_flight[model] == 0, f"{model} stopped with requests in flight"
+                    if box.phase[model] == "asleep":
+                        box.stopped_asleep.add(model)
                     box.phase[model] = "stopping"
                     heapq.heappush(events, (now + 0.5, next(seq), "stopped", model))
                 case Reject():
@@ -508,3 +546,88 @@ def test_a_held_back_llm_waiter_does_not_hold_the_voice() -> None:
     residents = [Resident("tts", TTS, "ready", yields=True)]
     waiters = [Waiter(1, "llm", LLM), Waiter(2, "tts", TTS, yields=True)]
     assert plan(Snapshot(BOTH, residents, waiters, gaming)) == [Admit((2,))]
+
+
+# -- sleep instead of stop ------------------------------------------------------------
+
+
+def sleeper(name: str, mb: int = 400, asleep_mb: int = 0, **kw: object) -> Resident:
+    return Resident(name, {GPU: mb}, "ready", asleep={GPU: asleep_mb}, **kw)  # type: ignore[arg-type]
+
+
+def asleep(name: str, asleep_mb: int = 0, **kw: object) -> Resident:
+    return Resident(name, {GPU: asleep_mb}, "asleep", asleep={GPU: asleep_mb}, **kw)  # type: ignore[arg-type]
+
+
+def test_a_model_that_can_sleep_is_put_to_sleep_instead_of_stopped() -> None:
+    assert plan(one(600, [sleeper("a")], [Waiter(1, "b", {GPU: 400})])) == [Sleep("a", "b")]
+
+
+def test_a_sleeping_model_is_woken_with_a_load_when_the_rest_of_it_fits() -> None:
+    snap = one(800, [asleep("a", 100), ready("b", 300)], [Waiter(1, "a", {GPU: 500})])
+    assert plan(snap) == [Load("a")]  # 400 more needed, 400 free
+
+
+def test_waking_a_sleeping_model_puts_the_resident_one_to_sleep() -> None:
+    snap = one(500, [asleep("a"), sleeper("b")], [Waiter(1, "a", {GPU: 400})])
+    assert plan(snap) == [Sleep("b", "a")]
+
+
+def test_an_asleep_model_counts_only_its_asleep_memory() -> None:
+    snap = one(500, [asleep("a", 100), ready("b", 300)], [Waiter(1, "c", {GPU: 100})])
+    assert plan(snap) == [Load("c")]
+    assert used_mb(snap.residents, GPU) == 400
+
+
+def test_an_asleep_model_is_stopped_when_the_swap_still_lacks_room() -> None:
+    residents = [asleep("a", 200, last_used=5.0), ready("b", 100, in_flight=1)]
+    assert plan(one(500, residents, [Waiter(1, "c", {GPU: 400})])) == [Evict("a", "c")]
+
+
+def test_an_asleep_model_that_holds_nothing_on_the_card_is_left_asleep() -> None:
+    residents = [asleep("a", 0, last_used=0.0), ready("b", 300, last_used=9.0)]
+    assert plan(one(400, residents, [Waiter(1, "c", {GPU: 300})])) == [Evict("b", "c")]
+
+
+def test_a_model_falling_asleep_frees_its_room_on_the_way_and_its_waiter_waits() -> None:
+    falling = Resident("a", {GPU: 400}, "sleeping", asleep={GPU: 0})
+    snap = one(600, [falling], [Waiter(1, "b", {GPU: 400}), Waiter(2, "a", {GPU: 400})])
+    assert plan(snap) == []  # b waits for a to be asleep, no extra eviction; a waits too
+
+
+def test_a_sleeper_with_requests_in_flight_is_not_put_to_sleep() -> None:
+    snap = one(600, [sleeper("a", in_flight=1)], [Waiter(1, "b", {GPU: 400})])
+    assert plan(snap) == []
+
+
+def test_a_mode_that_does_not_allow_an_asleep_model_releases_it() -> None:
+    snap = one(600, [asleep("a")], [], allowed=frozenset())
+    assert plan(snap) == [Release("a")]
+
+
+def test_a_waiter_for_an_asleep_spanning_model_wakes_it_on_both_cards() -> None:
+    both = {"gpu0": 50, "gpu1": 50}
+    dense = Resident("dense", both, "asleep", asleep=both)
+    small = Resident("small", {"gpu0": 300}, "ready", asleep={"gpu0": 0})
+    snap = Snapshot(
+        {"gpu0": 500, "gpu1": 500}, [dense, small], [Waiter(1, "dense", {"gpu0": 400, "gpu1": 400})]
+    )
+    assert plan(snap) == [Sleep("small", "dense")]  # gpu0 lacks 150; gpu1 has room
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30).map(lambda t: round(t, 1)), st.sampled_from(sorted(MODELS_2))),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([0.1, 1.0, 3.0]),
+)
+def test_with_sleepers_two_cards_never_exceed_a_budget_and_serve_everyone(
+    arrivals: list[tuple[float, str]], service_s: float
+) -> None:
+    sleepers = {"dense": {"gpu0": 50, "gpu1": 50}, "small": {"gpu0": 0}, "moe": {"gpu1": 100}}
+    served = simulate_two_cards(sorted(arrivals), service_s, sleepers)
+    assert set(served.waits) == set(range(len(arrivals)))
+    assert ("small", "moe") not in served.evictions

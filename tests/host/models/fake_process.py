@@ -1,7 +1,8 @@
 """A stand-in for `ModelProcess` whose starts and stops end when the test says so.
 
 The device arbiter uses a small part of `ModelProcess`: `name`, `state`, `is_ready()`,
-`base_url`, `subscribe()`, `ensure_ready()` and `stop()`. `FakeProcess` has that surface
+`base_url`, `subscribe()`, `ensure_ready()`, `stop()`, and for a model that sleeps
+`sleep()` and `holds_asleep`. `FakeProcess` has that surface
 and behaves like the real owner of a server where the arbiter can tell: every state
 change goes through one `_enter()` that tells the subscribers at once, starts and stops
 are serialised by one lock, a cancelled start ends `stopped`, a failed one ends `failed`
@@ -39,6 +40,9 @@ class FakeProcess:
         server is only free once it has exited, and a test may want to look at that time."""
         self.ensure_ready_calls = 0
         self.stop_reasons: list[str] = []
+        self.falls_asleep = True
+        """Whether a sleep works; when not, it is stopped instead, as a real one is."""
+        self.holds_asleep = False
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self._start: asyncio.Future[BaseException | None] | None = None
@@ -65,6 +69,10 @@ class FakeProcess:
             return self.base_url
         async with self._lock:
             if self.is_ready():
+                return self.base_url
+            if self.state is ModelState.ASLEEP:  # a wake: at once, the same server
+                self._enter(ModelState.WAKING, "woken for a request")
+                self._enter(ModelState.READY, "woken")
                 return self.base_url
             outcome: asyncio.Future[BaseException | None] = (
                 asyncio.get_running_loop().create_future()
@@ -105,6 +113,16 @@ class FakeProcess:
                     self._stop = None
                     self._stop_pending.clear()
             self._enter(ModelState.STOPPED, reason)
+
+    async def sleep(self, reason: str) -> bool:
+        """Like the real sleep: `sleeping` then `asleep`, or stopped where it cannot."""
+        if self.state is not ModelState.READY or not self.falls_asleep:
+            await self.stop(reason)
+            return False
+        async with self._lock:
+            self._enter(ModelState.SLEEPING, reason)
+            self._enter(ModelState.ASLEEP, reason)
+        return True
 
     # -- what the test decides -----------------------------------------------------
 
@@ -147,6 +165,9 @@ class FakeProcess:
     def _enter(self, new: ModelState, reason: str) -> None:
         """The one place where the state changes; subscribers hear of it at once."""
         old, self.state = self.state, new
+        self.holds_asleep = new is ModelState.ASLEEP or (
+            new is ModelState.STOPPING and old is ModelState.ASLEEP
+        )
         self.journal.append(f"{self.name} {new}")
         transition = Transition(self.name, old, new, reason, time.time())
         for listener in self._listeners:

@@ -33,6 +33,7 @@ from host.models.arbiter import (
     LoadGate,
     ModelUnavailable,
     QueueFull,
+    SleepPlan,
     SwapRecord,
     SwapSink,
     TooManyRequests,
@@ -40,6 +41,7 @@ from host.models.arbiter import (
     Work,
 )
 from host.models.process import ModelProcess, ModelState
+from host.models.sleepers import SleepRoom
 from tests.host.models.fake_process import BOUND_S, FakeProcess
 
 T = TypeVar("T")
@@ -149,6 +151,8 @@ class Devices:
         before_load: LoadGate | None = None,
         idle_unload_s: dict[str, float] | None = None,
         yield_to_llm: Iterable[str] = (),
+        sleep: Mapping[str, SleepPlan] | None = None,
+        room: SleepRoom | None = None,
         policy: Policy | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Device:
@@ -181,6 +185,8 @@ class Devices:
             before_load=before_load,
             idle_unload_s=idle_unload_s,
             yield_to_llm=set(yield_to_llm),
+            sleep=sleep,
+            room=room,
             policy=policy,
             **({} if clock is None else {"clock": clock}),
         )
@@ -1247,3 +1253,122 @@ async def test_a_yielding_model_takes_no_fast_path_while_the_llm_works(devices: 
     more.release()
     (await bounded(speech)).release()
     device.now("tts").release()  # nothing of the LLM runs now: the fast path is open
+
+
+# -- sleep instead of stop -------------------------------------------------------------
+
+ASLEEP_ON_RAM = SleepPlan(asleep={GPU: 0}, ram_mb=100)
+
+
+async def test_a_swap_puts_the_idle_sleeper_to_sleep_and_its_next_request_wakes_it(
+    devices: Devices,
+) -> None:
+    sleep = {"a": ASLEEP_ON_RAM, "b": ASLEEP_ON_RAM}
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, sleep=sleep)
+    arbiter, a, b = device.arbiter, device["a"], device["b"]
+    device.now("a").release()
+
+    wanted = device.ask("b")
+    await b.start_requested()
+    assert device.phases() == {"a": "asleep", "b": "starting"}
+    assert arbiter.used_mb(GPU) == 600  # a holds nothing on the card asleep
+    b.finish_start()
+    (await bounded(wanted)).release()
+
+    lease = await bounded(device.ask("a"))
+
+    assert fake(lease) is a and a.stop_reasons == [] and b.stop_reasons == []
+    assert device.journal == [
+        "a sleeping", "a asleep", "b starting", "b ready",
+        "b sleeping", "b asleep", "a waking", "a ready",
+    ]  # fmt: skip
+    assert device.swaps[-1].reason.startswith("woken from sleep")
+
+
+async def test_a_sleeper_that_does_not_fall_asleep_is_stopped_and_the_swap_goes_on(
+    devices: Devices,
+) -> None:
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, sleep={"a": ASLEEP_ON_RAM})
+    a, b = device["a"], device["b"]
+    a.falls_asleep = False
+    device.now("a").release()
+
+    wanted = device.ask("b")
+    await b.start_requested()
+    b.finish_start()
+    await bounded(wanted)
+
+    assert a.state is ModelState.STOPPED
+    assert device.phases() == {"b": "ready"}
+
+
+async def test_with_ram_for_one_sleeper_the_least_recently_used_is_stopped(
+    devices: Devices,
+) -> None:
+    room = SleepRoom(budget_mb=150)
+    sleep = dict.fromkeys("abc", ASLEEP_ON_RAM)
+    device = devices.make({"a": 600, "b": 600, "c": 600}, ready={"a"}, sleep=sleep, room=room)
+    a, b, c = device["a"], device["b"], device["c"]
+    device.now("a").release()
+    wanted = device.ask("b")
+    await b.start_requested()
+    b.finish_start()
+    (await bounded(wanted)).release()
+    assert room.used_mb == 100  # a asleep
+
+    wanted = device.ask("c")
+    await c.start_requested()
+
+    assert a.stop_reasons == ["stopped to make RAM for b to sleep (host.sleep_ram_mb)"]
+    assert device.phases() == {"b": "asleep", "c": "starting"}
+    assert room.used_mb == 100
+    c.finish_start()
+    await bounded(wanted)
+
+
+async def test_swapping_back_and_forth_with_ram_for_one_sleeper_is_always_a_wake(
+    devices: Devices,
+) -> None:
+    """The sleeper being woken leaves room for the one making way for it."""
+    room = SleepRoom(budget_mb=150)
+    sleep = {"a": ASLEEP_ON_RAM, "b": ASLEEP_ON_RAM}
+    device = devices.make({"a": 600, "b": 600}, ready={"a"}, sleep=sleep, room=room)
+    a, b = device["a"], device["b"]
+    device.now("a").release()
+    wanted = device.ask("b")
+    await b.start_requested()
+    b.finish_start()
+    (await bounded(wanted)).release()
+
+    for model in ["a", "b", "a"]:
+        (await bounded(device.ask(model))).release()
+
+    assert a.stop_reasons == [] and b.stop_reasons == []
+    assert device.journal.count("a waking") == 2 and device.journal.count("b waking") == 1
+
+
+async def test_a_model_that_sleeps_by_itself_is_stopped_until_idle_for_its_sleep_time(
+    devices: Devices,
+) -> None:
+    """llama-server's --sleep-idle-seconds: only a server idle that long is asleep."""
+    now = [1000.0]
+    plan = SleepPlan(asleep={GPU: 0}, ram_mb=64, after_idle_s=30.0)
+    device = devices.make(
+        {"a": 600, "b": 600}, ready={"a"}, sleep={"a": plan, "b": plan}, clock=lambda: now[0]
+    )
+    a, b = device["a"], device["b"]
+    device.now("a").release()  # used at 1000
+
+    now[0] = 1010.0
+    wanted = device.ask("b")
+    await b.start_requested()
+    assert a.state is ModelState.STOPPED  # idle 10 s of its 30: not asleep yet
+    b.finish_start()
+    (await bounded(wanted)).release()  # b used at 1010
+
+    now[0] = 1045.0
+    wanted = device.ask("a")
+    await a.start_requested()
+    assert b.state is ModelState.ASLEEP  # idle 35 s: asleep by itself, left so
+    a.finish_start()
+    await bounded(wanted)

@@ -32,6 +32,7 @@ STOPPED, STARTING, READY, STOPPING, FAILED = (
     ModelState.STOPPING,
     ModelState.FAILED,
 )
+SLEEPING, ASLEEP, WAKING = ModelState.SLEEPING, ModelState.ASLEEP, ModelState.WAKING
 
 EXPECTED_MOVES = {
     (STOPPED, STARTING),
@@ -44,6 +45,14 @@ EXPECTED_MOVES = {
     (STOPPING, STOPPED),
     (FAILED, STARTING),
     (FAILED, STOPPED),
+    (READY, SLEEPING),
+    (SLEEPING, ASLEEP),
+    (SLEEPING, STOPPING),
+    (ASLEEP, WAKING),
+    (ASLEEP, STOPPING),
+    (ASLEEP, FAILED),
+    (WAKING, READY),
+    (WAKING, STOPPING),
 }
 ALL_PAIRS = list(itertools.product(ModelState, repeat=2))
 
@@ -101,10 +110,23 @@ def test_every_state_leads_back_to_stopped() -> None:
         assert STOPPED in reachable_from(state), state
 
 
-def test_only_a_start_leads_to_ready_and_only_stopping_or_failed_leave_it() -> None:
-    """A server is called ready only after its own start saw /health answer."""
-    assert {old for old in ModelState if is_legal(old, READY)} == {STARTING}
-    assert LEGAL_MOVES[READY] == {STOPPING, FAILED}
+def test_only_a_start_or_a_wake_leads_to_ready() -> None:
+    """A server is called ready only after its own start or wake saw /health answer."""
+    assert {old for old in ModelState if is_legal(old, READY)} == {STARTING, WAKING}
+    assert LEGAL_MOVES[READY] == {STOPPING, FAILED, SLEEPING}
+
+
+async def test_only_a_sleep_leads_to_asleep_and_a_sleeper_holds_its_asleep_memory(
+    process: ModelProcess,
+) -> None:
+    assert {old for old in ModelState if is_legal(old, ASLEEP)} == {SLEEPING}
+    for state in (STARTING, READY, SLEEPING, ASLEEP):
+        process._enter(state, "because")
+    assert process.holds_asleep and process.asleep_since is not None
+    process._enter(STOPPING, "RAM for sleepers is full")
+    assert process.holds_asleep  # stopping from asleep frees only what it held asleep
+    process._enter(STOPPED, "gone")
+    assert not process.holds_asleep and process.asleep_since is None
 
 
 def test_a_model_with_no_process_moves_only_by_starting_or_by_being_stopped() -> None:
