@@ -140,8 +140,8 @@ def report(results: PlacementResults) -> list[str]:
         "",
         f"- The small model was evicted for the MoE {two[1]:g} times with two cards "
         f"(target 0) and {one[1]:g} times as one device.",
-        f"- Evictions: {two[0]:g} against {one[0]:g} ({one[0] / max(1.0, two[0]):.1f}× as "
-        f"many as one device; target: fewer); makespan {two[2]:.1f} s against {one[2]:.1f} s "
-        f"({two[2] / one[2]:.2f}×).",
+        f"- Evictions: {two[0]:g} with two cards against {one[0]:g} as one device "
+        f"({two[0] / max(1.0, one[0]):.2f}×; target: fewer); makespan {two[2]:.1f} s "
+        f"against {one[2]:.1f} s ({two[2] / one[2]:.2f}×).",
     ]
     return lines
