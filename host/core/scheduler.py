@@ -327,8 +327,10 @@ def _evictions(
     snapshot: Snapshot, blocked: Sequence[Waiter], free: Mapping[str, int], admitted: list[int]
 ) -> list[Action]:
     """Idle residents to put to sleep or stop, LRU first, for each blocked waiter, where
-    that makes room for it on every one of its devices; what a victim frees beyond the
-    waiter's need is room on its way for the next."""
+    that makes room for it on every one of its devices. Blocked waiters never share a
+    device (the first one blocks its devices for everyone behind it), but a spanning
+    victim can free room on the devices of two: what a victim frees is counted as on its
+    way for the next waiter too, and a victim is chosen only once."""
     residents = {r.name: r for r in snapshot.residents}
     admitted_ids = set(admitted)
     busy = {w.model for w in snapshot.waiters if w.id in admitted_ids}
@@ -380,9 +382,6 @@ def _evictions(
             for v in victims
         )
         idle = [r for r in idle if r not in victims]
-        for device, mb in need.items():
-            if device in room:
-                room[device] -= mb  # the waiter's own, once it loads
         coming = room
     return actions
 

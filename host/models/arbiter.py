@@ -439,6 +439,7 @@ class DeviceArbiter:
             or self._closed
             or not self.permits(model, forced)
             or model in self._evicting
+            or model in self._putting_to_sleep
             or self.models[model].state is not ModelState.READY
             or self.in_flight[model] >= self._max_concurrency[model]
             or (model in self._yields and self._llm_working_beside(model))

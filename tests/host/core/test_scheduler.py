@@ -631,3 +631,13 @@ def test_with_sleepers_two_cards_never_exceed_a_budget_and_serve_everyone(
     served = simulate_two_cards(sorted(arrivals), service_s, sleepers)
     assert set(served.waits) == set(range(len(arrivals)))
     assert ("small", "moe") not in served.evictions
+
+
+def test_a_spanning_victim_evicted_for_one_waiter_is_room_on_its_way_for_the_other() -> None:
+    """Two blocked waiters on different cards, the dense model on both: evicting it for
+    the first frees the second's card too, so nothing else there is stopped."""
+    dense = Resident("dense", {"gpu0": 500, "gpu1": 500}, "ready", last_used=0.0)
+    other = Resident("other", {"gpu1": 400}, "ready", last_used=1.0)
+    waiters = [Waiter(1, "a", {"gpu0": 600}), Waiter(2, "b", {"gpu1": 500})]
+    snap = Snapshot({"gpu0": 1000, "gpu1": 1000}, [dense, other], waiters)
+    assert plan(snap) == [Evict("dense", "a")]
