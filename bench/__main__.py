@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    dashboard,
     failover,
     kv_slots,
     liveness,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, tuple[str, Any]] = {
     "messages": ("Anthropic's Messages API through the host (issue 14)", messages),
     "placement": ("Models across two GPUs (issue 12)", placement),
     "sleep": ("Sleep instead of stop (issue 12)", sleep),
+    "dashboard": ("Open dashboards and the proxy (issue 13)", dashboard),
 }
 
 

@@ -33,6 +33,7 @@ from host.controls import Controls
 from host.core import placement, routing
 from host.core.batching import Policy
 from host.core.remote_health import Health, RemoteMode
+from host.events import EventHub
 from host.metrics import HostMetrics
 from host.models import gguf, gpu, type_classifier, warm_pool
 from host.models.arbiter import DeviceArbiter, LoadGate, SleepPlan, SwapRecord
@@ -127,6 +128,9 @@ class Host:
         )
         """Each GPU's mode and the routing table, persisted, and `decide()`."""
         self.controls.on_change(self._wake_dispatcher)
+        self.events = EventHub()
+        """What changes, as it happens: the dashboard's live feed (`GET /api/events`)."""
+        self.controls.on_change(lambda: self.events.publish("controls"))
         self.remote_health.on_change(lambda _name: self._wake_dispatcher())
         self.auto_yield = AutoYield(config, self.controls, self._our_pids)
         """GPUs with `auto_yield` go to gaming mode by themselves while a game holds them."""
@@ -472,6 +476,7 @@ class Host:
 
     async def close(self) -> None:
         self.closing = True
+        self.events.close()
         if self._dispatcher is not None:
             await self._dispatcher.close()
         await asyncio.gather(*(a.close() for a in self.distinct_arbiters()))
@@ -503,6 +508,13 @@ class Host:
         if transition.new is ModelState.READY:
             self._wake_dispatcher()  # tasks waiting on this model's batch may start
         self._observe_sleep(transition)
+        self.events.publish(
+            "model",
+            model=transition.model,
+            old=transition.old.value,
+            state=transition.new.value,
+            reason=transition.reason,
+        )
         if self.store is not None:
             self._spawn(
                 self.store.record_model_event(
@@ -527,6 +539,14 @@ class Host:
 
     async def _record_swap(self, record: SwapRecord) -> None:
         self.metrics.observe_swap(record)
+        self.events.publish(
+            "swap",
+            model=record.model,
+            device=record.device,
+            outcome=record.outcome,
+            duration_s=record.duration_s,
+            evicted=list(record.evicted),
+        )
         if self.store is not None:
             await self.store.record_swap(
                 model=record.model,

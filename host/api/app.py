@@ -41,7 +41,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from host.api import control, proxy
+from host.api import control, dashboard, proxy
 from host.api import routing as routing_api
 from host.api import tasks as task_api
 from host.api.passthrough_body import MULTIPART_PATHS
@@ -69,7 +69,10 @@ from host.offload import Offload, WorkerLost
 from mcp_server.http import McpEndpoint
 
 STATE_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/", "/ui", "/ui/"})
+"""Served without the token: health probes, and the dashboard's page, which holds no data
+(everything it shows comes from the API, which asks for the token)."""
+OPEN_PREFIXES = ("/ui/",)
 """Served without the token beyond loopback: liveness probes carry no secrets."""
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
@@ -261,7 +264,7 @@ class RequestGuard:
             raise refused
 
     def _check_token(self, path: str, headers: dict[str, list[str]]) -> None:
-        if self.token is None or path in OPEN_PATHS:
+        if self.token is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return
         presented = bearer_value(_single(headers, "authorization"))
         if token_matches(presented, self.token):
@@ -381,7 +384,14 @@ def create_app(host: Host) -> Starlette:
 
     app = Starlette(
         # The proxy's first: the hot path, and a route is found by trying each in turn.
-        routes=[*proxy.routes, *control.routes, *task_api.routes, *routing_api.routes, *mcp.routes],
+        routes=[
+            *proxy.routes,
+            *control.routes,
+            *task_api.routes,
+            *routing_api.routes,
+            *dashboard.routes,
+            *mcp.routes,
+        ],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from host.core.modes import ModeError
+from host.core.modes import ModeError, valid_modes
 from host.daemon import Host
 from host.errors import ApiError, query_int, read_model
 from host.models.status import status_document
@@ -50,7 +50,8 @@ async def swaps(request: Request) -> Response:
 
 
 async def get_mode(request: Request) -> Response:
-    return JSONResponse({"modes": _host(request).controls.modes})
+    host = _host(request)
+    return JSONResponse({"modes": host.controls.modes, "valid": valid_modes(host.config)})
 
 
 async def put_mode(request: Request) -> Response:

@@ -45,7 +45,8 @@ async def route(request: Request) -> Response:
 
 
 async def get_routing(request: Request) -> Response:
-    return JSONResponse({"routes": _host(request).controls.routes})
+    host = _host(request)
+    return JSONResponse({"routes": host.controls.routes, "tiers": list(host.config.tiers)})
 
 
 async def put_routing(request: Request) -> Response:

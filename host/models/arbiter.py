@@ -300,11 +300,31 @@ class DeviceArbiter:
         if self.leaving_sleep(model):
             return
         self._evicting.add(model)
-        try:
-            await self.models[model].stop(reason)
-        finally:
-            self._evicting.discard(model)
-            self._replan()
+        await self._stop(model, reason)
+
+    def unload(self, model: str, reason: str) -> tuple[str | None, asyncio.Future[None] | None]:
+        """Stop `model` on request (the dashboard's Unload): why not, or None and the stop
+        under way (None where it is stopped already or on its way out). A model serving
+        or wanted by a request, loading, or persistent is not stopped."""
+        state = self.models[model].state
+        if model in self._persistent:
+            return f"{model} is persistent (persistent = true in the config): it stays", None
+        if self.in_flight[model]:
+            n = self.in_flight[model]
+            return f"{model} is serving {n} request{'s' if n > 1 else ''}; try when done", None
+        if self.queued(model):
+            return f"requests are waiting for {model}; it would only be loaded again", None
+        if model in self._loading or state in (ModelState.STARTING, ModelState.WAKING):
+            return f"{model} is loading; unload it once it is ready", None
+        if state is ModelState.STOPPED or model in self._evicting:
+            return None, None
+        if model in self._putting_to_sleep or state is ModelState.SLEEPING:
+            return f"{model} is falling asleep; unload it once it is asleep", None
+        self._evicting.add(model)
+        stop = asyncio.ensure_future(self._stop(model, reason))
+        self._tasks.add(stop)
+        stop.add_done_callback(self._tasks.discard)
+        return None, stop
 
     def used_mb(self, device: str) -> int:
         return scheduler.used_mb(self.residents(device), device)
@@ -571,7 +591,7 @@ class DeviceArbiter:
                     self._evicting.add(model)
                     swap = self._pending_swaps.setdefault(for_model, _PendingSwap(time.time()))
                     swap.evicted.append(model)
-                    self._spawn(self._evict(model, for_model))
+                    self._spawn(self._stop(model, f"evicted to make room for {for_model}"))
                 case scheduler.Sleep(model, for_model):
                     self._putting_to_sleep.add(model)
                     swap = self._pending_swaps.setdefault(for_model, _PendingSwap(time.time()))
@@ -579,10 +599,11 @@ class DeviceArbiter:
                     self._spawn(self._put_to_sleep(model, for_model))
                 case scheduler.Release(model):
                     self._evicting.add(model)
-                    self._spawn(self._release_for_mode(model))
+                    why = self.hold_reason(model) or "released by the device mode"
+                    self._spawn(self._stop(model, why))
                 case scheduler.Unload(model, idle_s):
                     self._evicting.add(model)
-                    self._spawn(self._unload_idle(model, idle_s))
+                    self._spawn(self._stop(model, f"idle for {idle_s:.1f} s (idle_unload_s)"))
                 case scheduler.Reject(waiter_ids, reason):
                     self._fail_waiters(set(waiter_ids), ModelUnavailable(reason))
 
@@ -662,9 +683,11 @@ class DeviceArbiter:
             )
         )
 
-    async def _evict(self, model: str, for_model: str) -> None:
+    async def _stop(self, model: str, reason: str) -> None:
+        """Stop a model marked `_evicting` (an eviction, a release, an unload), then plan
+        again: its memory is free."""
         try:
-            await self.models[model].stop(f"evicted to make room for {for_model}")
+            await self.models[model].stop(reason)
         finally:
             self._evicting.discard(model)
             self._replan()
@@ -685,20 +708,6 @@ class DeviceArbiter:
             if room is not None:
                 room.done(model)
             self._putting_to_sleep.discard(model)
-            self._replan()
-
-    async def _unload_idle(self, model: str, idle_s: float) -> None:
-        try:
-            await self.models[model].stop(f"idle for {idle_s:.1f} s (idle_unload_s)")
-        finally:
-            self._evicting.discard(model)
-            self._replan()
-
-    async def _release_for_mode(self, model: str) -> None:
-        try:
-            await self.models[model].stop(self.hold_reason(model) or "released by the device mode")
-        finally:
-            self._evicting.discard(model)
             self._replan()
 
     async def _record(self, record: SwapRecord) -> None:

@@ -60,7 +60,7 @@ def test_modes_survive_a_restart(tmp_path: Path, daemon_factory: list[Daemon]) -
     second = start_daemon(tmp_path, data_dir=first.data_dir)
     daemon_factory.append(second)
     with second.client() as http:
-        assert http.get("/api/mode").json() == {"modes": {"gpu0": "gaming"}}
+        assert http.get("/api/mode").json()["modes"] == {"gpu0": "gaming"}
     wait_for_models(second, {"operator-demo"}, "ready")
 
 

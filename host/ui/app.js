@@ -1,0 +1,266 @@
+// The Tierhost dashboard: a view of /api/status, /api/mode and /api/routing, kept live
+// by the /api/events stream. Everything from the host is put in the page as text
+// (textContent), never as markup: a model name or a reason cannot become an element.
+"use strict";
+
+const TOKEN_KEY = "tierhost-token";
+const MIN_REFRESH_MS = 1000; // no fetch of the state more often than once a second
+const state = { token: sessionStorage.getItem(TOKEN_KEY), refreshAt: 0, timer: null, routes: {} };
+
+class HostError extends Error {}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  if (options.body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    askForToken();
+    throw new HostError("this host asks for its token");
+  }
+  const text = await response.text();
+  let body = null;
+  try { body = JSON.parse(text); } catch (_) { body = null; }
+  if (!response.ok) {
+    const why = body && body.error && body.error.message;
+    throw new HostError(why || `${response.status}: ${text.slice(0, 200)}`);
+  }
+  return body;
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") node.textContent = String(value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function say(text) {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function askForToken() {
+  document.getElementById("token-form").hidden = false;
+}
+
+// -- rendering -----------------------------------------------------------------------
+
+function renderDevices(status, modes) {
+  const box = document.getElementById("devices");
+  const cards = status.devices.map((device) => {
+    const budget = device.budget_mb;
+    const used = device.used_mb || 0;
+    const share = budget ? Math.min(100, Math.round((100 * used) / budget)) : 0;
+    const card = el("article", { class: "card", "aria-label": `device ${device.name}` });
+    card.append(el("h3", { text: `${device.name} (${device.kind})` }));
+    if (device.kind === "gpu") {
+      const label = `${device.name} mode`;
+      const select = el("select", { "aria-label": label, "data-device": device.name });
+      for (const mode of modes.valid) {
+        select.append(el("option", { value: mode, text: mode, selected: mode === device.mode }));
+      }
+      select.addEventListener("change", () => setMode(device.name, select.value));
+      card.append(el("label", {}, "Mode ", select));
+    }
+    const measured = device.gpu_used_mb === null ? "" : `, card reads ${device.gpu_used_mb} MiB`;
+    const of = budget === null ? "no budget" : `${used} / ${budget} MiB counted${measured}`;
+    card.append(el("div", { class: "muted", text: of }));
+    if (budget) {
+      const bar = el("div", { class: "bar", role: "img", "aria-label": `${device.name} memory ${share}%` });
+      const fill = el("span", { class: share >= 90 ? "full" : "" });
+      fill.style.width = `${share}%`;
+      bar.append(fill);
+      card.append(bar);
+    }
+    card.append(el("div", { text: `Residents: ${device.residents.join(", ") || "none"}` }));
+    if (device.asleep && device.asleep.length) {
+      card.append(el("div", { text: `Asleep: ${device.asleep.join(", ")}` }));
+    }
+    if (device.hold) card.append(el("div", { class: "muted", text: `Held: ${device.hold}` }));
+    card.append(el("div", { text: `Queue: ${device.queue}` }));
+    if (device.waiting.length) {
+      const list = el("ul", { class: "plain" });
+      for (const waiter of device.waiting) {
+        const held = waiter.held ? " (held by the mode)" : "";
+        list.append(el("li", { text: `${waiter.model}: ${waiter.work}, waited ${waiter.waited_s.toFixed(1)} s${held}` }));
+      }
+      card.append(list);
+    }
+    if (device.order && device.order.why) {
+      card.append(el("div", { class: "muted", text: `Served first: ${device.order.why}` }));
+    }
+    return card;
+  });
+  box.replaceChildren(...cards);
+}
+
+function modelNotes(model) {
+  const notes = [];
+  if (model.kind === "remote") {
+    notes.push(model.reachable ? "reachable" : "unreachable");
+    if (model.box_mode && model.box_mode.gaming) notes.push("its box is gaming");
+  }
+  if (model.sleep && model.sleep.asleep) notes.push(`asleep since ${new Date(model.sleep.asleep_since * 1000).toLocaleTimeString()}`);
+  if (model.sleep && model.sleep.last_wake_s !== null) notes.push(`last wake ${model.sleep.last_wake_s.toFixed(2)} s`);
+  if (model.kv_slots && model.kv_slots.restores) notes.push(`KV restores ${model.kv_slots.restores}`);
+  if (model.restarts) notes.push(`restarts ${model.restarts}`);
+  if (model.last_error) notes.push(`last error: ${model.last_error}`);
+  return notes.join("; ");
+}
+
+function renderModels(status) {
+  const rows = status.models.map((model) => {
+    const local = model.kind !== "remote";
+    const actions = el("td");
+    if (local) {
+      const load = el("button", { type: "button", "aria-label": `Load ${model.name}`, text: "Load" });
+      load.addEventListener("click", () => modelAction(model.name, "load"));
+      const unload = el("button", { type: "button", "aria-label": `Unload ${model.name}`, text: "Unload" });
+      unload.addEventListener("click", () => modelAction(model.name, "unload"));
+      actions.append(load, unload);
+    }
+    const warm = model.warm === null || model.warm === undefined ? "" : `${Math.round(model.warm * 100)}%`;
+    return el(
+      "tr",
+      { "data-model": model.name },
+      el("th", { scope: "row", text: model.name }),
+      el("td", { text: model.tier || "" }),
+      el("td", { text: model.kind }),
+      el("td", { class: `state-${model.state}`, text: model.state }),
+      el("td", { text: model.device || (model.base_url || "") }),
+      el("td", { class: "num", text: model.port || "" }),
+      el("td", { class: "num", text: model.in_flight }),
+      el("td", { class: "num", text: model.queued }),
+      el("td", { class: "num", text: model.memory_mb || "" }),
+      el("td", { text: model.profile || "" }),
+      el("td", { class: "num", text: warm }),
+      el("td", { text: modelNotes(model) }),
+      actions,
+    );
+  });
+  document.querySelector("#models tbody").replaceChildren(...rows);
+}
+
+function renderRouting(routing) {
+  state.routes = routing.routes;
+  const rows = Object.entries(routing.routes).map(([type, tier]) => {
+    const select = el("select", { "aria-label": `route for ${type}` });
+    for (const name of routing.tiers) {
+      select.append(el("option", { value: name, text: name, selected: name === tier }));
+    }
+    select.addEventListener("change", () => setRoute(type, select.value));
+    return el("tr", {}, el("th", { scope: "row", text: type }), el("td", {}, select));
+  });
+  document.querySelector("#routing tbody").replaceChildren(...rows);
+}
+
+// -- actions -------------------------------------------------------------------------
+
+async function act(work) {
+  try {
+    await work();
+    say("");
+  } catch (error) {
+    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+  }
+  refreshSoon(0);
+}
+
+function setMode(device, mode) {
+  return act(() => api("/api/mode", { method: "PUT", body: JSON.stringify({ device, mode }) }));
+}
+
+function setRoute(type, tier) {
+  // PUT replaces the table: send all of it, this one route changed
+  const routes = { ...state.routes, [type]: tier };
+  return act(() => api("/api/routing", { method: "PUT", body: JSON.stringify({ routes }) }));
+}
+
+function modelAction(name, verb) {
+  say(verb === "load" ? `loading ${name}…` : `unloading ${name}…`);
+  return act(() => api(`/api/models/${encodeURIComponent(name)}/${verb}`, { method: "POST" }));
+}
+
+// -- keeping it live -----------------------------------------------------------------
+
+async function refresh() {
+  state.timer = null;
+  state.refreshAt = Date.now();
+  try {
+    const [status, modes, routing] = await Promise.all([
+      api("/api/status"),
+      api("/api/mode"),
+      api("/api/routing"),
+    ]);
+    renderDevices(status, modes);
+    renderModels(status);
+    renderRouting(routing);
+    document.body.dataset.loaded = "true";
+  } catch (error) {
+    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+  }
+}
+
+function refreshSoon(delay) {
+  if (state.timer !== null) return;
+  const wait = Math.max(delay ?? 0, state.refreshAt + MIN_REFRESH_MS - Date.now(), 0);
+  state.timer = setTimeout(refresh, wait);
+}
+
+function setLive(on) {
+  const badge = document.getElementById("live");
+  badge.textContent = on ? "live" : "reconnecting…";
+  badge.className = `live ${on ? "on" : "off"}`;
+}
+
+async function follow() {
+  // fetch, not EventSource: the stream must carry the token header off loopback.
+  for (;;) {
+    try {
+      const headers = state.token ? { authorization: `Bearer ${state.token}` } : {};
+      const response = await fetch("/api/events", { headers });
+      if (response.status === 401) askForToken();
+      if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
+      setLive(true);
+      refreshSoon(0);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (frame.split("\n").some((line) => line.startsWith("event:"))) refreshSoon();
+        }
+      }
+    } catch (_) {
+      // the host went away or is restarting: say so, and try again shortly
+    }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.token = document.getElementById("token").value.trim();
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+  document.getElementById("token-form").hidden = true;
+  refreshSoon(0);
+});
+
+refreshSoon(0);
+follow();

@@ -1,0 +1,230 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against a real
+daemon with two real SmolLM2 llama-servers on a budget-only gpu0 that holds one.
+
+Without chromium or Playwright these tests skip, saying how to get them (`.ci/run`
+installs chromium; Playwright is a dev dependency).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Daemon, model_status, start_daemon, stop_checked, wait_for
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright missing: pip install -e '.[dev]'"
+)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip(
+        "NO BROWSER: the dashboard's browser tests did not run; apt-get install chromium",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect  # noqa: E402
+
+DEMO_ARGS = '["--ctx-size", "2048", "--parallel", "1", "--no-warmup"]'
+CONFIG = f"""
+[devices.gpu0]
+kind = "gpu"
+memory_mb = 1000
+
+[models.planner]
+gguf = "demo:smollm2"
+device = "gpu0"
+memory_mb = 600
+args = {DEMO_ARGS}
+start_timeout_s = 60
+
+[models.coder]
+gguf = "demo:smollm2"
+device = "gpu0"
+memory_mb = 600
+args = {DEMO_ARGS}
+start_timeout_s = 60
+
+[tiers.architect]
+models = ["planner"]
+[tiers.builder]
+models = ["coder"]
+[tiers.operator]
+models = ["coder"]
+"""
+BOUND_MS = 30_000
+"""How long the page may take to show what the host did (every wait is for an event)."""
+
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with playwright.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    running = start_daemon(tmp, CONFIG)
+    try:
+        yield running
+    finally:
+        stop_checked(running)
+
+
+class Watched:
+    """A page, and every console error and uncaught exception it had."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+@pytest.fixture
+def expected_errors() -> list[str]:
+    """Console errors a test causes on purpose (Chromium logs every 4xx a fetch gets)."""
+    return []
+
+
+@pytest.fixture
+def dashboard(browser: Browser, box: Daemon, expected_errors: list[str]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    watched = Watched(context.new_page())
+    watched.page.goto(box.url + "/")
+    expect(watched.page.locator("body[data-loaded=true]")).to_be_attached(timeout=BOUND_MS)
+    expect(watched.page.get_by_role("status", name="Live updates")).to_have_text(
+        "live", timeout=BOUND_MS
+    )
+    try:
+        yield watched.page
+        unexpected = [e for e in watched.errors if not any(x in e for x in expected_errors)]
+        assert unexpected == [], f"the page logged errors: {unexpected}"
+    finally:
+        context.close()
+
+
+def put_mode(box: Daemon, mode: str) -> None:
+    with box.client() as client:
+        answer = client.put("/api/mode", json={"device": "gpu0", "mode": mode})
+    assert answer.status_code == 200, answer.text
+
+
+def modes(box: Daemon) -> dict[str, Any]:
+    with box.client() as client:
+        return client.get("/api/mode").json()["modes"]  # type: ignore[no-any-return]
+
+
+def test_the_root_redirects_to_the_page_showing_devices_and_models(
+    dashboard: Page, box: Daemon
+) -> None:
+    assert dashboard.url == box.url + "/ui/"
+    expect(dashboard.get_by_role("article", name="device gpu0")).to_contain_text("1000 MiB")
+    for name in ("planner", "coder"):
+        expect(dashboard.get_by_role("row", name=name)).to_be_visible()
+    expect(dashboard.get_by_label("gpu0 mode")).to_have_value("auto")
+
+
+def test_a_mode_chosen_on_the_page_reaches_the_api_and_one_set_elsewhere_appears_live(
+    dashboard: Page, box: Daemon
+) -> None:
+    try:
+        dashboard.get_by_label("gpu0 mode").select_option("gaming")
+        wait_for(lambda: modes(box).get("gpu0") == "gaming", "gpu0 in gaming mode")
+
+        put_mode(box, "builder")  # from elsewhere: the CLI, another tab
+
+        expect(dashboard.get_by_label("gpu0 mode")).to_have_value("builder", timeout=BOUND_MS)
+    finally:
+        put_mode(box, "auto")
+
+
+def test_load_and_unload_buttons_start_and_stop_the_model(dashboard: Page, box: Daemon) -> None:
+    dashboard.get_by_role("button", name="Load planner", exact=True).click()
+    row = dashboard.get_by_role("row", name="planner")
+    expect(row.locator(".state-ready")).to_have_text("ready", timeout=BOUND_MS)
+    assert model_status(box, "planner")["state"] == "ready"
+
+    dashboard.get_by_role("button", name="Unload planner", exact=True).click()
+
+    expect(row.locator("td").nth(2)).to_have_text("stopped", timeout=BOUND_MS)
+    assert model_status(box, "planner")["state"] == "stopped"
+
+
+def test_a_load_the_mode_forbids_is_refused_with_its_reason_on_the_page(
+    dashboard: Page, box: Daemon, expected_errors: list[str]
+) -> None:
+    expected_errors.append("status of 409")
+    put_mode(box, "gaming")
+    try:
+        dashboard.get_by_role("button", name="Load coder", exact=True).click()
+        expect(dashboard.get_by_role("alert")).to_contain_text(
+            "coder cannot be loaded now: gpu0 is in gaming mode", timeout=BOUND_MS
+        )
+        assert model_status(box, "coder")["state"] == "stopped"
+    finally:
+        put_mode(box, "auto")
+
+
+def test_a_route_edited_on_the_page_persists_across_a_restart(
+    browser: Browser, tmp_path: Path
+) -> None:
+    first = start_daemon(tmp_path, CONFIG)
+    try:
+        page = browser.new_page()
+        page.goto(first.url + "/ui/")
+        choice = page.get_by_label("route for implementation")
+        expect(choice).to_have_value("builder", timeout=BOUND_MS)
+        choice.select_option("architect")
+        with first.client() as client:
+            wait_for(
+                lambda: (
+                    client.get("/api/routing").json()["routes"]["implementation"] == "architect"
+                ),
+                "the route saved",
+            )
+        page.close()
+    finally:
+        stop_checked(first)
+
+    again = start_daemon(tmp_path, CONFIG, data_dir=first.data_dir)
+    try:
+        page = browser.new_page()
+        page.goto(again.url + "/ui/")
+        expect(page.get_by_label("route for implementation")).to_have_value(
+            "architect", timeout=BOUND_MS
+        )
+        page.close()
+    finally:
+        stop_checked(again)
+
+
+def test_the_page_runs_no_inline_script_and_names_are_text(box: Daemon) -> None:
+    with httpx.Client(base_url=box.url) as client:
+        page = client.get("/ui/")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "<script>" not in page.text and " on" not in page.text.split("<body>")[1].lower()
