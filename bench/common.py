@@ -20,6 +20,7 @@ import httpx
 import psutil
 
 from host import paths as host_paths
+from host.models import gpu
 from host.paths import find_llama_server, resolve_gguf
 
 START_TIMEOUT_S = 60.0
@@ -52,7 +53,15 @@ def llama_server() -> Path:
 
 
 def demo_gguf() -> Path:
-    return resolve_gguf("demo:smollm2", "bench")
+    """The demo SmolLM2, or the file `TIERHOST_BENCH_GGUF` names (a run on a lent GPU box,
+    where the demo wheel is not installed)."""
+    return resolve_gguf(os.environ.get("TIERHOST_BENCH_GGUF", "demo:smollm2"), "bench")
+
+
+def card() -> str | None:
+    """The NVIDIA card a benchmark runs on (NVML index 0), or None on a GPU-less box."""
+    reading = gpu.read_memory(0)
+    return None if reading is None else f"{reading.name}, {reading.total_mb:,} MiB"
 
 
 def machine() -> str:
@@ -65,9 +74,11 @@ def machine() -> str:
     except OSError:
         pass
     memory_gib = psutil.virtual_memory().total / 2**30
+    used = card()
+    gpu_in_use = f"GPU {used}" if used else "no GPU in use (budget-only gpu0)"
     return (
-        f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB RAM, no GPU in use "
-        f"(budget-only gpu0); {platform.system()} {platform.release()}; "
+        f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB RAM, {gpu_in_use}; "
+        f"{platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}"
     )
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.common import (
     bare_llama_server,
+    card,
     demo_gguf,
     median,
     ms,
@@ -32,6 +34,7 @@ from bench.common import (
     tierhost_daemon,
 )
 from bench.swap import FIRST_TOKEN_MAX, MODEL_ARGS, fresh_prompt
+from host.models import gpu
 
 IDLE_S = 1
 _ARGS = '["--ctx-size", "8192", "--parallel", "2", "--no-warmup"]'
@@ -41,7 +44,7 @@ device itself."""
 
 def _config(sleep: bool) -> str:
     models = "".join(
-        f'[models.{name}]\ngguf = "demo:smollm2"\ndevice = "gpu0"\nmemory_mb = 300\n'
+        f'[models.{name}]\ngguf = "{demo_gguf()}"\ndevice = "gpu0"\nmemory_mb = 300\n'
         f"args = {_ARGS}\nstart_timeout_s = 60\n"
         + (f"sleep = {{ idle_s = {IDLE_S} }}\n" if sleep else "")
         for name in ("first", "second")
@@ -61,6 +64,8 @@ class SleepResults:
     stopped_first_token: list[float]
     wakes: int
     """Wakes the daemon counted in (b): every swap of it should be one."""
+    card_mb: tuple[int, int] | None = None
+    """On a real card: NVML's memory of the awake and of the asleep server after the run."""
 
 
 def _settle(client: httpx.Client, url: str, model: str, sleep: bool) -> None:
@@ -78,9 +83,17 @@ def _settle(client: httpx.Client, url: str, model: str, sleep: bool) -> None:
         raise RuntimeError(f"{model} did not fall asleep within 30 s")
 
 
+def _floor_args() -> list[str]:
+    """MODEL_ARGS, with every layer on the card when there is one: the daemon offloads
+    them there (`gpu_layers`, 999), so the floor must too."""
+    if card() is None:
+        return MODEL_ARGS
+    return [*MODEL_ARGS[: MODEL_ARGS.index("--n-gpu-layers")], "--n-gpu-layers", "999"]
+
+
 def floor_once(client: httpx.Client, workdir: Path) -> float:
     spawned = time.perf_counter()
-    args = ["--model", str(demo_gguf()), *MODEL_ARGS]
+    args = ["--model", str(demo_gguf()), *_floor_args()]
     with bare_llama_server(args, workdir / "floor.log") as server:
         stream_chat(client, server.url, "any", FIRST_TOKEN_MAX, fresh_prompt())
         return time.perf_counter() - spawned
@@ -113,7 +126,18 @@ def run(runs: int, workdir: Path) -> SleepResults:
             results.stopped_first_token.append(swap_once(client, stopped_url, model, False))
         status = client.get(f"{asleep_url}/api/status").json()
         results.wakes = sum((m.get("sleep") or {}).get("wakes", 0) for m in status["models"])
+        results.card_mb = _card_mb(status, awake="first" if runs % 2 else "second")
     return results
+
+
+def _card_mb(status: dict[str, Any], awake: str) -> tuple[int, int] | None:
+    """NVML's memory of the server that served last and of the one left asleep."""
+    if card() is None:
+        return None
+    listed = {p.pid: p.used_mb for p in gpu.read_processes(0) or []}
+    pids = {m["name"]: m["pid"] for m in status["models"]}
+    asleep = "second" if awake == "first" else "first"
+    return listed.get(pids[awake], 0), listed.get(pids[asleep], 0)
 
 
 def report(results: SleepResults) -> list[str]:
@@ -147,4 +171,10 @@ def report(results: SleepResults) -> list[str]:
         "and reloads them from the page cache on the next request; the process, its "
         "HTTP server and its backends stay up, which is what the wake saves.",
     ]
+    if r.card_mb is not None:
+        lines += [
+            "",
+            f"On {card()}: NVML counted {r.card_mb[0]:,} MiB for the server that served "
+            f"last and {r.card_mb[1]:,} MiB for the one left asleep (its CUDA context).",
+        ]
     return lines
