@@ -362,6 +362,9 @@ class Host:
         if not self.processes:
             self.build()
         self.store = await Store.open(self.data_dir / "tierhost.sqlite3")
+        self.store.on_task_change(
+            lambda task_id, status: self.events.publish("task", id=task_id, status=status)
+        )
         await self.controls.restore(self.store)
         # fitted once per corpus and machine (seconds), then read from the user's cache
         self.controls.classifier = await asyncio.to_thread(

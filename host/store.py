@@ -9,9 +9,10 @@ checked against `host.core.task_states` and written with its event in one transa
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import aiosqlite
 
 from host.core.task_states import ACTIVE, IllegalTransition, TaskStatus, check_move
+
+log = logging.getLogger("tierhost.store")
 
 SCHEMA_VERSION = 3
 
@@ -161,7 +164,7 @@ class TaskRow:
             "validation": self.validation,
             "prompt": self.prompt,
             "context": self.context,
-            "override": {k: v for k, v in self.request.items() if v not in (None, False)},
+            "override": {k: v for k, v in self.request.items() if v not in (None, False, {})},
             "decision": self.decision,
             "result": self.result,
             "error": self.error,
@@ -294,10 +297,28 @@ class UnknownTask(Exception):
         self.task_id = task_id
 
 
+TaskListener = Callable[[str, str], None]
+"""Told a task's id and new status after each change is committed (the dashboard's feed)."""
+
+
 class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._task_listeners: list[TaskListener] = []
+
+    def on_task_change(self, listener: TaskListener) -> None:
+        """Call `listener(task_id, status)` after every committed change of a task's
+        status: this store is the one writer of them, so no change goes unheard. A
+        listener must not block; one that raises is logged and the write stands."""
+        self._task_listeners.append(listener)
+
+    def _task_changed(self, task_id: str, status: TaskStatus) -> None:
+        for listener in self._task_listeners:
+            try:
+                listener(task_id, status.value)
+            except Exception:
+                log.exception("a task listener failed on %s", task_id)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -417,6 +438,7 @@ class Store:
             (task_id, now, TaskStatus.QUEUED.value, reason),
         )
         await self._db.commit()
+        self._task_changed(task_id, TaskStatus.QUEUED)
         return await self.get_task(task_id)
 
     async def get_task(self, task_id: str, *, with_events: bool = False) -> TaskRow:
@@ -521,6 +543,7 @@ class Store:
             (task_id, now, TaskStatus.FAILED.value, reason, json.dumps({"damaged": damaged})),
         )
         await self._db.commit()
+        self._task_changed(task_id, TaskStatus.FAILED)
 
     async def queue_position(self, task: TaskRow) -> int:
         """1 for the next queued task of its model, 2 for the one after it, and so on."""
@@ -571,6 +594,7 @@ class Store:
             (task_id, now, new.value, reason, json.dumps(data) if data else None),
         )
         await self._db.commit()
+        self._task_changed(task_id, new)
         return await self.get_task(task_id)
 
     async def update_task_progress(self, task_id: str, tokens: int) -> None:

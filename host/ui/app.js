@@ -5,7 +5,16 @@
 
 const TOKEN_KEY = "tierhost-token";
 const MIN_REFRESH_MS = 1000; // no fetch of the state more often than once a second
-const state = { token: sessionStorage.getItem(TOKEN_KEY), refreshAt: 0, timer: null, routes: {} };
+const TASK_LIST_LIMIT = 50;
+const STATUSES = ["queued", "waiting_device", "running", "validating", "done", "failed", "cancelled"];
+const TERMINAL = new Set(["done", "failed", "cancelled"]);
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  refreshAt: 0,
+  timer: null,
+  routes: {},
+  openTask: null, // the id of the task whose details are shown
+};
 
 class HostError extends Error {}
 
@@ -164,6 +173,131 @@ function renderRouting(routing) {
   document.querySelector("#routing tbody").replaceChildren(...rows);
 }
 
+function fillSelect(select, options) {
+  // options: [value, label] pairs after the select's first (empty) option; the choice stays
+  const chosen = select.value;
+  const first = select.options[0];
+  select.replaceChildren(first, ...options.map(([value, label]) => el("option", { value, text: label })));
+  select.value = options.some(([value]) => value === chosen) ? chosen : "";
+}
+
+function renderTaskControls(status, routing) {
+  const types = Object.keys(routing.routes).map((type) => [type, type]);
+  fillSelect(document.getElementById("submit-type"), types);
+  fillSelect(document.getElementById("filter-type"), types);
+  const targets = [
+    ...routing.tiers.map((tier) => [`tier:${tier}`, `tier ${tier}`]),
+    ...status.models.map((model) => [`model:${model.name}`, `model ${model.name}`]),
+  ];
+  fillSelect(document.getElementById("submit-target"), targets);
+  fillSelect(document.getElementById("filter-status"), STATUSES.map((s) => [s, s]));
+}
+
+function when(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString();
+}
+
+function renderTasks(tasks) {
+  const rows = tasks.map((task) => {
+    const show = el("button", { type: "button", class: "link", "aria-label": `Show task ${task.id}`, text: task.id.slice(0, 8) });
+    show.addEventListener("click", () => openTask(task.id));
+    return el(
+      "tr",
+      { "data-task": task.id, "aria-selected": task.id === state.openTask ? "true" : "false" },
+      el("td", {}, show),
+      el("td", { text: when(task.created) }),
+      el("td", { text: task.type || "" }),
+      el("td", { text: task.tier || "" }),
+      el("td", { text: task.model || "" }),
+      el("td", { class: `status-${task.status}`, text: task.status }),
+      el("td", { class: "num", text: task.tokens }),
+      el("td", { class: "prompt", text: task.prompt.slice(0, 120) }),
+    );
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 8, class: "muted", text: "no tasks" })));
+  document.querySelector("#tasks tbody").replaceChildren(...rows);
+}
+
+function section(title, ...content) {
+  return el("section", { "aria-label": title }, el("h4", { text: title }), ...content);
+}
+
+function renderTaskDetail(task) {
+  const box = document.getElementById("task-detail");
+  if (task === null) {
+    box.hidden = true;
+    box.replaceChildren();
+    return;
+  }
+  const parts = [el("h3", { text: `Task ${task.id}` })];
+  const where = [task.type && `type ${task.type}`, task.tier && `tier ${task.tier}`, task.model && `model ${task.model}`];
+  parts.push(el("div", {}, el("span", { class: `status-${task.status}`, "data-status": task.status, text: task.status }), ` — ${where.filter(Boolean).join(", ")}`));
+  const override = Object.entries(task.override || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  parts.push(el("div", { class: "muted", text: `Validation ${task.validation}${override ? `; asked for ${override}` : ""}${task.queue_position ? `; position ${task.queue_position} in its model's queue` : ""}` }));
+  if (!TERMINAL.has(task.status)) {
+    const cancel = el("button", { type: "button", text: "Cancel" });
+    cancel.addEventListener("click", () => act(() => api(`/api/tasks/${encodeURIComponent(task.id)}/cancel`, { method: "POST" })));
+    parts.push(el("div", {}, cancel));
+  }
+  parts.push(section("Task prompt", el("pre", { text: task.prompt })));
+  if (task.decision && task.decision.reasons) {
+    parts.push(section("Why it went there", el("ul", { class: "plain" }, ...task.decision.reasons.map((r) => el("li", { text: r })))));
+  }
+  const events = (task.events || []).map((e) => el("li", { text: `${when(e.at)} ${e.status}: ${e.reason}` }));
+  parts.push(section("Events", el("ol", { class: "plain" }, ...events)));
+  if (task.result !== null && task.result !== undefined) parts.push(section("Result", el("pre", { class: "result", text: task.result })));
+  if (task.error) parts.push(section("Error", el("pre", { text: task.error })));
+  if (task.findings && task.findings.length) {
+    const findings = task.findings.map((f) => el("li", { text: typeof f === "string" ? f : JSON.stringify(f) }));
+    parts.push(section(`Validator findings (${task.validated === false ? "not passed" : "passed"})`, el("ul", { class: "plain" }, ...findings)));
+  }
+  if (task.patch) parts.push(section("Patch", el("pre", { text: task.patch })));
+  box.replaceChildren(...parts);
+  box.hidden = false;
+}
+
+async function openTask(id) {
+  state.openTask = id;
+  try {
+    renderTaskDetail(await api(`/api/tasks/${encodeURIComponent(id)}`));
+    for (const row of document.querySelectorAll("#tasks tbody tr")) {
+      row.setAttribute("aria-selected", row.dataset.task === id ? "true" : "false");
+    }
+  } catch (error) {
+    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+  }
+}
+
+function taskQuery() {
+  const query = new URLSearchParams({ limit: String(TASK_LIST_LIMIT) });
+  const status = document.getElementById("filter-status").value;
+  const type = document.getElementById("filter-type").value;
+  if (status) query.set("status", status);
+  if (type) query.set("type", type);
+  return `/api/tasks?${query}`;
+}
+
+async function submitTask(event) {
+  event.preventDefault();
+  const prompt = document.getElementById("prompt");
+  const body = { prompt: prompt.value };
+  const type = document.getElementById("submit-type").value;
+  const target = document.getElementById("submit-target").value;
+  const validation = document.getElementById("submit-validation").value;
+  if (type) body.type = type;
+  if (target) body[target.split(":")[0]] = target.slice(target.indexOf(":") + 1);
+  if (validation) body.validation = validation;
+  try {
+    const task = await api("/api/tasks", { method: "POST", body: JSON.stringify(body) });
+    prompt.value = "";
+    say("");
+    await openTask(task.id);
+  } catch (error) {
+    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+  }
+  refreshSoon(0);
+}
+
 // -- actions -------------------------------------------------------------------------
 
 async function act(work) {
@@ -197,14 +331,19 @@ async function refresh() {
   state.timer = null;
   state.refreshAt = Date.now();
   try {
-    const [status, modes, routing] = await Promise.all([
+    const [status, modes, routing, tasks, open] = await Promise.all([
       api("/api/status"),
       api("/api/mode"),
       api("/api/routing"),
+      api(taskQuery()),
+      state.openTask === null ? null : api(`/api/tasks/${encodeURIComponent(state.openTask)}`),
     ]);
     renderDevices(status, modes);
     renderModels(status);
     renderRouting(routing);
+    renderTaskControls(status, routing);
+    renderTasks(tasks.tasks);
+    if (open !== null) renderTaskDetail(open);
     document.body.dataset.loaded = "true";
   } catch (error) {
     say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
@@ -261,6 +400,11 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
   document.getElementById("token-form").hidden = true;
   refreshSoon(0);
 });
+
+document.getElementById("submit-form").addEventListener("submit", submitTask);
+for (const id of ["filter-status", "filter-type"]) {
+  document.getElementById(id).addEventListener("change", () => refreshSoon(0));
+}
 
 refreshSoon(0);
 follow();

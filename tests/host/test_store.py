@@ -60,6 +60,28 @@ async def test_every_move_is_an_event_and_illegal_moves_are_refused(store: Store
         await store.move_task(task_id, TaskStatus.RUNNING, "again")
 
 
+async def test_each_committed_status_change_is_told_and_a_failing_listener_changes_nothing(
+    store: Store,
+) -> None:
+    heard: list[tuple[str, str]] = []
+
+    def broken(task_id: str, status: str) -> None:
+        raise RuntimeError("a listener that breaks")
+
+    store.on_task_change(broken)
+    store.on_task_change(lambda task_id, status: heard.append((task_id, status)))
+    task_id = await new_task(store)
+    await store.move_task(task_id, TaskStatus.WAITING_DEVICE, "routed")
+    await store.move_task(task_id, TaskStatus.RUNNING, "started")
+    await store.move_task(task_id, TaskStatus.DONE, "finished")
+    with pytest.raises(IllegalTransition):
+        await store.move_task(task_id, TaskStatus.RUNNING, "a done task never runs again")
+
+    statuses = ["queued", "waiting_device", "running", "done"]
+    assert heard == [(task_id, status) for status in statuses]
+    assert (await store.get_task(task_id)).status is TaskStatus.DONE
+
+
 async def test_interrupted_tasks_go_back_to_the_queue_with_a_reason(store: Store) -> None:
     running, waiting = await new_task(store, "a"), await new_task(store, "b")
     await new_task(store, "c")

@@ -163,6 +163,20 @@ def test_the_feed_says_hello_then_tells_of_a_load_as_it_happens(box: Daemon) -> 
     wait_for(lambda: feed.saw("swap", model="planner", outcome="ready"), "the swap in the feed")
 
 
+def test_the_feed_tells_of_each_step_of_a_task(box: Daemon) -> None:
+    feed = Feed(box)
+    body = {"prompt": "Say hi.", "model": "helper", "validation": "none"}
+    with box.client(timeout=BOUND_S) as client:
+        submitted = client.post("/api/tasks", json={**body, "params": {"max_tokens": 4}})
+    assert submitted.status_code == 201, submitted.text
+    task = submitted.json()["id"]
+
+    wait_for(lambda: feed.saw("task", id=task, status="done"), "the task done on the feed")
+
+    steps = [data["status"] for kind, data in feed.events if kind == "task" and data["id"] == task]
+    assert steps[0] == "queued" and "running" in steps and steps[-1] == "done", steps
+
+
 def test_a_load_swaps_out_the_other_model_and_unload_stops_it(box: Daemon) -> None:
     assert post(box, "/api/models/planner/load").status_code == 200
     assert post(box, "/api/models/coder/load").status_code == 200

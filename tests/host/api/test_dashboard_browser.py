@@ -7,6 +7,8 @@ installs chromium; Playwright is a dev dependency).
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import Daemon, model_status, start_daemon, stop_checked, wait_for
+from tests.host.fake_llama_server import config_head, fake_args, model_entry
 
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="Playwright missing: pip install -e '.[dev]'"
@@ -227,4 +230,121 @@ def test_the_page_runs_no_inline_script_and_names_are_text(box: Daemon) -> None:
         page = client.get("/ui/")
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-    assert "<script>" not in page.text and " on" not in page.text.split("<body>")[1].lower()
+    assert "<script>" not in page.text
+    assert re.search(r"<[^>]*\son[a-z]+\s*=", page.text, re.IGNORECASE) is None  # no handlers
+
+
+def task(box: Daemon, task_id: str) -> dict[str, Any]:
+    with box.client() as client:
+        answer = client.get(f"/api/tasks/{task_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def shown_task_id(page: Page) -> str:
+    heading = page.get_by_role("article", name="Task details").get_by_role("heading", level=3)
+    expect(heading).to_have_text(re.compile(r"^Task \S+$"), timeout=BOUND_MS)
+    return str(heading.text_content()).removeprefix("Task ")
+
+
+def test_a_task_submitted_on_the_page_is_shown_through_to_done(
+    dashboard: Page, box: Daemon
+) -> None:
+    dashboard.get_by_label("Prompt", exact=True).fill(
+        "Write one line of Python that adds two numbers."
+    )
+    dashboard.get_by_label("Run on").select_option("model:coder")
+    dashboard.get_by_label("Validation").select_option("none")
+    dashboard.get_by_role("button", name="Submit", exact=True).click()
+
+    detail = dashboard.get_by_role("article", name="Task details")
+    task_id = shown_task_id(dashboard)
+    expect(detail.locator("[data-status]")).to_have_text("done", timeout=120_000)
+    stored = task(box, task_id)
+    assert (stored["status"], stored["model"], stored["override"]) == (
+        "done",
+        "coder",
+        {"model": "coder"},
+    )
+    expect(detail.locator("pre.result")).to_have_text(stored["result"])
+    expect(detail.get_by_role("region", name="Why it went there")).to_contain_text("coder")
+    expect(detail.get_by_role("region", name="Events")).to_contain_text("done")
+    expect(dashboard.locator(f'#tasks tr[data-task="{task_id}"] .status-done')).to_have_text("done")
+    expect(dashboard.get_by_label("Prompt", exact=True)).to_have_value("")
+
+
+def test_a_waiting_task_is_cancelled_from_the_page_and_the_filter_shows_only_its_status(
+    dashboard: Page, box: Daemon
+) -> None:
+    put_mode(box, "gaming")  # gpu0 takes no work: the task waits
+    try:
+        dashboard.get_by_label("Prompt", exact=True).fill("Plan the next release.")
+        dashboard.get_by_label("Run on").select_option("model:planner")
+        dashboard.get_by_role("button", name="Submit", exact=True).click()
+        task_id = shown_task_id(dashboard)
+        detail = dashboard.get_by_role("article", name="Task details")
+        expect(detail.locator("[data-status]")).to_have_text(
+            re.compile("queued|waiting_device"), timeout=BOUND_MS
+        )
+
+        detail.get_by_role("button", name="Cancel", exact=True).click()
+
+        expect(detail.locator("[data-status]")).to_have_text("cancelled", timeout=BOUND_MS)
+        assert task(box, task_id)["status"] == "cancelled"
+        expect(detail.get_by_role("button", name="Cancel", exact=True)).to_have_count(0)
+
+        dashboard.get_by_label("Show status").select_option("cancelled")
+        expect(dashboard.locator("#tasks td.status-done")).to_have_count(0, timeout=BOUND_MS)
+        expect(dashboard.locator(f'#tasks tr[data-task="{task_id}"]')).to_be_visible()
+        rows = dashboard.locator("#tasks tbody tr[data-task]")
+        assert rows.count() == rows.locator("td.status-cancelled").count() >= 1
+    finally:
+        put_mode(box, "auto")
+
+
+TIERS = ("architect", "builder", "operator")
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> & done'
+
+
+@pytest.fixture
+def hostile_box(tmp_path: Path) -> Iterator[Daemon]:
+    """A daemon whose only model (the scripted fake llama-server) answers HOSTILE."""
+    head, gguf = config_head(tmp_path, 30)
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps([HOSTILE]))
+    entry = model_entry(gguf, "cpu", 100, fake_args("ok", script=script))
+    tiers = "".join(
+        f'[tiers.{t}]\nmodels = ["fake"]\n' for t in ("architect", "builder", "operator")
+    )
+    running = start_daemon(tmp_path, f"{head}\n[models.fake]\n{entry}\n{tiers}")
+    try:
+        yield running
+    finally:
+        stop_checked(running)
+
+
+def test_a_hostile_prompt_and_result_are_shown_as_text(
+    browser: Browser, hostile_box: Daemon
+) -> None:
+    prompt = "<b>bold?</b><svg onload=window.pwned=3>"
+    with hostile_box.client() as client:
+        submitted = client.post("/api/tasks", json={"prompt": prompt, "validation": "none"})
+    assert submitted.status_code == 201, submitted.text
+    task_id = submitted.json()["id"]
+    wait_for(lambda: task(hostile_box, task_id)["status"] == "done", "the task done")
+
+    context = browser.new_context()
+    try:
+        watched = Watched(context.new_page())
+        page = watched.page
+        page.goto(hostile_box.url + "/ui/")
+        page.get_by_role("button", name=f"Show task {task_id}").click()
+        detail = page.get_by_role("article", name="Task details")
+        expect(detail.locator("pre.result")).to_have_text(HOSTILE, timeout=BOUND_MS)
+        expect(detail.get_by_role("region", name="Task prompt")).to_contain_text(prompt)
+        expect(page.locator(f'#tasks tr[data-task="{task_id}"] td.prompt')).to_have_text(prompt)
+        assert page.locator("main img, main script, main svg, main b").count() == 0
+        assert page.evaluate("window.pwned") is None
+        assert watched.errors == []
+    finally:
+        context.close()
