@@ -46,7 +46,13 @@ async def route(request: Request) -> Response:
 
 async def get_routing(request: Request) -> Response:
     host = _host(request)
-    return JSONResponse({"routes": host.controls.routes, "tiers": list(host.config.tiers)})
+    return JSONResponse(
+        {
+            "routes": host.controls.routes,
+            "tiers": list(host.config.tiers),
+            "standing_rules": host.config.standing_rules,
+        }
+    )
 
 
 async def put_routing(request: Request) -> Response:

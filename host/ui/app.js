@@ -162,15 +162,79 @@ function renderModels(status) {
 
 function renderRouting(routing) {
   state.routes = routing.routes;
-  const rows = Object.entries(routing.routes).map(([type, tier]) => {
-    const select = el("select", { "aria-label": `route for ${type}` });
+  const standing = routing.standing_rules || {};
+  const types = [...new Set([...Object.keys(routing.routes), ...Object.keys(standing)])];
+  const rows = types.map((type) => {
+    const locked = Object.hasOwn(standing, type);
+    const tier = locked ? standing[type] : routing.routes[type];
+    const select = el("select", { "aria-label": `route for ${type}`, disabled: locked });
     for (const name of routing.tiers) {
       select.append(el("option", { value: name, text: name, selected: name === tier }));
     }
     select.addEventListener("change", () => setRoute(type, select.value));
-    return el("tr", {}, el("th", { scope: "row", text: type }), el("td", {}, select));
+    const note = locked ? `standing rule: always ${standing[type]} (the config's; not editable here)` : "";
+    return el("tr", {}, el("th", { scope: "row", text: type }), el("td", {}, select), el("td", { class: "muted", text: note }));
   });
   document.querySelector("#routing tbody").replaceChildren(...rows);
+}
+
+function exportRouting() {
+  const text = `${JSON.stringify({ version: 1, routes: state.routes }, null, 2)}\n`;
+  const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "application/json" })), download: "model-routing.json" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+function routesOf(text) {
+  // the file's shape, as `tierhost routing import` reads it; the host checks the names
+  let document;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    throw new HostError(`model-routing.json is not JSON: ${error.message}`);
+  }
+  if (document === null || typeof document !== "object" || Array.isArray(document)) {
+    throw new HostError('model-routing.json must hold an object {"version": 1, "routes": {...}}');
+  }
+  if ((document.version ?? 1) !== 1) throw new HostError(`version ${document.version} is not supported (this host reads version 1)`);
+  const unknown = Object.keys(document).filter((key) => key !== "version" && key !== "routes");
+  if (unknown.length) throw new HostError(`unknown field "${unknown[0]}" (a version 1 file has "version" and "routes")`);
+  const routes = document.routes;
+  if (routes === null || typeof routes !== "object" || Array.isArray(routes)) throw new HostError('it has no "routes" object of type → tier');
+  for (const [type, tier] of Object.entries(routes)) {
+    if (typeof tier !== "string") throw new HostError(`routes["${type}"] is not a tier name`);
+  }
+  return routes;
+}
+
+async function importRouting(input) {
+  const file = input.files && input.files[0];
+  input.value = "";
+  if (!file) return;
+  await act(async () => {
+    if (file.size > 1024 * 1024) throw new HostError("model-routing.json is larger than 1 MiB; a routing table is a few lines");
+    const routes = routesOf(await file.text());
+    await api("/api/routing", { method: "PUT", body: JSON.stringify({ routes }) });
+  });
+}
+
+async function tryRoute(event) {
+  event.preventDefault();
+  const box = document.getElementById("try-result");
+  try {
+    const decision = await api("/api/route", { method: "POST", body: JSON.stringify({ prompt: document.getElementById("try-prompt").value }) });
+    const where = [decision.type && `type ${decision.type}`, `tier ${decision.tier}`, `model ${decision.model}`, decision.device && `on ${decision.device}`];
+    const parts = [el("div", { class: "decision", text: where.filter(Boolean).join(" → ") })];
+    if (decision.wait_reason) parts.push(el("div", { class: "muted", text: `would wait: ${decision.wait_reason}` }));
+    parts.push(el("ul", { class: "plain" }, ...decision.reasons.map((reason) => el("li", { text: reason }))));
+    box.replaceChildren(...parts);
+    say("");
+  } catch (error) {
+    box.replaceChildren(el("div", { text: error instanceof HostError ? error.message : `the host did not answer: ${error}` }));
+  }
+  box.hidden = false;
 }
 
 function fillSelect(select, options) {
@@ -402,6 +466,9 @@ document.getElementById("token-form").addEventListener("submit", (event) => {
 });
 
 document.getElementById("submit-form").addEventListener("submit", submitTask);
+document.getElementById("try-form").addEventListener("submit", tryRoute);
+document.getElementById("routing-export").addEventListener("click", exportRouting);
+document.getElementById("routing-import").addEventListener("change", (event) => importRouting(event.target));
 for (const id of ["filter-status", "filter-type"]) {
   document.getElementById(id).addEventListener("change", () => refreshSoon(0));
 }

@@ -348,3 +348,59 @@ def test_a_hostile_prompt_and_result_are_shown_as_text(
         assert watched.errors == []
     finally:
         context.close()
+
+
+def routes(box: Daemon) -> dict[str, str]:
+    with box.client() as client:
+        return client.get("/api/routing").json()["routes"]  # type: ignore[no-any-return]
+
+
+def test_a_standing_rule_is_shown_locked(dashboard: Page) -> None:
+    infra = dashboard.get_by_label("route for infra")
+    expect(infra).to_be_disabled()
+    expect(infra).to_have_value("operator")
+    expect(dashboard.get_by_role("row", name="infra")).to_contain_text("standing rule")
+    expect(dashboard.get_by_label("route for review")).to_be_enabled()
+
+
+def test_the_try_it_box_shows_the_decision_and_its_reasons(dashboard: Page) -> None:
+    dashboard.get_by_label("Try a prompt").fill("Implement a function that parses ISO dates.")
+    dashboard.get_by_role("button", name="Route it").click()
+
+    decision = dashboard.get_by_role("region", name="Routing decision")
+    expect(decision).to_contain_text("tier builder → model coder", timeout=BOUND_MS)
+    expect(decision.locator("li").first).to_be_visible()
+
+
+def test_the_table_exports_and_a_file_imports_and_a_bad_one_is_refused_saying_why(
+    dashboard: Page, box: Daemon, tmp_path: Path, expected_errors: list[str]
+) -> None:
+    before = routes(box)
+    with dashboard.expect_download() as download:
+        dashboard.get_by_role("button", name="Export model-routing.json").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported == {"version": 1, "routes": before}
+
+    changed = tmp_path / "model-routing.json"
+    changed.write_text(json.dumps({"version": 1, "routes": {**before, "review": "builder"}}))
+    try:
+        dashboard.get_by_label("Import model-routing.json").set_input_files(changed)
+        wait_for(lambda: routes(box)["review"] == "builder", "the imported route")
+        expect(dashboard.get_by_label("route for review")).to_have_value(
+            "builder", timeout=BOUND_MS
+        )
+
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"version": 1, "routes": {"review": }')
+        dashboard.get_by_label("Import model-routing.json").set_input_files(broken)
+        expect(dashboard.get_by_role("alert")).to_contain_text("is not JSON", timeout=BOUND_MS)
+
+        expected_errors.append("status of 404")
+        unknown = tmp_path / "unknown.json"
+        unknown.write_text(json.dumps({"routes": {**before, "review": "nowhere"}}))
+        dashboard.get_by_label("Import model-routing.json").set_input_files(unknown)
+        expect(dashboard.get_by_role("alert")).to_contain_text("nowhere", timeout=BOUND_MS)
+        assert routes(box)["review"] == "builder"
+    finally:
+        with box.client() as client:
+            assert client.put("/api/routing", json={"routes": before}).status_code == 200
