@@ -58,6 +58,8 @@ class HostSettings(_Strict):
     """Waiting requests per device before new ones get 503."""
     queue_timeout_s: float = Field(600.0, gt=0)
     """How long a request may wait for its model before it gets 503."""
+    request_log_rows: int = Field(10_000, ge=0, le=10_000_000)
+    """Answered requests kept in the activity log (`GET /api/requests`); 0 keeps none."""
     stop_grace_s: float = Field(10.0, gt=0)
     """Seconds between SIGTERM and SIGKILL when stopping a model server, and the bound on
     the daemon's own stop: requests in flight get half of it to finish, then end with an

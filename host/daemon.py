@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from host.activity import RequestLog
 from host.auth import is_loopback, load_or_create_token
 from host.config import (
     CommandModel,
@@ -146,6 +147,14 @@ class Host:
         self.placement_of: dict[str, dict[str, int]] = {}
         """What each local model counts on each of its devices."""
         self.metrics = HostMetrics(lambda: status_document(self))
+        self.activity = RequestLog(
+            config.host.request_log_rows,
+            count=lambda model, status: self.metrics.requests_total.labels(
+                model, str(status)
+            ).inc(),
+            on_flush=lambda rows: self.events.publish("requests", rows=rows),
+        )
+        """Every request answered: the activity log and `tierhost_requests_total`."""
         self.sleep_room = SleepRoom(default_sleep_ram_mb(config.host.sleep_ram_mb))
         """The RAM that models left asleep share, box-wide (`host.sleep_ram_mb`)."""
         self.warm_pool = warm_pool.WarmPool(
@@ -365,6 +374,7 @@ class Host:
         self.store.on_task_change(
             lambda task_id, status: self.events.publish("task", id=task_id, status=status)
         )
+        self.activity.start(self.store)
         await self.controls.restore(self.store)
         # fitted once per corpus and machine (seconds), then read from the user's cache
         self.controls.classifier = await asyncio.to_thread(
@@ -492,6 +502,7 @@ class Host:
         await self.http.aclose()
         for process in self.processes.values():
             await process.http.aclose()
+        await self.activity.stop()
         if self.store is not None:
             await self.store.close()
 

@@ -55,6 +55,12 @@ class HostMetrics:
         self.load_failures_total = Counter(
             "tierhost_load_failures", "Loads that did not become ready.", ["model"], registry=r
         )
+        self.requests_total = Counter(
+            "tierhost_requests",
+            "Requests answered, by the model that served them ('' for none) and status.",
+            ["model", "status"],
+            registry=r,
+        )
         self.evictions_total = Counter(
             "tierhost_evictions", "Models stopped to make room for another.", ["model"], registry=r
         )

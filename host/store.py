@@ -96,6 +96,24 @@ CREATE TABLE IF NOT EXISTS task_events (
     data    TEXT
 );
 CREATE INDEX IF NOT EXISTS task_events_task ON task_events (task_id, id);
+CREATE TABLE IF NOT EXISTS requests (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                REAL NOT NULL,
+    method            TEXT NOT NULL,
+    path              TEXT NOT NULL,
+    status            INTEGER NOT NULL,
+    duration_ms       REAL NOT NULL,
+    client            TEXT,
+    agent             TEXT,
+    asked             TEXT,
+    model             TEXT,
+    tier              TEXT,
+    wait_ms           REAL,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    tokens_per_s      REAL,
+    error             TEXT
+);
 CREATE TABLE IF NOT EXISTS model_events (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     model  TEXT NOT NULL,
@@ -186,6 +204,23 @@ _TASK_COLUMNS = (
     "id, seq, type, prompt, context, request, priority, validation, status, tier, model, "
     "decision, result, error, tokens, created, updated, validated, findings, patch, "
     "scratchpad, attempts"
+)
+_REQUEST_COLUMNS = (
+    "at",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "client",
+    "agent",
+    "asked",
+    "model",
+    "tier",
+    "wait_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens_per_s",
+    "error",
 )
 _JSON_FIELDS = frozenset({"decision", "findings", "scratchpad"})
 
@@ -378,6 +413,42 @@ class Store:
         await self._db.commit()
 
     # -- settings: routing table, device modes ------------------------------------
+
+    async def record_requests(self, rows: list[dict[str, Any]], keep: int) -> None:
+        """Append answered requests (`host.activity`) in one transaction, and drop all
+        but the newest `keep`."""
+        if not rows:
+            return
+        await self._db.executemany(
+            f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _REQUEST_COLUMNS)})",
+            [tuple(row[c] for c in _REQUEST_COLUMNS) for row in rows],
+        )
+        await self._db.execute(
+            "DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?", (keep,)
+        )
+        await self._db.commit()
+
+    async def recent_requests(
+        self, limit: int, *, model: str | None = None, status: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest answered requests first, of one served model or status if given."""
+        where: list[str] = []
+        values: list[str | int] = []
+        if model is not None:
+            where.append("model = ?")
+            values.append(model)
+        if status is not None:
+            where.append("status = ?")
+            values.append(status)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        async with self._db.execute(
+            f"SELECT id, {', '.join(_REQUEST_COLUMNS)} FROM requests {clause}"
+            "ORDER BY id DESC LIMIT ?",
+            (*values, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [dict(zip(("id", *_REQUEST_COLUMNS), row, strict=True)) for row in rows]
 
     async def get_setting(self, key: str) -> Any | None:
         async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cur:

@@ -44,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from host.api import control, dashboard, proxy
 from host.api import routing as routing_api
 from host.api import tasks as task_api
+from host.api.activity import ActivityRecorder
 from host.api.passthrough_body import MULTIPART_PATHS
 from host.auth import bearer_value, is_loopback, token_matches
 from host.config import DEFAULT_PORT, HostSettings
@@ -410,4 +411,5 @@ def create_app(host: Host) -> Starlette:
         limits=limits,
         offload=host.offload,
     )
+    app.add_middleware(ActivityRecorder, log=host.activity)  # outermost: sees the guard's refusals
     return app

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from host.core.modes import ModeError, valid_modes
 from host.daemon import Host
-from host.errors import ApiError, query_int, read_model
+from host.errors import ApiError, query_int, query_text, read_model
 from host.models.status import status_document
 from host.wire import ModeChange
 
@@ -63,8 +63,19 @@ async def put_mode(request: Request) -> Response:
     return JSONResponse({"modes": result})
 
 
+async def requests(request: Request) -> Response:
+    """The activity log, newest first: `limit` (1 to 1000), `model` (that served), `status`."""
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    given = query_text(request, "status") is not None
+    status = query_int(request, "status", default=0, low=100, high=599) if given else None
+    model = query_text(request, "model")
+    rows = await _host(request).activity.recent(limit, model=model, status=status)
+    return JSONResponse({"requests": rows})
+
+
 routes = [
     Route("/health", health, methods=["GET"]),
+    Route("/api/requests", requests, methods=["GET"]),
     Route("/api/status", status, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/api/swaps", swaps, methods=["GET"]),

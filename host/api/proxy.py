@@ -61,6 +61,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from host.activity import Note, note_of, note_timings
 from host.api import claude_models
 from host.api.assembly import as_stream, assembled_body, missing_start
 from host.api.messages_body import COUNT_TOKENS_PATH, MESSAGES_PATH, MESSAGES_PATHS
@@ -594,10 +595,13 @@ def _priority(headers: dict[bytes, str]) -> int | None:
     return priority
 
 
-def _headers(host: Host, model: str, waited_s: float | None) -> dict[str, str]:
+def _headers(
+    host: Host, model: str, waited_s: float | None, tier: str | None = None
+) -> dict[str, str]:
     """The `X-Tierhost-*` headers of an answer; no wait is known yet (None) for a stream
     that starts while it waits, which says its wait in a comment instead."""
-    headers = {"X-Tierhost-Model": model, "X-Tierhost-Tier": host.config.tier_of(model) or ""}
+    tier = tier or host.config.tier_of(model) or ""  # the tier it was routed by, if known
+    headers = {"X-Tierhost-Model": model, "X-Tierhost-Tier": tier}
     if waited_s is not None:
         headers["X-Tierhost-Wait-Ms"] = f"{waited_s * 1000:.1f}"
     return headers
@@ -673,12 +677,19 @@ class _Ending:
     content (or its abandonment)."""
 
     def __init__(
-        self, host: Host, model: str, waited_s: float, passthrough: str | None = None
+        self,
+        host: Host,
+        model: str,
+        waited_s: float,
+        passthrough: str | None = None,
+        note: Note | None = None,
     ) -> None:
         self.host = host
         self.model = model
         self.waited_s = waited_s
         self.passthrough = passthrough
+        self.note = note
+        """The activity log's note of this request (`host.api.activity`)."""
         """A pass-through request's endpoint, counted by outcome; None for the others."""
         self.slot_use: SlotUse | None = None
         self.told = False
@@ -687,6 +698,8 @@ class _Ending:
         if self.told:
             return
         self.told = True
+        if self.note is not None:
+            note_timings(self.note, timings, self.waited_s)
         metrics = self.host.metrics
         if self.passthrough is not None:
             outcome = "ok" if answered else "error"
@@ -726,6 +739,7 @@ async def _forward(x: _Exchange) -> None:
         return
     body = prepared.body
     requested: str = body["model"]
+    note_of(x.scope).asked = requested
     if x.anthropic:
         requested = _claude_target(host, requested, body)
     await _serve(x, prepared, raw, request_headers, requested, task_type)
@@ -749,6 +763,7 @@ async def _forward_passthrough(x: _Exchange) -> None:
     if x.shutdown.stopping.is_set():
         await x.respond(_shutting_down())
         return
+    note_of(x.scope).asked = found.model
     if found.model in ("auto", "big"):
         raise ApiError(
             400,
@@ -856,7 +871,7 @@ async def _attempt(
             if body.get("stream") and waits_on_device and not x.passthrough:
                 started = _StartedStream(x.send, x.anthropic)
                 x = dataclasses.replace(x, send=started)
-                early = _headers(host, model, None)
+                early = _headers(host, model, None, decision.tier)
                 if decision.type is not None and requested in ("auto", "big"):
                     early["X-Tierhost-Task-Type"] = decision.type
                 await started.begin(early, f"waiting: {host.fleet.why_wait(model)}")
@@ -872,9 +887,9 @@ async def _attempt(
         await x.respond(stop.response({}))
         return None
 
-    ending = _Ending(host, model, 0.0, path if x.passthrough else None)
+    ending = _Ending(host, model, 0.0, path if x.passthrough else None, note_of(x.scope))
     try:
-        headers = _headers(host, model, time.monotonic() - began)
+        headers = _headers(host, model, time.monotonic() - began, decision.tier)
         if failed_over:
             headers["X-Tierhost-Failover"] = "; ".join(failed_over)
         if decision.type is not None and requested in ("auto", "big"):

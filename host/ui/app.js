@@ -6,6 +6,8 @@
 const TOKEN_KEY = "tierhost-token";
 const MIN_REFRESH_MS = 1000; // no fetch of the state more often than once a second
 const TASK_LIST_LIMIT = 50;
+const SWAP_LIMIT = 100;
+const ACTIVITY_LIMIT = 100;
 const STATUSES = ["queued", "waiting_device", "running", "validating", "done", "failed", "cancelled"];
 const TERMINAL = new Set(["done", "failed", "cancelled"]);
 const state = {
@@ -296,7 +298,9 @@ function renderTaskDetail(task) {
   const parts = [el("h3", { text: `Task ${task.id}` })];
   const where = [task.type && `type ${task.type}`, task.tier && `tier ${task.tier}`, task.model && `model ${task.model}`];
   parts.push(el("div", {}, el("span", { class: `status-${task.status}`, "data-status": task.status, text: task.status }), ` — ${where.filter(Boolean).join(", ")}`));
-  const override = Object.entries(task.override || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  const override = Object.entries(task.override || {})
+    .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`)
+    .join(", ");
   parts.push(el("div", { class: "muted", text: `Validation ${task.validation}${override ? `; asked for ${override}` : ""}${task.queue_position ? `; position ${task.queue_position} in its model's queue` : ""}` }));
   if (!TERMINAL.has(task.status)) {
     const cancel = el("button", { type: "button", text: "Cancel" });
@@ -318,6 +322,75 @@ function renderTaskDetail(task) {
   if (task.patch) parts.push(section("Patch", el("pre", { text: task.patch })));
   box.replaceChildren(...parts);
   box.hidden = false;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function barChart(box, values, label, failed = []) {
+  // bars as SVG rectangles built through the DOM: no markup from the host, no inline style
+  const width = 280;
+  const height = 50;
+  const top = Math.max(...values, 0) || 1;
+  const step = Math.min(24, values.length ? width / values.length : width); // thin bars, newest right
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const shown = values.length ? `${values.length} values, the largest ${top.toFixed(2)}` : "no values yet";
+  svg.setAttribute("aria-label", `${label}: ${shown}`);
+  values.forEach((value, i) => {
+    const rect = document.createElementNS(SVG, "rect");
+    const h = Math.max(1, (value / top) * (height - 2));
+    rect.setAttribute("x", String(width - (values.length - i) * step + 1));
+    rect.setAttribute("y", String(height - h));
+    rect.setAttribute("width", String(Math.max(1, step - 2)));
+    rect.setAttribute("height", String(h));
+    if (failed[i]) rect.setAttribute("class", "failed");
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = value.toFixed(2);
+    rect.append(title);
+    svg.append(rect);
+  });
+  box.replaceChildren(svg);
+}
+
+function renderSwaps(swaps) {
+  const oldestFirst = [...swaps].reverse();
+  const timed = oldestFirst.filter((swap) => swap.duration_s !== null);
+  barChart(document.getElementById("swap-chart"), timed.map((s) => s.duration_s), "Swap time", timed.map((s) => s.outcome !== "ready"));
+  const items = swaps.slice(0, 50).map((swap) => {
+    const took = swap.duration_s === null ? "under way" : `${swap.duration_s.toFixed(2)} s`;
+    const evicted = swap.evicted.length && !swap.reason.includes("evicted") ? `, evicted ${swap.evicted.join(", ")}` : "";
+    return el("li", { text: `${when(swap.started)} ${swap.model} on ${swap.device}: ${swap.outcome}, ${took}${evicted} — ${swap.reason}` });
+  });
+  if (!items.length) items.push(el("li", { class: "muted", text: "no swaps yet" }));
+  document.getElementById("swaps").replaceChildren(...items);
+}
+
+function renderActivity(requests) {
+  const speeds = requests.filter((r) => r.tokens_per_s).reverse().map((r) => r.tokens_per_s);
+  barChart(document.getElementById("speed-chart"), speeds, "Tokens per second");
+  const rows = requests.map((r) => {
+    const tokens = r.prompt_tokens === null && r.completion_tokens === null ? "" : `${r.prompt_tokens ?? "?"} / ${r.completion_tokens ?? "?"}`;
+    return el(
+      "tr",
+      { "data-request": r.id },
+      el("td", { text: when(r.at) }),
+      el("td", { text: `${r.method} ${r.path}` }),
+      el("td", { text: r.agent || r.client || "" }),
+      el("td", { text: r.asked || "" }),
+      el("td", { text: r.model || "" }),
+      el("td", { text: r.tier || "" }),
+      el("td", { class: r.status >= 400 ? "num status-error" : "num", text: r.status }),
+      el("td", { class: "num", text: r.wait_ms === null ? "" : r.wait_ms.toFixed(0) }),
+      el("td", { class: "num", text: tokens }),
+      el("td", { class: "num", text: r.tokens_per_s === null ? "" : r.tokens_per_s.toFixed(1) }),
+      el("td", { class: "num", text: r.duration_ms.toFixed(0) }),
+      el("td", { class: "error", text: r.error || "" }),
+    );
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 12, class: "muted", text: "no requests yet" })));
+  document.querySelector("#activity tbody").replaceChildren(...rows);
 }
 
 async function openTask(id) {
@@ -395,12 +468,14 @@ async function refresh() {
   state.timer = null;
   state.refreshAt = Date.now();
   try {
-    const [status, modes, routing, tasks, open] = await Promise.all([
+    const [status, modes, routing, tasks, open, swaps, activity] = await Promise.all([
       api("/api/status"),
       api("/api/mode"),
       api("/api/routing"),
       api(taskQuery()),
       state.openTask === null ? null : api(`/api/tasks/${encodeURIComponent(state.openTask)}`),
+      api(`/api/swaps?limit=${SWAP_LIMIT}`),
+      api(`/api/requests?limit=${ACTIVITY_LIMIT}`),
     ]);
     renderDevices(status, modes);
     renderModels(status);
@@ -408,6 +483,8 @@ async function refresh() {
     renderTaskControls(status, routing);
     renderTasks(tasks.tasks);
     if (open !== null) renderTaskDetail(open);
+    renderSwaps(swaps.swaps);
+    renderActivity(activity.requests);
     document.body.dataset.loaded = "true";
   } catch (error) {
     say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);

@@ -288,7 +288,7 @@ def endpoints_taking_limit() -> set[str]:
 )
 def test_a_bad_limit_is_the_same_400_everywhere(daemon: Daemon, value: str) -> None:
     paths = endpoints_taking_limit()
-    assert paths == {"/api/tasks", "/api/swaps"}
+    assert paths == {"/api/tasks", "/api/swaps", "/api/requests"}
     with daemon.client() as http:
         for path in sorted(paths):
             response = http.get(f"{path}?limit={value}")

@@ -343,7 +343,9 @@ def test_a_hostile_prompt_and_result_are_shown_as_text(
         expect(detail.locator("pre.result")).to_have_text(HOSTILE, timeout=BOUND_MS)
         expect(detail.get_by_role("region", name="Task prompt")).to_contain_text(prompt)
         expect(page.locator(f'#tasks tr[data-task="{task_id}"] td.prompt')).to_have_text(prompt)
-        assert page.locator("main img, main script, main svg, main b").count() == 0
+        where = ("#tasks", "#task-detail", "#activity")
+        made = ", ".join(f"{w} {tag}" for w in where for tag in ("img", "script", "svg", "b"))
+        assert page.locator(made).count() == 0
         assert page.evaluate("window.pwned") is None
         assert watched.errors == []
     finally:
@@ -404,3 +406,68 @@ def test_the_table_exports_and_a_file_imports_and_a_bad_one_is_refused_saying_wh
     finally:
         with box.client() as client:
             assert client.put("/api/routing", json={"routes": before}).status_code == 200
+
+
+def test_activity_shows_each_answer_and_each_refusal_with_its_reason(
+    dashboard: Page, box: Daemon
+) -> None:
+    with box.client(timeout=120) as client:
+        answered = client.post(
+            "/v1/completions",
+            json={"model": "builder", "prompt": "Hi", "max_tokens": 3},
+            headers={"user-agent": "curl/8.5"},
+        )
+        refused = client.post("/v1/completions", json={"model": "<b>nope</b>", "prompt": "Hi"})
+    assert (answered.status_code, refused.status_code) == (200, 404)
+
+    table = dashboard.locator("#activity tbody")
+    served = table.get_by_role("row").filter(has_text="curl/8.5").first
+    expect(served).to_contain_text("POST /v1/completions", timeout=BOUND_MS)
+    expect(served).to_contain_text("builder")
+    expect(served).to_contain_text("coder")
+    expect(served.locator("td").nth(6)).to_have_text("200")
+    miss = table.get_by_role("row").filter(has_text="<b>nope</b>").first
+    expect(miss.locator("td.status-error")).to_have_text("404", timeout=BOUND_MS)
+    assert dashboard.locator("#activity b").count() == 0
+
+    expect(dashboard.get_by_role("list", name="Swap log")).to_contain_text("coder on gpu0")
+    expect(dashboard.get_by_role("img", name=re.compile("^Swap time: \\d+ values"))).to_be_visible()
+    expect(
+        dashboard.get_by_role("img", name=re.compile("^Tokens per second: \\d+"))
+    ).to_be_visible()
+
+
+def test_beyond_loopback_the_page_asks_for_the_token_once_and_then_works(
+    browser: Browser, tmp_path: Path
+) -> None:
+    bound = start_daemon(tmp_path, '[host]\nhost = "0.0.0.0"\n' + CONFIG)
+    context = browser.new_context()
+    try:
+        token = (bound.data_dir / "token").read_text().strip()
+        watched = Watched(context.new_page())
+        page = watched.page
+        page.goto(bound.url + "/ui/")
+        form = page.get_by_role("form", name="Token")
+        expect(form).to_be_visible(timeout=BOUND_MS)
+        expect(page.locator("body[data-loaded=true]")).to_have_count(0)
+
+        page.get_by_label("its token").fill("not-the-token")
+        page.get_by_role("button", name="Use token").click()
+        expect(form).to_be_visible(timeout=BOUND_MS)  # asked again: the host said 401
+
+        page.get_by_label("its token").fill(token)
+        page.get_by_role("button", name="Use token").click()
+
+        expect(page.locator("body[data-loaded=true]")).to_be_attached(timeout=BOUND_MS)
+        expect(page.get_by_role("article", name="device gpu0")).to_be_visible()
+        expect(page.get_by_role("status", name="Live updates")).to_have_text(
+            "live", timeout=BOUND_MS
+        )
+        expect(form).to_be_hidden()
+        page.reload()  # kept for the tab's session: not asked again
+        expect(page.locator("body[data-loaded=true]")).to_be_attached(timeout=BOUND_MS)
+        expect(form).to_be_hidden()
+        assert all("401" in error for error in watched.errors), watched.errors
+    finally:
+        context.close()
+        stop_checked(bound)
