@@ -123,13 +123,25 @@ function modelNotes(model) {
   }
   if (model.sleep && model.sleep.asleep) notes.push(`asleep since ${new Date(model.sleep.asleep_since * 1000).toLocaleTimeString()}`);
   if (model.sleep && model.sleep.last_wake_s !== null) notes.push(`last wake ${model.sleep.last_wake_s.toFixed(2)} s`);
-  if (model.kv_slots && model.kv_slots.restores) notes.push(`KV restores ${model.kv_slots.restores}`);
   if (model.restarts) notes.push(`restarts ${model.restarts}`);
   if (model.last_error) notes.push(`last error: ${model.last_error}`);
   return notes.join("; ");
 }
 
-function renderModels(status) {
+function kvSlots(slots) {
+  if (!slots) return "";
+  return `${slots.saved} saved, ${slots.saves} saves, ${slots.restores} restores (${slots.tokens_saved} tokens), ${slots.restores_missed} missed`;
+}
+
+function latestSpeeds(requests) {
+  // the newest tokens/s each model answered with, from the activity log (newest first)
+  const speeds = {};
+  for (const r of requests) if (r.model && r.tokens_per_s && !(r.model in speeds)) speeds[r.model] = r.tokens_per_s;
+  return speeds;
+}
+
+function renderModels(status, requests) {
+  const speeds = latestSpeeds(requests);
   const rows = status.models.map((model) => {
     const local = model.kind !== "remote";
     const actions = el("td");
@@ -153,8 +165,10 @@ function renderModels(status) {
       el("td", { class: "num", text: model.in_flight }),
       el("td", { class: "num", text: model.queued }),
       el("td", { class: "num", text: model.memory_mb || "" }),
+      el("td", { class: "num", text: speeds[model.name] ? speeds[model.name].toFixed(1) : "" }),
       el("td", { text: model.profile || "" }),
       el("td", { class: "num", text: warm }),
+      el("td", { text: kvSlots(model.kv_slots) }),
       el("td", { text: modelNotes(model) }),
       actions,
     );
@@ -478,7 +492,7 @@ async function refresh() {
       api(`/api/requests?limit=${ACTIVITY_LIMIT}`),
     ]);
     renderDevices(status, modes);
-    renderModels(status);
+    renderModels(status, activity.requests);
     renderRouting(routing);
     renderTaskControls(status, routing);
     renderTasks(tasks.tasks);

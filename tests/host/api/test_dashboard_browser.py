@@ -430,6 +430,8 @@ def test_activity_shows_each_answer_and_each_refusal_with_its_reason(
     expect(miss.locator("td.status-error")).to_have_text("404", timeout=BOUND_MS)
     assert dashboard.locator("#activity b").count() == 0
 
+    speed = dashboard.get_by_role("row", name="coder").locator("td").nth(8)  # Tokens/s
+    expect(speed).to_have_text(re.compile(r"^\d+\.\d$"), timeout=BOUND_MS)
     expect(dashboard.get_by_role("list", name="Swap log")).to_contain_text("coder on gpu0")
     expect(dashboard.get_by_role("img", name=re.compile("^Swap time: \\d+ values"))).to_be_visible()
     expect(
