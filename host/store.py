@@ -225,6 +225,15 @@ _REQUEST_COLUMNS = (
 _JSON_FIELDS = frozenset({"decision", "findings", "scratchpad"})
 
 
+def _where(**equals: str | int | None) -> tuple[str, list[str | int]]:
+    """A WHERE clause matching each given column (None: not filtered), and its values;
+    the column names are this module's own, never a caller's text."""
+    given = {column: value for column, value in equals.items() if value is not None}
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(f"{c} = ?" for c in given), list(given.values())
+
+
 def _task_from_row(row: Iterable[Any]) -> TaskRow:
     (
         id_,
@@ -433,17 +442,9 @@ class Store:
         self, limit: int, *, model: str | None = None, status: int | None = None
     ) -> list[dict[str, Any]]:
         """The newest answered requests first, of one served model or status if given."""
-        where: list[str] = []
-        values: list[str | int] = []
-        if model is not None:
-            where.append("model = ?")
-            values.append(model)
-        if status is not None:
-            where.append("status = ?")
-            values.append(status)
-        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        clause, values = _where(model=model, status=status)
         async with self._db.execute(
-            f"SELECT id, {', '.join(_REQUEST_COLUMNS)} FROM requests {clause}"
+            f"SELECT id, {', '.join(_REQUEST_COLUMNS)} FROM requests {clause} "
             "ORDER BY id DESC LIMIT ?",
             (*values, limit),
         ) as cur:
@@ -543,14 +544,7 @@ class Store:
     async def list_tasks(
         self, *, status: str | None = None, type: str | None = None, limit: int = 100
     ) -> list[TaskRow]:
-        where, params = [], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        if type is not None:
-            where.append("type = ?")
-            params.append(type)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, params = _where(status=status, type=type)
         async with self._db.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks {clause} ORDER BY seq DESC LIMIT ?",
             (*params, limit),
