@@ -45,7 +45,7 @@ TIERS = (
 LAYOUTS = {
     "two cards": (
         f'[devices.gpu0]\nkind = "gpu"\nmemory_mb = {CARD_MB}\n'
-        f'[devices.gpu1]\nkind = "gpu"\nmemory_mb = {CARD_MB}\n'
+        f'[devices.gpu1]\nkind = "gpu"\nindex = 1\nmemory_mb = {CARD_MB}\n'
         + _model("dense", 'devices = ["gpu0", "gpu1"]', "{gpu0 = 500, gpu1 = 500}")
         + _model("moe", 'device = "gpu1"', "900")
         + _model("small", 'device = "gpu0"', "400")

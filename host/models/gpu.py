@@ -157,13 +157,24 @@ class DeviceInfo:
 
 def measure_devices(config: Config) -> dict[str, DeviceInfo]:
     """Each configured device's budget, read from NVML for a real card. A GPU device
-    NVML cannot see needs `memory_mb` (it is then a budget-only device)."""
+    NVML cannot see needs `memory_mb` (it is then a budget-only device); two devices
+    may not name the same real card."""
     devices = {}
+    cards: dict[int, str] = {}
     for name, device in config.devices.items():
         if device.kind == "cpu":
             devices[name] = DeviceInfo(name, "cpu", device.memory_mb, None)
             continue
         reading = read_memory(device.index)
+        if reading is not None and device.index in cards:
+            # two budgets on one card would let it be filled twice over
+            raise ConfigError(
+                f"config error: devices.{name}: NVIDIA GPU {device.index} is already "
+                f"devices.{cards[device.index]}; give each GPU device its own `index` "
+                "(an omitted index is 0)"
+            )
+        if reading is not None:
+            cards[device.index] = name
         if reading is None:
             if device.memory_mb is None:
                 raise ConfigError(

@@ -195,7 +195,7 @@ def test_fit_checks_a_model_on_two_cards_share_by_share(tmp_path: Path) -> None:
     """Weights and KV cache split as the shares say (2:1 here), a compute buffer on each
     card: the configured 100 MiB fit gpu1, the estimate (about 109 MiB) does not."""
     config_text = (
-        "[devices.gpu0]\nmemory_mb = 10000\n[devices.gpu1]\nmemory_mb = 100\n"
+        "[devices.gpu0]\nmemory_mb = 10000\n[devices.gpu1]\nindex = 1\nmemory_mb = 100\n"
         '[models.dense]\ngguf = "demo:smollm2"\ndevices = ["gpu0", "gpu1"]\n'
         f"memory_mb = {{gpu0 = 200, gpu1 = 100}}\nargs = {DEMO_ARGS!r}\n".replace("'", '"')
         + TIERS.replace("MODEL", "dense")

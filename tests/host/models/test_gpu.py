@@ -8,6 +8,7 @@ from collections.abc import Callable
 import psutil
 import pytest
 
+from host.config import ConfigError, parse_config
 from host.core.auto_yield import GpuProcess
 from host.models import gpu
 from host.models.gpu import GpuMemory, gpu_count, read_memory, wait_for_free
@@ -96,3 +97,24 @@ def test_the_processes_on_a_card_are_read_with_their_memory_and_names(
 def test_a_card_nvml_cannot_read_has_no_process_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpu, "_nvml", lambda: None)
     assert gpu.read_processes(0) is None
+
+
+TIERS = "".join(
+    f'[tiers.{tier}]\nmodels = ["small"]\n' for tier in ("architect", "builder", "operator")
+)
+SMALL = '[models.small]\ngguf = "/models/small.gguf"\ndevice = "gpu0"\nmemory_mb = 500\n'
+
+
+def test_two_devices_on_one_real_card_are_refused_naming_both(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    card = gpu.GpuMemory(0, "NVIDIA Test", 24_000, 500, 23_500)
+    monkeypatch.setattr(gpu, "read_memory", lambda index: card if index == 0 else None)
+    devices = "[devices.gpu0]\nmemory_mb = 1000\n[devices.gpu1]\nmemory_mb = 1000\n"
+    one_card = parse_config(devices + SMALL + TIERS, "two")
+    with pytest.raises(ConfigError, match=r"devices\.gpu1: NVIDIA GPU 0 is already devices\.gpu0"):
+        gpu.measure_devices(one_card)
+
+    indexed = devices.replace("[devices.gpu1]\n", "[devices.gpu1]\nindex = 1\n")
+    measured = gpu.measure_devices(parse_config(indexed + SMALL + TIERS, "two"))
+    assert (measured["gpu0"].gpu_index, measured["gpu1"].gpu_index) == (0, None)  # budget-only

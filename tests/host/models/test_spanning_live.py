@@ -25,6 +25,7 @@ kind = "gpu"
 memory_mb = {BUDGET_MB}
 [devices.gpu1]
 kind = "gpu"
+index = 1
 memory_mb = {BUDGET_MB}
 
 [models.dense]
