@@ -421,7 +421,7 @@ class Store:
         )
         await self._db.commit()
 
-    # -- settings: routing table, device modes ------------------------------------
+    # -- the activity log (host.activity) -------------------------------------------
 
     async def record_requests(self, rows: list[dict[str, Any]], keep: int) -> None:
         """Append answered requests (`host.activity`) in one transaction, and drop all
@@ -450,6 +450,8 @@ class Store:
         ) as cur:
             rows = await cur.fetchall()
         return [dict(zip(("id", *_REQUEST_COLUMNS), row, strict=True)) for row in rows]
+
+    # -- settings: routing table, device modes ------------------------------------
 
     async def get_setting(self, key: str) -> Any | None:
         async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cur:

@@ -688,9 +688,9 @@ class _Ending:
         self.model = model
         self.waited_s = waited_s
         self.passthrough = passthrough
-        self.note = note
-        """The activity log's note of this request (`host.api.activity`)."""
         """A pass-through request's endpoint, counted by outcome; None for the others."""
+        self.note = note
+        """The activity log's note of this request (`host.activity`)."""
         self.slot_use: SlotUse | None = None
         self.told = False
 

@@ -166,15 +166,6 @@ def measure_devices(config: Config) -> dict[str, DeviceInfo]:
             devices[name] = DeviceInfo(name, "cpu", device.memory_mb, None)
             continue
         reading = read_memory(device.index)
-        if reading is not None and device.index in cards:
-            # two budgets on one card would let it be filled twice over
-            raise ConfigError(
-                f"config error: devices.{name}: NVIDIA GPU {device.index} is already "
-                f"devices.{cards[device.index]}; give each GPU device its own `index` "
-                "(an omitted index is 0)"
-            )
-        if reading is not None:
-            cards[device.index] = name
         if reading is None:
             if device.memory_mb is None:
                 raise ConfigError(
@@ -183,6 +174,13 @@ def measure_devices(config: Config) -> dict[str, DeviceInfo]:
                 )
             devices[name] = DeviceInfo(name, "gpu", device.memory_mb, None)
         else:
+            if device.index in cards:  # two budgets on one card would fill it twice over
+                raise ConfigError(
+                    f"config error: devices.{name}: NVIDIA GPU {device.index} is already "
+                    f"devices.{cards[device.index]}; give each GPU device its own `index` "
+                    "(an omitted index is 0)"
+                )
+            cards[device.index] = name
             budget = device.memory_mb or max(0, reading.total_mb - device.reserve_mb)
             devices[name] = DeviceInfo(name, "gpu", budget, device.index)
     return devices

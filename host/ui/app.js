@@ -54,6 +54,11 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+function whyFailed(error) {
+  // the host's own words for a refusal; anything else means it did not answer
+  return error instanceof HostError ? error.message : `the host did not answer: ${error}`;
+}
+
 function say(text) {
   const box = document.getElementById("message");
   box.textContent = text;
@@ -248,7 +253,7 @@ async function tryRoute(event) {
     box.replaceChildren(...parts);
     say("");
   } catch (error) {
-    box.replaceChildren(el("div", { text: error instanceof HostError ? error.message : `the host did not answer: ${error}` }));
+    box.replaceChildren(el("div", { text: whyFailed(error) }));
   }
   box.hidden = false;
 }
@@ -304,11 +309,6 @@ function section(title, ...content) {
 
 function renderTaskDetail(task) {
   const box = document.getElementById("task-detail");
-  if (task === null) {
-    box.hidden = true;
-    box.replaceChildren();
-    return;
-  }
   const parts = [el("h3", { text: `Task ${task.id}` })];
   const where = [task.type && `type ${task.type}`, task.tier && `tier ${task.tier}`, task.model && `model ${task.model}`];
   parts.push(el("div", {}, el("span", { class: `status-${task.status}`, "data-status": task.status, text: task.status }), ` — ${where.filter(Boolean).join(", ")}`));
@@ -415,7 +415,7 @@ async function openTask(id) {
       row.setAttribute("aria-selected", row.dataset.task === id ? "true" : "false");
     }
   } catch (error) {
-    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+    say(whyFailed(error));
   }
 }
 
@@ -438,15 +438,11 @@ async function submitTask(event) {
   if (type) body.type = type;
   if (target) body[target.split(":")[0]] = target.slice(target.indexOf(":") + 1);
   if (validation) body.validation = validation;
-  try {
+  await act(async () => {
     const task = await api("/api/tasks", { method: "POST", body: JSON.stringify(body) });
     prompt.value = "";
-    say("");
     await openTask(task.id);
-  } catch (error) {
-    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
-  }
-  refreshSoon(0);
+  });
 }
 
 // -- actions -------------------------------------------------------------------------
@@ -456,7 +452,7 @@ async function act(work) {
     await work();
     say("");
   } catch (error) {
-    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+    say(whyFailed(error));
   }
   refreshSoon(0);
 }
@@ -501,7 +497,7 @@ async function refresh() {
     renderActivity(activity.requests);
     document.body.dataset.loaded = "true";
   } catch (error) {
-    say(error instanceof HostError ? error.message : `the host did not answer: ${error}`);
+    say(whyFailed(error));
   }
 }
 
