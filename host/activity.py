@@ -62,6 +62,9 @@ class Note:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tokens_per_s: float | None = None
+    cut_short: str | None = None
+    """Why an answer that had begun ended early (the client left, the model died): its
+    status says only how it began."""
 
 
 def note_of(scope: Scope) -> Note:
@@ -219,4 +222,5 @@ def _with_note(activity: Activity, note: Note) -> Activity:
         prompt_tokens=note.prompt_tokens,
         completion_tokens=note.completion_tokens,
         tokens_per_s=note.tokens_per_s,
+        error=activity.error or text(note.cut_short),
     )

@@ -1074,6 +1074,11 @@ async def _relay(
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except _Stopped as stop:
         torn = True
+        note_of(x.scope).cut_short = (
+            "the client left before the answer ended"
+            if stop.why == _CLIENT_LEFT
+            else "the host stopped before the answer ended"
+        )
         if stop.why == _SHUTDOWN:
             await send(
                 {
@@ -1090,6 +1095,7 @@ async def _relay(
             )
     except UpstreamError as exc:
         torn = True
+        note_of(x.scope).cut_short = f"model {model} stopped answering mid-stream ({exc})"
         await send(
             {
                 "type": "http.response.body",

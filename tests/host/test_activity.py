@@ -101,12 +101,15 @@ async def test_the_log_keeps_the_newest_rows_and_reads_a_note_when_it_writes(
         streaming = Note(asked="auto")
         log.add(record("/v1/stream", at=9.0), streaming)
         streaming.completion_tokens = 42  # told once the stream's last byte went out
+        streaming.cut_short = "the client left before the answer ended"
         rows = await log.recent(10)
     finally:
         await log.stop()
 
     assert [row["path"] for row in rows] == ["/v1/stream", "/v1/4", "/v1/3"]
     assert (rows[0]["asked"], rows[0]["completion_tokens"]) == ("auto", 42)
+    assert rows[0]["error"] == "the client left before the answer ended"
+    assert rows[1]["error"] is None
     assert flushed == [6]
     assert await store.recent_requests(10, status=404) == []
 

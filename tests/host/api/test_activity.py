@@ -90,6 +90,30 @@ def test_a_completion_is_logged_with_what_was_asked_who_served_and_its_tokens(
     assert stream_row["id"] > plain_row["id"]  # newest first
 
 
+def test_a_client_that_leaves_mid_stream_is_logged_as_cut_short(box: Daemon) -> None:
+    body = {
+        "model": "operator",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell a very long story."}],
+        "max_tokens": 2000,
+    }
+    with (
+        box.client() as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as stream,
+    ):
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        for _ in range(3):
+            next(lines)  # a few chunks, then the client goes
+
+    def cut() -> dict[str, Any] | None:
+        return next((r for r in requests(box) if r["error"] and "client left" in r["error"]), None)
+
+    row = wait_for(cut, "the stream's row, cut short")
+    assert (row["status"], row["asked"], row["model"]) == (200, "operator", "helper")
+    assert row["error"] == "the client left before the answer ended"
+
+
 def test_refusals_leave_a_trace_that_says_why(box: Daemon) -> None:
     with box.client() as client:
         unknown = client.post(
