@@ -1,5 +1,9 @@
 """The one client of the daemon's HTTP API, shared by the CLI, MCP, LSP and the bot.
 
+Its answers are the `host.wire` models the daemon's contract is written in, so every
+client reads a field by its name and type, and an answer that does not fit fails here,
+saying where, instead of as a KeyError deep in a caller.
+
 It also owns how every client finds the bearer token, so that they all send the same
 one: a daemon bound beyond loopback refuses everything but `/health` without it.
 """
@@ -9,13 +13,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from host.auth import TOKEN_FILE, is_loopback
 from host.paths import data_dir
+from host.wire import Decision, Health, HostStatus, Swap, SwapList, Task, TaskList
+
+R = TypeVar("R", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:8788"
 TOKEN_ENV = "TIERHOST_TOKEN"
@@ -212,18 +220,30 @@ class HostClient:
                 "is it a Tierhost daemon?",
             ) from None
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", "/health")
-        return result
+    async def _read(self, model: type[R], method: str, path: str, **kwargs: Any) -> R:
+        """The answer as its `host.wire` model; one that does not fit is a HostError
+        (`bad_response`) naming the first thing wrong, not a KeyError later."""
+        answer = await self._request(method, path, **kwargs)
+        try:
+            return model.model_validate(answer)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "the answer"
+            raise HostError(
+                200,
+                "bad_response",
+                f"{self.base_url} answered {path} with a {model.__name__} that does not "
+                f"fit: {where}: {first['msg']}",
+            ) from None
 
-    async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", "/api/status")
-        return result
+    async def health(self) -> Health:
+        return await self._read(Health, "GET", "/health")
 
-    async def swaps(self, limit: int = 100) -> list[dict[str, Any]]:
-        result = await self._request("GET", "/api/swaps", params={"limit": limit})
-        swaps: list[dict[str, Any]] = result["swaps"]
-        return swaps
+    async def status(self) -> HostStatus:
+        return await self._read(HostStatus, "GET", "/api/status")
+
+    async def swaps(self, limit: int = 100) -> list[Swap]:
+        return (await self._read(SwapList, "GET", "/api/swaps", params={"limit": limit})).swaps
 
     async def modes(self) -> dict[str, str]:
         result = await self._request("GET", "/api/mode")
@@ -240,11 +260,10 @@ class HostClient:
 
     # -- routing ---------------------------------------------------------------------
 
-    async def route(self, prompt: str, **fields: Any) -> dict[str, Any]:
+    async def route(self, prompt: str, **fields: Any) -> Decision:
         """The routing decision for a prompt, without running anything."""
         body = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
-        result: dict[str, Any] = await self._request("POST", "/api/route", json=body)
-        return result
+        return await self._read(Decision, "POST", "/api/route", json=body)
 
     async def routing(self) -> dict[str, str]:
         result = await self._request("GET", "/api/routing")
@@ -258,28 +277,23 @@ class HostClient:
 
     # -- tasks -----------------------------------------------------------------------
 
-    async def submit_task(self, prompt: str, **fields: Any) -> dict[str, Any]:
+    async def submit_task(self, prompt: str, **fields: Any) -> Task:
         """Store a task in the host's queue; returns it (status `queued`)."""
         body = {"prompt": prompt, **{k: v for k, v in fields.items() if v is not None}}
-        result: dict[str, Any] = await self._request("POST", "/api/tasks", json=body)
-        return result
+        return await self._read(Task, "POST", "/api/tasks", json=body)
 
-    async def get_task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/api/tasks/{task_id}")
-        return result
+    async def get_task(self, task_id: str) -> Task:
+        return await self._read(Task, "GET", f"/api/tasks/{task_id}")
 
     async def list_tasks(
         self, status: str | None = None, type: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[Task]:
         params: dict[str, Any] = {"limit": limit}
         if status is not None:
             params["status"] = status
         if type is not None:
             params["type"] = type
-        result = await self._request("GET", "/api/tasks", params=params)
-        tasks: list[dict[str, Any]] = result["tasks"]
-        return tasks
+        return (await self._read(TaskList, "GET", "/api/tasks", params=params)).tasks
 
-    async def cancel_task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("POST", f"/api/tasks/{task_id}/cancel")
-        return result
+    async def cancel_task(self, task_id: str) -> Task:
+        return await self._read(Task, "POST", f"/api/tasks/{task_id}/cancel")

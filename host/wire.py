@@ -28,11 +28,15 @@ __all__ = [
     "ACTIVE",
     "STATUS_NAMES",
     "TERMINAL",
+    "BoxMode",
     "ContextFile",
     "Decision",
     "DeviceStatus",
     "Finding",
     "GenerationParams",
+    "GivenContext",
+    "GivenFile",
+    "Health",
     "HostStatus",
     "ModeChange",
     "ModelStatus",
@@ -40,8 +44,16 @@ __all__ = [
     "RouteQuery",
     "RoutingChange",
     "RoutingTable",
+    "ScratchpadEntry",
+    "SleepRam",
+    "SleepStats",
+    "Sleeper",
+    "SlotStats",
+    "Swap",
+    "SwapList",
     "Task",
     "TaskContext",
+    "TaskCounts",
     "TaskEvent",
     "TaskList",
     "TaskStatus",
@@ -207,10 +219,38 @@ class Decision(_Result):
     """None when the request gave the type."""
 
 
+class GivenFile(_Result):
+    """A file of the context a task was given, as the daemon keeps it."""
+
+    path: str
+    content: str = ""
+
+
+class GivenContext(_Result):
+    """The context a task was given (`TaskContext` as the daemon answers it)."""
+
+    files: list[GivenFile] = Field(default_factory=list)
+    selection: str | None = None
+    target_file: str | None = None
+
+
+class ScratchpadEntry(_Result):
+    """One turn of a validated task's conversation: the builder's answer, a check's or
+    the validator's verdict, a correction (clipped)."""
+
+    role: str
+    content: str
+    attempt: int
+    block: int | None = None
+    """The code block a block-by-block pass was on."""
+
+
 class TaskEvent(_Result):
     status: str
     reason: str | None = None
     at: float
+    data: dict[str, Any] | None = None
+    """What the step that moved it knew: the validation attempt and phase, say."""
 
 
 class Finding(_Result):
@@ -234,6 +274,7 @@ class Task(_Result):
     priority: int = 0
     validation: str | None = None
     prompt: str = ""
+    context: GivenContext | None = None
     override: dict[str, Any] = Field(default_factory=dict)
     decision: Decision | None = None
     result: str | None = None
@@ -252,6 +293,7 @@ class Task(_Result):
     patch: str | None = Field(
         None, description="Unified diff of the accepted result against context.target_file"
     )
+    scratchpad: list[ScratchpadEntry] = Field(default_factory=list)
 
 
 class TaskList(_Result):
@@ -296,12 +338,50 @@ class DeviceStatus(_Result):
     kind: str | None = None
     budget_mb: int | None = None
     used_mb: int | None = None
+    """What the models placed here are counted at (the budget's side)."""
+    gpu_used_mb: int | None = None
+    """What NVML measures in use on the card, by anyone (None without a real card)."""
     mode: str | None = None
     hold: str | None = None
     residents: list[str] = Field(default_factory=list)
+    asleep: list[str] = Field(default_factory=list)
+    """Models asleep here: their process is up, their memory given back."""
     queue: int = 0
     waiting: list[QueuedWork] = Field(default_factory=list)
     order: QueueOrder | None = None
+
+
+class SlotStats(_Result):
+    """A model's saved KV slots (`host.models.kv_slots`): what is kept on disk, and what
+    restoring it saved."""
+
+    saved: int = 0
+    saved_bytes: int = 0
+    saves: int = 0
+    restores: int = 0
+    restores_missed: int = 0
+    tokens_saved: int = 0
+
+
+class SleepStats(_Result):
+    """A model that sleeps instead of stopping: how often and how fast."""
+
+    asleep: bool = False
+    asleep_since: float | None = None
+    sleeps: int = 0
+    wakes: int = 0
+    last_sleep_s: float | None = None
+    last_wake_s: float | None = None
+    rss_mb: int | None = None
+    """What its process holds in RAM while asleep (None while awake)."""
+
+
+class BoxMode(_Result):
+    """The other box's own GPU mode, as its mode endpoint last said."""
+
+    gaming: bool
+    reason: str | None = None
+    checked_at: float | None = None
 
 
 class ModelStatus(_Result):
@@ -309,19 +389,84 @@ class ModelStatus(_Result):
     tier: str | None = None
     kind: str | None = None
     device: str | None = None
+    """The device it is placed on; several joined by `+` for a model across GPUs."""
+    devices: list[str] = Field(default_factory=list)
+    memory_by_device: dict[str, int] = Field(default_factory=dict)
     state: str | None = None
     pid: int | None = None
     port: int | None = None
     in_flight: int = 0
     queued: int = 0
-    reachable: bool | None = None
-    """A remote model's last health probe (None for a model this host runs)."""
+    memory_mb: int | None = None
+    warm: float | None = None
+    """The share of its weights in the page cache (`host.models.warm_pool`)."""
+    persistent: bool = False
+    restarts: int = 0
     last_error: str | None = None
+    log: str | None = None
+    profile: str | None = None
+    kv_slots: SlotStats | None = None
+    sleep: SleepStats | None = None
+    # a remote model: where it is and its last health probe (None for one run here)
+    base_url: str | None = None
+    reachable: bool | None = None
+    probed: bool | None = None
+    probe_ms: float | None = None
+    checked_at: float | None = None
+    reachable_since: float | None = None
+    unreachable_since: float | None = None
+    box_mode: BoxMode | None = None
+
+
+class Sleeper(_Result):
+    model: str
+    ram_mb: int
+    rss_mb: int | None = None
+
+
+class SleepRam(_Result):
+    """The RAM that sleeping models may hold, and who holds it."""
+
+    budget_mb: int | None = None
+    used_mb: int = 0
+    sleepers: list[Sleeper] = Field(default_factory=list)
+
+
+class TaskCounts(_Result):
+    by_status: dict[str, int] = Field(default_factory=dict)
+    running: int = 0
 
 
 class HostStatus(_Result):
     """Devices with their residents and queues, every model's state, task counts."""
 
+    uptime_s: float | None = None
     devices: list[DeviceStatus]
     models: list[ModelStatus]
-    tasks: dict[str, Any] = Field(default_factory=dict)
+    sleep_ram: SleepRam | None = None
+    tasks: TaskCounts = Field(default_factory=TaskCounts)
+
+
+class Health(_Result):
+    """`GET /health`: the daemon is up. Nothing is read to say so (no NVML, no status)."""
+
+    status: str
+    uptime_s: float | None = None
+
+
+class Swap(_Result):
+    """One swap from `GET /api/swaps`: a model brought onto a device, and what it evicted."""
+
+    id: int
+    model: str
+    device: str
+    started: float
+    ready: float | None = None
+    duration_s: float | None = None
+    evicted: list[str] = Field(default_factory=list)
+    reason: str = ""
+    outcome: str = ""
+
+
+class SwapList(_Result):
+    swaps: list[Swap]

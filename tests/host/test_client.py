@@ -1,5 +1,10 @@
 """`host.client`: how every client finds the token, and what HostClient sends with it.
 
+The contract tests read every answer of a real daemon (the demo's models, a sleeping
+one, a remote box that is down) into the `host.wire` model HostClient returns, and
+require the model to give back the very document the daemon sent: a key the daemon
+adds and the wire model lacks would be dropped for every client without a word.
+
 The header tests use a real HTTP server on 127.0.0.1 that records what reaches it. A
 URL that is not loopback (`http://box.lan:8788`) reaches it as an HTTP proxy named by
 `HTTP_PROXY`, the way httpx sends through any proxy: so the request really leaves the
@@ -14,8 +19,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from host.client import (
     TOKEN_ENV,
@@ -27,7 +34,20 @@ from host.client import (
     is_loopback_url,
     read_token_file,
 )
+from host.wire import (
+    TERMINAL,
+    Decision,
+    Health,
+    HostStatus,
+    Swap,
+    SwapList,
+    Task,
+    TaskList,
+)
+from tests.conftest import Daemon, free_port, start_daemon, wait_for, wait_for_models
+from tests.host.fake_command_server import command
 
+DEMO_CONFIG = Path(__file__).parents[2] / "host" / "data" / "demo.toml"
 TOKEN = "Zq3-x_9vJ0bLw2Ue7TtYkPq1sRgHnMf4aC8dE6iOuA0"
 
 
@@ -155,7 +175,7 @@ async def test_the_token_goes_to_a_url_off_loopback(
     monkeypatch.setenv("HTTP_PROXY", recorder.url)
     (token_env / "token").write_text(TOKEN + "\n")
     async with HostClient("http://box.lan:8788") as client:
-        assert await client.health() == {"status": "ok"}
+        assert await client.health() == Health(status="ok")
     [(path, headers)] = recorder.requests
     assert path == "http://box.lan:8788/health"  # addressed to the LAN name
     assert headers["authorization"] == f"Bearer {TOKEN}"
@@ -169,7 +189,7 @@ async def test_the_token_goes_to_loopback_too_and_never_through_a_proxy(
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     async with HostClient(recorder.url) as client:
-        assert await client.health() == {"status": "ok"}
+        assert await client.health() == Health(status="ok")
     [(path, headers)] = recorder.requests
     assert path == "/health"
     assert headers["authorization"] == f"Bearer {TOKEN}"
@@ -224,3 +244,83 @@ async def test_an_answer_that_is_not_json_is_a_clear_error(
     async with HostClient(recorder.url) as client:
         with pytest.raises(HostError, match="not JSON: is it a Tierhost daemon"):
             await client.status()
+
+
+async def test_an_answer_that_does_not_fit_its_model_says_where(
+    recorder: Recorder, token_env: Path
+) -> None:
+    recorder.body = b'{"devices": [{"name": "gpu0", "queue": "three"}], "models": []}'
+    async with HostClient(recorder.url) as client:
+        with pytest.raises(HostError, match=r"HostStatus that does not fit: devices\.0\.queue"):
+            await client.status()
+
+
+# -- the contract: each answer read whole -------------------------------------------
+
+
+def _contract_config(dead_port: int) -> str:
+    """The demo, and beside it a model that sleeps instead of stopping and a remote box
+    nothing answers for: every kind of entry `/api/status` can hold."""
+    sleeper = command("--name", "dozer", "--sleep-mode")
+    return (
+        DEMO_CONFIG.read_text()
+        + f"""
+[models.dozer]
+kind = "command"
+device = "cpu"
+memory_mb = 50
+command = {json.dumps(sleeper)}
+sleep = {{ path = "/sleep?level=1", wake_path = "/wake_up", memory_mb = 20 }}
+
+[models.far-box]
+kind = "remote"
+base_url = "http://127.0.0.1:{dead_port}/v1"
+"""
+    )
+
+
+def _whole(model: type[BaseModel], sent: Any) -> None:
+    """The model keeps every key the daemon sent, at every depth, with its value."""
+    read = model.model_validate(sent)
+    assert read.model_dump(mode="json", exclude_unset=True) == sent
+
+
+async def test_every_answer_reads_whole_into_the_wire_model_the_client_returns(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    daemon = start_daemon(tmp_path, _contract_config(free_port()))
+    daemon_factory.append(daemon)
+    wait_for_models(daemon, {"operator-demo", "validator-demo"}, "ready")
+    with daemon.client() as raw:
+        # an implementation task whose answer is cut at 8 tokens: it fails validation,
+        # so it carries a decision with its evidence, events, findings and a scratchpad
+        body = {"prompt": "write a python function that adds two numbers", "params": {}}
+        body["params"] = {"max_tokens": 8}
+        submitted = raw.post("/api/tasks", json=body).json()
+        _whole(Task, submitted)
+        task_id = submitted["id"]
+        ended = wait_for(
+            lambda: (t := raw.get(f"/api/tasks/{task_id}").json())["status"] in TERMINAL and t,
+            "the task to end",
+            timeout=120,
+        )
+        assert ended["scratchpad"] and ended["events"] and ended["decision"]["type_evidence"]
+        _whole(Task, ended)
+        _whole(TaskList, raw.get("/api/tasks").json())
+        _whole(Task, raw.post(f"/api/tasks/{task_id}/cancel").json())
+        decision = raw.post("/api/route", json={"prompt": "plan the release"}).json()
+        _whole(Decision, decision)
+        status = raw.get("/api/status").json()
+        kinds = {m["name"]: m for m in status["models"]}
+        assert kinds["dozer"]["sleep"] is not None and kinds["far-box"]["kind"] == "remote"
+        _whole(HostStatus, status)
+        _whole(SwapList, raw.get("/api/swaps").json())
+        _whole(Health, raw.get("/health").json())
+
+    async with HostClient(daemon.url) as client:
+        assert isinstance(await client.status(), HostStatus)
+        assert isinstance(await client.get_task(task_id), Task)
+        assert all(isinstance(t, Task) for t in await client.list_tasks())
+        assert (await client.route("plan the release")).tier == decision["tier"]
+        assert all(isinstance(s, Swap) for s in await client.swaps())
+        assert (await client.health()).status == "ok"

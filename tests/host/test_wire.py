@@ -144,6 +144,8 @@ SMALLEST_RESULTS: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (wire.DeviceStatus, {"name": "gpu0"}),
     (wire.ModelStatus, {"name": "builder-demo"}),
     (wire.HostStatus, {"devices": [], "models": []}),
+    (wire.Health, {"status": "ok"}),
+    (wire.SwapList, {"swaps": [{"id": 1, "model": "m", "device": "gpu0", "started": 1.0}]}),
 ]
 
 
