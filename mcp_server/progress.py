@@ -33,8 +33,7 @@ async def _model_state(client: HostClient, model: str | None) -> str | None:
     if model is None:
         return None
     status = await client.status()
-    models: list[dict[str, Any]] = status.get("models", [])
-    return next((m.get("state") for m in models if m.get("name") == model), None)
+    return next((m.state for m in status.models if m.name == model), None)
 
 
 async def follow(
@@ -52,7 +51,7 @@ async def follow(
     last_key: tuple[Any, ...] | None = None
     last_message = ""
     while True:
-        task = Task.model_validate(await client.get_task(task_id))
+        task = await client.get_task(task_id)
         if task.status in TERMINAL:
             return task
         state = await _model_state(client, task.model) if task.status == "waiting_device" else None

@@ -24,8 +24,8 @@ async def _where(link: HostLink, prompt: str, task_type: str) -> str:
     except (HostError, HostUnreachable):
         return f"Tierhost routes {task_type} tasks by its routing table."
     return (
-        f"Tierhost routes this {task_type} task to the {decision['tier']} tier "
-        f"(model {decision['model']})."
+        f"Tierhost routes this {task_type} task to the {decision.tier} tier "
+        f"(model {decision.model})."
     )
 
 

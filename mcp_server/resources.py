@@ -26,7 +26,8 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
     )
     async def task_resource(task_id: str) -> str:
         with resource_errors():
-            return json.dumps(await link.client.get_task(task_id), indent=2)
+            task = await link.client.get_task(task_id)
+        return task.model_dump_json(indent=2, exclude_unset=True)
 
     @server.resource(
         "routing://table",

@@ -82,8 +82,7 @@ def host_status(s: HostStatus) -> str:
             f"  model {m.name} ({m.tier or '-'} on {m.device or 'remote'}): {m.state}, "
             f"{m.in_flight} in flight, {m.queued} queued"
         )
-    by_status = s.tasks.get("by_status")
-    if isinstance(by_status, dict) and by_status:
-        counts = ", ".join(f"{k} {v}" for k, v in by_status.items())
+    if s.tasks.by_status:
+        counts = ", ".join(f"{k} {v}" for k, v in s.tasks.by_status.items())
         lines.append(f"  tasks: {counts}")
     return "\n".join(lines)

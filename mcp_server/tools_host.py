@@ -82,6 +82,6 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
         """Devices (mode, memory, residents, queue), every model's state, task counts,
         and whether this MCP server attached to the daemon or started it."""
         with tool_errors():
-            raw = await link.client.status()
-        status = HostStatus.model_validate({**raw, "url": link.url, "daemon": link.daemon})
+            seen = await link.client.status()
+        status = HostStatus(**dict(seen), url=link.url, daemon=link.daemon)
         return result(status, text.host_status(status))

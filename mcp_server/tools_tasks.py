@@ -47,11 +47,21 @@ Timeout = Annotated[
 ]
 
 
+ECHOED = frozenset({"context"})
+"""What a task's answer repeats of its own submission (the files the caller sent, which
+can be megabytes): left out of the tools' results, which an agent may read in full."""
+
+
 def result(model: BaseModel, summary: str) -> CallToolResult:
     """Structured content for programs, the same answer as text for people and models."""
+    exclude: Any = None
+    if isinstance(model, Task):
+        exclude = ECHOED
+    elif isinstance(model, TaskList):
+        exclude = {"tasks": {"__all__": ECHOED}}
     return CallToolResult(
         content=[TextContent(type="text", text=summary)],
-        structured_content=model.model_dump(mode="json"),
+        structured_content=model.model_dump(mode="json", exclude=exclude),
     )
 
 
@@ -98,15 +108,13 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
         """Dry-run the router: the tier, model and device a prompt would get, with the
         ordered reasons. Runs nothing."""
         with tool_errors():
-            decision = Decision.model_validate(
-                await link.client.route(
-                    prompt,
-                    type=type,
-                    tier=tier,
-                    model=model,
-                    force_big=force_big or None,
-                    context_files=context_files or None,
-                )
+            decision = await link.client.route(
+                prompt,
+                type=type,
+                tier=tier,
+                model=model,
+                force_big=force_big or None,
+                context_files=context_files or None,
             )
         return result(decision, text.decision(decision))
 
@@ -151,18 +159,16 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
         this returns. With `wait`, follow it to the end and return the result."""
         client = link.client
         with tool_errors():
-            task = Task.model_validate(
-                await client.submit_task(
-                    prompt,
-                    type=type,
-                    tier=tier,
-                    model=model,
-                    force_big=force_big or None,
-                    context=context.model_dump(exclude_none=True) if context else None,
-                    priority=priority or None,
-                    validation=validation,
-                    params={"max_tokens": max_tokens} if max_tokens else None,
-                )
+            task = await client.submit_task(
+                prompt,
+                type=type,
+                tier=tier,
+                model=model,
+                force_big=force_big or None,
+                context=context.model_dump(exclude_none=True) if context else None,
+                priority=priority or None,
+                validation=validation,
+                params={"max_tokens": max_tokens} if max_tokens else None,
             )
             if wait:
                 task = await _follow_or_cancel(client, task.id, ctx, timeout_s)
@@ -175,7 +181,7 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
     async def get_task(task_id: TaskId) -> Annotated[CallToolResult, Task]:
         """One task with its status, events, tokens so far and result."""
         with tool_errors():
-            task = Task.model_validate(await link.client.get_task(task_id))
+            task = await link.client.get_task(task_id)
         return result(task, text.task(task))
 
     @server.tool(title="List tasks", annotations=READ)
@@ -186,8 +192,7 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
     ) -> Annotated[CallToolResult, TaskList]:
         """Tasks, newest first, optionally filtered by status and type."""
         with tool_errors():
-            tasks = await link.client.list_tasks(status, type, limit)
-        listing = TaskList(tasks=[Task.model_validate(t) for t in tasks])
+            listing = TaskList(tasks=await link.client.list_tasks(status, type, limit))
         return result(listing, text.task_list(listing))
 
     @server.tool(
@@ -202,7 +207,7 @@ def register(server: MCPServer[Any], link: HostLink) -> None:
     async def cancel_task(task_id: TaskId) -> Annotated[CallToolResult, Task]:
         """Cancel a queued or running task; its partial output is kept."""
         with tool_errors():
-            task = Task.model_validate(await link.client.cancel_task(task_id))
+            task = await link.client.cancel_task(task_id)
         return result(task, text.task(task))
 
     @server.tool(title="Wait for a task", annotations=READ)

@@ -38,6 +38,7 @@ from host.client import (
     read_token_file,
 )
 from host.config import load_config
+from host.wire import HostStatus
 from mcp_server.configs import launch_command
 
 PROBE_TIMEOUT_S = 3.0
@@ -56,7 +57,7 @@ class Probe:
     answered: bool
     refused: bool
     """It answered 401: a token is required, and the one sent (if any) is not it."""
-    status: dict[str, Any] | None = None
+    status: HostStatus | None = None
 
 
 async def probe(url: str, token: str | None) -> Probe:
@@ -79,13 +80,12 @@ def daemon_token(directory: Path | None) -> tuple[str, str] | None:
     return find_token()
 
 
-def tiers_of(status: dict[str, Any]) -> tuple[str, ...]:
+def tiers_of(status: HostStatus) -> tuple[str, ...]:
     """The daemon's tiers in the order its models are listed (config order)."""
     seen: dict[str, None] = {}
-    for model in status.get("models", []):
-        tier = model.get("tier")
-        if isinstance(tier, str) and tier:
-            seen.setdefault(tier)
+    for model in status.models:
+        if model.tier:
+            seen.setdefault(model.tier)
     return tuple(seen)
 
 

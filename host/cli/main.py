@@ -19,6 +19,7 @@ from host.cli import connect, fit, lsp, mcp, tasks, top
 from host.client import HostClient, HostError, HostUnreachable, TokenError
 from host.config import Config, ConfigError, load_config
 from host.paths import data_dir
+from host.wire import DeviceStatus, HostStatus, ModelStatus
 
 T = TypeVar("T")
 
@@ -108,7 +109,7 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-async def _fetch_status(url: str | None) -> dict[str, Any]:
+async def _fetch_status(url: str | None) -> HostStatus:
     async with HostClient(url) as client:
         return await client.status()
 
@@ -116,52 +117,51 @@ async def _fetch_status(url: str | None) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     status = _run(_fetch_status(args.url))
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(status.model_dump_json(indent=2, exclude_unset=True))
         return 0
     console = Console()
     devices = Table(title="Devices")
     for column in ("device", "kind", "mode", "used / budget MiB", "residents", "queue"):
         devices.add_column(column)
-    for device in status["devices"]:
-        budget = device["budget_mb"]
+    for device in status.devices:
+        budget = device.budget_mb
         devices.add_row(
-            device["name"],
-            device["kind"],
-            device["mode"],
-            f"{device['used_mb']} / {budget if budget is not None else '-'}",
-            ", ".join(device["residents"]) or "-",
-            str(device["queue"]),
+            device.name,
+            device.kind or "-",
+            device.mode or "-",
+            f"{device.used_mb} / {budget if budget is not None else '-'}",
+            ", ".join(device.residents) or "-",
+            str(device.queue),
         )
     console.print(devices)
-    for device in status["devices"]:
+    for device in status.devices:
         line = queue_line(device)
         if line:
             console.print(line, markup=False)
-    console.print(_models_table(status["models"]))
+    console.print(_models_table(status.models))
     return 0
 
 
-def queue_line(device: dict[str, Any]) -> str:
+def queue_line(device: DeviceStatus) -> str:
     """A device's queue in the order it is served, and the rule that ordered it:
     "gpu0 serves builder-demo x3, then architect-demo (task) — batch: …"."""
-    waiting = device.get("waiting") or []
-    if not waiting:
+    if not device.waiting:
         return ""
     runs: list[tuple[str, int]] = []
-    for item in waiting:
-        label = item["model"] + (" (task)" if item.get("work") == "task" else "")
-        label += " (held)" if item.get("held") else ""
+    for item in device.waiting:
+        label = item.model + (" (task)" if item.work == "task" else "")
+        label += " (held)" if item.held else ""
         if runs and runs[-1][0] == label:
             runs[-1] = (label, runs[-1][1] + 1)
         else:
             runs.append((label, 1))
     served = ", then ".join(label + (f" x{n}" if n > 1 else "") for label, n in runs)
-    order = device.get("order") or {}
-    why = f" — {order['rule']}: {order['why']}" if order.get("rule") else ""
-    return f"{device['name']} serves {served}{why}"
+    order = device.order
+    why = f" — {order.rule}: {order.why}" if order is not None and order.rule else ""
+    return f"{device.name} serves {served}{why}"
 
 
-def _models_table(models: list[dict[str, Any]]) -> Table:
+def _models_table(models: list[ModelStatus]) -> Table:
     table = Table(title="Models")
     for column in ("model", "tier", "device", "state", "pid", "port", "in flight", "queued"):
         table.add_column(column)
@@ -175,16 +175,16 @@ def _models_table(models: list[dict[str, Any]]) -> Table:
         "failed": "red",
     }
     for m in models:
-        state = m["state"]
+        state = m.state or "-"
         table.add_row(
-            m["name"],
-            m["tier"] or "-",
-            m["device"] or "remote",
+            m.name,
+            m.tier or "-",
+            m.device or "remote",
             f"[{colours.get(state, 'white')}]{state}[/]",
-            str(m["pid"] or "-"),
-            str(m["port"] or "-"),
-            str(m["in_flight"]),
-            str(m["queued"]),
+            str(m.pid or "-"),
+            str(m.port or "-"),
+            str(m.in_flight),
+            str(m.queued),
         )
     return table
 
@@ -192,9 +192,10 @@ def _models_table(models: list[dict[str, Any]]) -> Table:
 def cmd_models(args: argparse.Namespace) -> int:
     status = _run(_fetch_status(args.url))
     if args.json:
-        print(json.dumps(status["models"], indent=2))
+        listed = [m.model_dump(mode="json", exclude_unset=True) for m in status.models]
+        print(json.dumps(listed, indent=2))
     else:
-        Console().print(_models_table(status["models"]))
+        Console().print(_models_table(status.models))
     return 0
 
 

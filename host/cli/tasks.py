@@ -17,14 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from host.client import HostClient
 from host.core.evaluation import BadExamples, Score, read_examples, type_reason
 from host.json_text import json_kind
-from host.wire import TERMINAL
+from host.wire import TERMINAL, Decision, Task, TypeEvidence
 
 POLL_S = 0.25
 
@@ -53,30 +55,40 @@ def _context(files: list[Path] | None) -> dict[str, Any] | None:
     return {"files": entries}
 
 
-def _phase(task: dict[str, Any], model_state: str | None) -> str:
-    status = str(task["status"])
+def _phase(task: Task, model_state: str | None) -> str:
+    status = task.status.value
     if status == "queued":
-        position = task.get("queue_position")
-        held = task.get("waiting_because")
-        return f"queued (position {position})" + (f" — {held}" if held else "")
+        held = task.waiting_because
+        return f"queued (position {task.queue_position})" + (f" — {held}" if held else "")
     if status == "waiting_device":
         if model_state in ("starting", "waking"):
-            return f"swapping in {task['model']}"
+            return f"swapping in {task.model}"
         return "waiting for device"
     if status == "running":
-        return f"running on {task['model']}: {task.get('tokens', 0)} tokens"
+        return f"running on {task.model}: {task.tokens} tokens"
     return status
 
 
-async def _wait(client: HostClient, task: dict[str, Any], as_json: bool) -> dict[str, Any]:
+def _as_json(answer: BaseModel) -> dict[str, Any]:
+    """An answer as the daemon sent it: only the keys it sent (`--json`, a pipe)."""
+    shown: dict[str, Any] = answer.model_dump(mode="json", exclude_unset=True)
+    return shown
+
+
+async def _wait(client: HostClient, task: Task, as_json: bool) -> Task:
     """Follow a task to its end, showing progress; Ctrl-C cancels it in the host."""
-    task_id = task["id"]
+    task_id = task.id
     last_line = ""
     try:
         if as_json:
-            while task["status"] not in TERMINAL:
+            while task.status not in TERMINAL:
                 line = json.dumps(
-                    {k: task.get(k) for k in ("id", "status", "queue_position", "tokens")}
+                    {
+                        "id": task.id,
+                        "status": task.status.value,
+                        "queue_position": task.queue_position,
+                        "tokens": task.tokens,
+                    }
                 )
                 if line != last_line:
                     print(line, flush=True)
@@ -91,13 +103,11 @@ async def _wait(client: HostClient, task: dict[str, Any], as_json: bool) -> dict
             transient=True,
         ) as progress:
             bar = progress.add_task(f"{task_id}: queued", total=None)
-            while task["status"] not in TERMINAL:
+            while task.status not in TERMINAL:
                 state = None
-                if task["status"] == "waiting_device":
+                if task.status == "waiting_device":
                     status = await client.status()
-                    state = next(
-                        (m["state"] for m in status["models"] if m["name"] == task["model"]), None
-                    )
+                    state = next((m.state for m in status.models if m.name == task.model), None)
                 progress.update(bar, description=f"{task_id}: {_phase(task, state)}")
                 await asyncio.sleep(POLL_S)
                 task = await client.get_task(task_id)
@@ -111,7 +121,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     as_json = _json_mode(args)
 
-    async def run() -> dict[str, Any]:
+    async def run() -> Task:
         async with HostClient(args.url) as client:
             params = {"max_tokens": args.max_tokens} if args.max_tokens else None
             task = await client.submit_task(
@@ -131,87 +141,88 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     task = asyncio.run(run())
     if as_json:
-        print(json.dumps(task))
-    elif task["status"] == "done":
-        print(task["result"])
+        print(json.dumps(_as_json(task)))
+    elif task.status == "done":
+        print(task.result)
     elif not args.wait:
-        print(f"{task['id']} queued for {task['tier']} ({task['model']})")
-        for reason in task["decision"]["reasons"]:
+        print(f"{task.id} queued for {task.tier} ({task.model})")
+        for reason in task.decision.reasons if task.decision else []:
             print(f"  - {reason}")
     else:
         print(
-            f"tierhost: task {task['id']} {task['status']}: {task.get('error') or ''}",
+            f"tierhost: task {task.id} {task.status.value}: {task.error or ''}",
             file=sys.stderr,
         )
-    return 0 if task["status"] != "failed" else 1
+    return 0 if task.status != "failed" else 1
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> list[Task]:
         async with HostClient(args.url) as client:
             return await client.list_tasks(args.status, args.type, args.limit)
 
     tasks = asyncio.run(run())
     if _json_mode(args):
-        print(json.dumps(tasks))
+        print(json.dumps([_as_json(task) for task in tasks]))
         return 0
     table = Table(title="Tasks")
     for column in ("id", "status", "type", "tier", "model", "tokens", "age", "prompt"):
         table.add_column(column)
     now = time.time()
     for task in tasks:
+        age = "-" if task.created is None else f"{now - task.created:.0f}s"
         table.add_row(
-            task["id"],
-            task["status"],
-            task["type"] or "-",
-            task["tier"] or "-",
-            task["model"] or "-",
-            str(task["tokens"]),
-            f"{now - task['created']:.0f}s",
-            task["prompt"][:40].replace("\n", " "),
+            task.id,
+            task.status.value,
+            task.type or "-",
+            task.tier or "-",
+            task.model or "-",
+            str(task.tokens),
+            age,
+            task.prompt[:40].replace("\n", " "),
         )
     Console().print(table)
     return 0
 
 
 def cmd_task(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
+    async def run() -> Task:
         async with HostClient(args.url) as client:
             return await client.get_task(args.id)
 
     task = asyncio.run(run())
     if _json_mode(args):
-        print(json.dumps(task))
+        print(json.dumps(_as_json(task)))
         return 0
     console = Console()
     console.print(
-        f"[bold]{task['id']}[/] {task['status']} — {task['type']} → "
-        f"{task['tier']} ({task['model']})"
+        f"[bold]{task.id}[/] {task.status.value} — {task.type} → {task.tier} ({task.model})",
+        markup=True,
     )
-    for reason in (task.get("decision") or {}).get("reasons", []):
-        console.print(f"  reason: {reason}")
-    for event in task["events"]:
-        stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        console.print(f"  {stamp} {event['status']}: {event['reason']}")
-    if task.get("result"):
-        console.print(task["result"], markup=False)
-    if task.get("error"):
-        console.print(f"[red]{task['error']}[/]")
+    for reason in task.decision.reasons if task.decision else []:
+        console.print(f"  reason: {reason}", markup=False)
+    for event in task.events or []:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+        console.print(f"  {stamp} {event.status}: {event.reason}", markup=False)
+    if task.result:
+        console.print(task.result, markup=False)
+    if task.error:
+        console.print(f"[red]{escape(task.error)}[/]")
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
+    async def run() -> Task:
         async with HostClient(args.url) as client:
             return await client.cancel_task(args.id)
 
     task = asyncio.run(run())
-    print(json.dumps(task) if _json_mode(args) else f"{task['id']}: {task['status']}")
+    print(json.dumps(_as_json(task)) if _json_mode(args) else f"{task.id}: {task.status.value}")
     return 0
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    async def run() -> dict[str, Any]:
+    async def run() -> Decision:
         async with HostClient(args.url) as client:
             return await client.route(
                 " ".join(args.prompt),
@@ -224,17 +235,14 @@ def cmd_route(args: argparse.Namespace) -> int:
     decision = asyncio.run(run())
     # `--explain` is for reading, piped into `less` or not; `--json` still wins
     if args.json or (_json_mode(args) and not args.explain):
-        print(json.dumps(decision))
+        print(json.dumps(_as_json(decision)))
         return 0
-    print(
-        f"{decision['type']} → {decision['tier']} → {decision['model']} "
-        f"on {decision['device'] or 'remote'}"
-    )
+    print(f"{decision.type} → {decision.tier} → {decision.model} on {decision.device or 'remote'}")
     if args.explain:
-        for line in explain_type(decision.get("type_evidence")):
+        for line in explain_type(decision.type_evidence):
             print(line)
         print("route:")
-    for reason in decision["reasons"]:
+    for reason in decision.reasons:
         print(f"  - {reason}")
     return 0
 
@@ -244,45 +252,36 @@ def _scores(scores: dict[str, float]) -> str:
     return ", ".join(f"{name} {score:g}" for name, score in ranked) or "none"
 
 
-def explain_type(evidence: dict[str, Any] | None) -> list[str]:
+def explain_type(evidence: TypeEvidence | None) -> list[str]:
     """`tierhost route --explain`: each step of the type's inference, with its evidence,
     in the order the router takes them (`host.core.task_types.choose_type`)."""
     if evidence is None:
         return ["type: given by the request (nothing inferred)"]
     lines = ["type, step by step:"]
-    strength = "strong: decides" if evidence.get("strong_rule") else "not strong enough to decide"
-    lines.append(f"  1. rules: {evidence.get('rule')} ({strength})")
-    lines.append(f"     scores: {_scores(evidence.get('rule_scores') or {})}")
-    opinion = evidence.get("classifier")
+    strength = "strong: decides" if evidence.strong_rule else "not strong enough to decide"
+    lines.append(f"  1. rules: {evidence.rule} ({strength})")
+    lines.append(f"     scores: {_scores(evidence.rule_scores)}")
+    opinion = evidence.classifier
     if opinion is None:
-        why = "a strong rule decided" if evidence.get("strong_rule") else "none loaded"
+        why = "a strong rule decided" if evidence.strong_rule else "none loaded"
         lines.append(f"  2. classifier: not asked ({why})")
     else:
-        words = ", ".join(f"'{w}'" for w in opinion.get("words") or []) or "no telling words"
-        needed = opinion.get("needed")
-        bar = f", needed {needed:.2f}" if isinstance(needed, (int, float)) else ""
-        lines.append(
-            f"  2. classifier: {opinion.get('type')} {opinion.get('confidence', 0):.2f}{bar} — "
-            f"{words}"
-        )
-        ranking = ", ".join(
-            f"{entry.get('type')} {entry.get('probability', 0):.2f}"
-            for entry in opinion.get("ranking") or []
-        )
+        words = ", ".join(f"'{w}'" for w in opinion.words) or "no telling words"
+        bar = f", needed {opinion.needed:.2f}" if opinion.needed is not None else ""
+        lines.append(f"  2. classifier: {opinion.type} {opinion.confidence:.2f}{bar} — {words}")
+        ranking = ", ".join(f"{entry.type} {entry.probability:.2f}" for entry in opinion.ranking)
         if ranking:
             lines.append(f"     likeliest: {ranking}")
-    asked = evidence.get("classifier_model")
+    asked = evidence.classifier_model
     if asked is None:
         lines.append("  3. classifier model: not asked")
     else:
-        choices = ", ".join(asked.get("choices") or [])
+        choices = ", ".join(asked.choices)
         outcome = (
-            f"answered {asked.get('answer')!r}"
-            if asked.get("error") is None
-            else f"no answer: {asked.get('error')}"
+            f"answered {asked.answer!r}" if asked.error is None else f"no answer: {asked.error}"
         )
-        lines.append(f"  3. classifier model {asked.get('model')} (among {choices}): {outcome}")
-    lines.append(f"  decided by: {evidence.get('decided_by')}")
+        lines.append(f"  3. classifier model {asked.model} (among {choices}): {outcome}")
+    lines.append(f"  decided by: {evidence.decided_by}")
     return lines
 
 
@@ -449,10 +448,10 @@ def cmd_routing_eval(args: argparse.Namespace, path: Path) -> int:
                 for example in examples:
                     if example.type not in want:
                         typed = await client.route(example.prompt, type=example.type)
-                        want[example.type] = typed["tier"]
+                        want[example.type] = typed.tier or ""
                     got = await client.route(example.prompt)
-                    why = type_reason(got.get("reasons") or [])
-                    scored.add(example, got.get("type"), got.get("tier"), want[example.type], why)
+                    why = type_reason(got.reasons)
+                    scored.add(example, got.type, got.tier, want[example.type], why)
                     progress.advance(job)
             return scored, types
 

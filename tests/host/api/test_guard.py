@@ -506,8 +506,8 @@ async def test_our_own_client_still_submits_and_cancels(loopback_daemon: Daemon)
         task = await client.submit_task(
             "Plan a tiny tool.", model="operator-demo", params={"max_tokens": 4}
         )
-        cancelled = await client.cancel_task(task["id"])  # a POST with no body
-    assert cancelled["status"] in {"cancelled", "done"}
+        cancelled = await client.cancel_task(task.id)  # a POST with no body
+    assert cancelled.status in {"cancelled", "done"}
 
 
 @pytest.mark.real

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from host.cli.main import EXIT_CLOSED_PIPE, queue_line
+from host.wire import DeviceStatus
 from tests.conftest import Daemon, free_port, start_daemon
 
 pytestmark = pytest.mark.real
@@ -284,18 +285,20 @@ def test_routing_eval_scores_the_daemon_on_a_labelled_file(
 
 
 def test_status_shows_a_device_queue_in_the_order_it_is_served() -> None:
-    device = {
-        "name": "gpu0",
-        "waiting": [
-            {"model": "builder-demo", "work": "request"},
-            {"model": "builder-demo", "work": "request"},
-            {"model": "architect-demo", "work": "task"},
-            {"model": "big", "work": "request", "held": True},
-        ],
-        "order": {"rule": "batch", "why": "builder-demo keeps the device while its work waits"},
-    }
+    device = DeviceStatus.model_validate(
+        {
+            "name": "gpu0",
+            "waiting": [
+                {"model": "builder-demo", "work": "request"},
+                {"model": "builder-demo", "work": "request"},
+                {"model": "architect-demo", "work": "task"},
+                {"model": "big", "work": "request", "held": True},
+            ],
+            "order": {"rule": "batch", "why": "builder-demo keeps the device while its work waits"},
+        }
+    )
     assert queue_line(device) == (
         "gpu0 serves builder-demo x2, then architect-demo (task), then big (held)"
         " — batch: builder-demo keeps the device while its work waits"
     )
-    assert queue_line({"name": "gpu0", "waiting": []}) == ""
+    assert queue_line(DeviceStatus(name="gpu0")) == ""
