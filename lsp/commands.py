@@ -23,6 +23,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
 from host.client import HostClient, HostError
+from host.wire import Task
 from lsp import arguments, paths, prompts, results
 from lsp.progress import WorkDone, cancel_in_host, follow
 from lsp.status import NOTIFICATION, StatusWatcher, Summary, snapshot
@@ -177,11 +178,11 @@ class Bridge:
         except BaseException:
             work.end("not submitted")
             raise
-        task_id = str(submitted["id"])
+        task_id = submitted.id
         self.running[task_id] = args.uri
         # the id first: the user (or `tierhost.cancel [id]`) can refer to the task at once
         work.report(
-            f"task {task_id} → {submitted.get('tier')} ({submitted.get('model')})",
+            f"task {task_id} → {submitted.tier} ({submitted.model})",
             0 if options.max_tokens else None,
         )
         outcome = "ended"
@@ -193,27 +194,27 @@ class Bridge:
                 work.cancel_requested,
                 max_tokens=options.max_tokens,
             )
-            outcome = "cancelled" if cancelled else str(final.get("status"))
+            outcome = "cancelled" if cancelled else final.status.value
         finally:
             self.running.pop(task_id, None)
             work.end(f"task {task_id} {outcome}")
         reply: dict[str, Any] = {
             "taskId": task_id,
-            "status": final.get("status"),
-            "type": final.get("type"),
-            "tier": final.get("tier"),
-            "model": final.get("model"),
-            "tokens": final.get("tokens") or 0,
+            "status": final.status.value,
+            "type": final.type,
+            "tier": final.tier,
+            "model": final.model,
+            "tokens": final.tokens,
             "cancelledByUser": cancelled,
         }
-        if final.get("status") == "done" and command == "tierhost.implement":
+        if final.status == "done" and command == "tierhost.implement":
             reply.update(await self._offer_edit(final, document, args.range, path))
-        elif final.get("status") in ("done", "failed") and command != "tierhost.implement":
+        elif final.status in ("done", "failed") and command != "tierhost.implement":
             span = (first, last) if first is not None and last is not None else None
             reply.update(await self._show_markdown(command, final, located, path, span))
-        if final.get("status") == "failed":
-            self._message(f"Tierhost task {task_id} failed: {final.get('error')}", error=True)
-            reply["error"] = final.get("error")
+        if final.status == "failed":
+            self._message(f"Tierhost task {task_id} failed: {final.error}", error=True)
+            reply["error"] = final.error
         offset = args.range.start.line if command == "tierhost.implement" and args.range else 0
         reply["diagnostics"] = self._publish_findings(final, document, offset, reply)
         return reply
@@ -221,7 +222,7 @@ class Bridge:
     async def _show_markdown(
         self,
         command: str,
-        task: dict[str, Any],
+        task: Task,
         located: paths.Located,
         path: str,
         span: tuple[int, int] | None,
@@ -237,7 +238,7 @@ class Bridge:
                 "inside one (in its .tierhost folder)",
             )
         try:
-            target = self._write_result(located.folder, command, str(task.get("id")), text)
+            target = self._write_result(located.folder, command, task.id, text)
         except paths.Refused as exc:
             return self._not_written(command, text, str(exc))
         except OSError as exc:
@@ -278,7 +279,7 @@ class Bridge:
 
     async def _offer_edit(
         self,
-        task: dict[str, Any],
+        task: Task,
         document: TextDocument,
         selection: types.Range | None,
         path: str,
@@ -307,7 +308,7 @@ class Bridge:
             return reply
         answer = await self.ls.workspace_apply_edit_async(
             types.ApplyWorkspaceEditParams(
-                edit=offer.edit, label=f"Tierhost: implementation from task {task['id']}"
+                edit=offer.edit, label=f"Tierhost: implementation from task {task.id}"
             )
         )
         reply["applied"] = bool(answer and answer.applied)
@@ -317,7 +318,7 @@ class Bridge:
 
     def _publish_findings(
         self,
-        task: dict[str, Any],
+        task: Task,
         document: TextDocument,
         line_offset: int,
         reply: dict[str, Any],
@@ -326,14 +327,15 @@ class Bridge:
         validated clears earlier ones (the code is clean now); from a task no check ran on
         (a plan), or from a host that sends no `findings`, it leaves them alone. Returns
         how many were published."""
-        findings = task.get("findings")
-        if findings is None or (not findings and task.get("validated") is None):
+        if "findings" not in task.model_fields_set or (
+            not task.findings and task.validated is None
+        ):
             return 0
         opened = self.ls.workspace.text_documents.get(unquote(document.uri))
         lines = (opened or document).lines  # after any edit
         found = results.diagnostics(
-            findings,
-            task_id=str(task["id"]),
+            task.findings,
+            task_id=task.id,
             url=self.url,
             lines=lines,
             line_offset=line_offset,
@@ -385,5 +387,5 @@ class Bridge:
                 if target is not None and ":" not in target:
                     raise CommandError(f"tierhost.cancel: {exc}") from None
                 continue  # ended meanwhile
-            cancelled.append({"taskId": task_id, "status": task.get("status")})
+            cancelled.append({"taskId": task_id, "status": task.status.value})
         return {"cancelled": cancelled}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,7 +20,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from host.client import HostClient, HostError, HostUnreachable
-from host.wire import TERMINAL
+from host.wire import TERMINAL, Task
 
 POLL_S = 0.2
 FIRST_POLL_S = 0.025
@@ -29,17 +29,15 @@ CANCEL_TIMEOUT_S = 10.0
 Report = Callable[[str, int | None], None]
 """`(message, percentage or None)`."""
 
-Task = dict[str, Any]
 
-
-def phase(task: Mapping[str, Any], model_state: str | None = None) -> str:
+def phase(task: Task, model_state: str | None = None) -> str:
     """One line that says where a task is: queue position, swap, tokens so far."""
-    status = task.get("status")
-    model = task.get("model") or "its model"
-    tokens = task.get("tokens") or 0
+    status = task.status
+    model = task.model or "its model"
+    tokens = task.tokens
     if status == "queued":
-        line = f"queued (position {task.get('queue_position') or '?'})"
-        return line + (f" — {task['waiting_because']}" if task.get("waiting_because") else "")
+        line = f"queued (position {task.queue_position or '?'})"
+        return line + (f" — {task.waiting_because}" if task.waiting_because else "")
     if status == "waiting_device":
         if model_state == "starting":
             return f"swapping in {model}"
@@ -51,25 +49,25 @@ def phase(task: Mapping[str, Any], model_state: str | None = None) -> str:
     if status == "done":
         return f"done: {tokens} tokens from {model}"
     if status == "failed":
-        return f"failed: {task.get('error') or 'no reason given'}"
+        return f"failed: {task.error or 'no reason given'}"
     return str(status)
 
 
-def percentage(task: Mapping[str, Any], max_tokens: int | None) -> int | None:
+def percentage(task: Task, max_tokens: int | None) -> int | None:
     """Tokens against the requested maximum, when there is one (never 100 before the end)."""
     if max_tokens is None:
         return None
-    if task.get("status") in TERMINAL:
+    if task.status in TERMINAL:
         return 100
-    return min(99, int(100 * (task.get("tokens") or 0) / max_tokens))
+    return min(99, int(100 * task.tokens / max_tokens))
 
 
 async def _model_state(client: HostClient, model: str | None) -> str | None:
     """The model's supervisor state: `starting` while a swap brings it in."""
     if model is None:
         return None
-    models = (await client.status()).get("models") or []
-    return next((m.get("state") for m in models if m.get("name") == model), None)
+    models = (await client.status()).models
+    return next((m.state for m in models if m.name == model), None)
 
 
 async def cancel_in_host(client: HostClient, task_id: str) -> Task | None:
@@ -98,19 +96,19 @@ async def follow(
 ) -> tuple[Task, bool]:
     """Poll the task until it ends, reporting each new phase; cancel it in the host when
     `cancel_requested` is set. Returns the last state and whether the user cancelled."""
-    task_id = str(task["id"])
+    task_id = task.id
     last = ""
     polls = 0
     try:
         while True:
             state = None
-            if task.get("status") == "waiting_device":
-                state = await _model_state(client, task.get("model"))
+            if task.status == "waiting_device":
+                state = await _model_state(client, task.model)
             message = phase(task, state)
             if message != last:
                 report(message, percentage(task, max_tokens))
                 last = message
-            if task.get("status") in TERMINAL:
+            if task.status in TERMINAL:
                 return task, False
             # 25, 50, 100 ms, then every poll_s: a short task is seen to start (and end)
             # soon after it does, a long one costs five small GETs a second

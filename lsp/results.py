@@ -1,32 +1,35 @@
 """A finished task → what the editor shows: a Markdown document, a workspace edit, and
-diagnostics. Pure functions of the task JSON and the document's lines, so each case is a
-table-driven test with no server, no daemon and no editor.
+diagnostics. Pure functions of the task (`host.wire.Task`, as `HostClient` hands it over)
+and the document's lines, so each case is a table-driven test with no server, no daemon
+and no editor.
 
-The task JSON's `findings`, `patch` and `validated` are optional: a host that does not
-send them yet still gives a document or an edit, just without diagnostics or a patch.
+The client has already checked the task against its model (an answer that does not fit
+is a `HostError` there), so a finding here always has its line, message, severity and
+source. A task without `patch` or `result` still gives what it can: a document without a
+result says so, an implementation without a patch falls back to the answer's code block.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from lsprotocol import types
 
+from host.wire import Finding, Task
 from lsp import diff
 
 SOURCE = "tierhost"
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 
-_SEVERITY = {
+_SEVERITY: dict[Literal["error", "warning"], types.DiagnosticSeverity] = {
     "error": types.DiagnosticSeverity.Error,
     "warning": types.DiagnosticSeverity.Warning,
-    "info": types.DiagnosticSeverity.Information,
-    "hint": types.DiagnosticSeverity.Hint,
 }
+"""Keyed by `Finding.severity`'s names: a severity added there fails the type check here."""
 
 _TITLES = {
     "tierhost.plan": "Plan",
@@ -47,24 +50,19 @@ def task_link(url: str, task_id: str) -> str:
 
 def markdown(
     command: str,
-    task: Mapping[str, Any],
+    task: Task,
     *,
     source: str,
     lines: tuple[int, int] | None,
     url: str,
 ) -> str:
     """The Markdown a plan, design, review or explanation opens as."""
-    task_id = str(task.get("id", "?"))
+    task_id = task.id
     title = _TITLES.get(command, command)
     where = f"`{source}`" + (f" lines {lines[0]}–{lines[1]}" if lines else "")
-    facts = [
-        str(task.get("tier") or "-"),
-        str(task.get("model") or "-"),
-        str(task.get("status") or "-"),
-        f"{task.get('tokens') or 0} tokens",
-    ]
-    if task.get("validated") is not None:
-        facts.append("validated" if task["validated"] else "validation failed")
+    facts = [task.tier or "-", task.model or "-", str(task.status), f"{task.tokens} tokens"]
+    if task.validated is not None:
+        facts.append("validated" if task.validated else "validation failed")
     out = [
         f"# {title}: {source.rsplit('/', 1)[-1]}",
         "",
@@ -72,25 +70,19 @@ def markdown(
         f"> for {where}",
         "",
     ]
-    result = task.get("result")
-    if isinstance(result, str) and result.strip():
-        out += [result.strip(), ""]
-    elif task.get("error"):
-        out += [f"**The task {task.get('status', 'failed')}:** {task['error']}", ""]
+    if task.result and task.result.strip():
+        out += [task.result.strip(), ""]
+    elif task.error:
+        out += [f"**The task {task.status}:** {task.error}", ""]
     else:
-        out += [f"*No result (task {task.get('status', '?')}).*", ""]
-    findings = [f for f in task.get("findings") or [] if isinstance(f, Mapping)]
-    if findings:
+        out += [f"*No result (task {task.status}).*", ""]
+    if task.findings:
         out += ["## Findings", ""]
-        for finding in findings:
-            severity = finding.get("severity", "warning")
-            origin = finding.get("source") or SOURCE
-            out.append(
-                f"- line {finding.get('line', '?')} ({severity}, {origin}): "
-                f"{finding.get('message', '')}"
-            )
+        for finding in task.findings:
+            origin = finding.source or SOURCE
+            out.append(f"- line {finding.line} ({finding.severity}, {origin}): {finding.message}")
         out.append("")
-    reasons = (task.get("decision") or {}).get("reasons") or []
+    reasons = task.decision.reasons if task.decision else []
     if reasons:
         out += ["## Why this tier", "", *[f"- {r}" for r in reasons], ""]
     return "\n".join(out)
@@ -151,7 +143,7 @@ def workspace_edit(
 
 
 def implementation(
-    task: Mapping[str, Any],
+    task: Task,
     *,
     uri: str,
     path: str,
@@ -165,18 +157,16 @@ def implementation(
     fits the document, else the answer's code block in place of the selection (no
     selection: in place of the whole document)."""
     note = ""
-    patch = task.get("patch")
-    if isinstance(patch, str) and patch.strip():
+    if task.patch and task.patch.strip():
         try:
-            edits = diff.to_edits(diff.parse(patch, path), lines, units)
+            edits = diff.to_edits(diff.parse(task.patch, path), lines, units)
             return Implementation(workspace_edit(uri, version, edits, versioned), "patch")
         except diff.PatchError as exc:
             note = f"the host's patch did not apply ({exc}); using the code block instead"
-    result = task.get("result")
-    if not isinstance(result, str) or not result.strip():
-        raise ValueError(f"task {task.get('id')} has no result to turn into an edit")
+    if not task.result or not task.result.strip():
+        raise ValueError(f"task {task.id} has no result to turn into an edit")
     target = selection or whole_document(lines, units)
-    text = _fit(code_block(result), target, lines)
+    text = _fit(code_block(task.result), target, lines)
     edit = types.TextEdit(range=target, new_text=text)
     return Implementation(workspace_edit(uri, version, [edit], versioned), "code block", note)
 
@@ -185,7 +175,7 @@ def implementation(
 
 
 def diagnostics(
-    findings: Any,
+    findings: Sequence[Finding],
     *,
     task_id: str,
     url: str,
@@ -194,35 +184,26 @@ def diagnostics(
     units: diff.Units = diff.utf16_units,
 ) -> list[types.Diagnostic]:
     """One diagnostic per finding, on its line (1-based, plus `line_offset`, clamped to
-    the document), each carrying the task id (`code`, a link to the task, and `data`).
-    Findings that are not objects with an integer line and a message are skipped."""
-    if not isinstance(findings, list):
-        return []
+    the document), each carrying the task id (`code`, a link to the task, and `data`)."""
     out: list[types.Diagnostic] = []
     last_line = max(len(lines) - 1, 0)
     for finding in findings:
-        if not isinstance(finding, Mapping):
-            continue
-        line, message = finding.get("line"), finding.get("message")
-        if isinstance(line, bool) or not isinstance(line, int) or not isinstance(message, str):
-            continue
-        index = min(max(line - 1 + line_offset, 0), last_line)
+        index = min(max(finding.line - 1 + line_offset, 0), last_line)
         text = lines[index].rstrip("\r\n") if index < len(lines) else ""
         indent = len(text) - len(text.lstrip())
         span = types.Range(
             start=types.Position(line=index, character=units(text[:indent])),
             end=types.Position(line=index, character=units(text)),
         )
-        origin = finding.get("source")
         data: dict[str, Any] = {"taskId": task_id}
-        if isinstance(finding.get("block"), int):
-            data["block"] = finding["block"]
+        if finding.block is not None:
+            data["block"] = finding.block
         out.append(
             types.Diagnostic(
                 range=span,
-                message=message,
-                severity=_SEVERITY.get(str(finding.get("severity")), _SEVERITY["warning"]),
-                source=f"{SOURCE}/{origin}" if isinstance(origin, str) and origin else SOURCE,
+                message=finding.message,
+                severity=_SEVERITY[finding.severity],
+                source=f"{SOURCE}/{finding.source}" if finding.source else SOURCE,
                 code=task_id,
                 code_description=types.CodeDescription(href=task_link(url, task_id)),
                 data=data,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from host.client import HostClient, HostError, HostUnreachable
+from host.wire import HostStatus
 
 NOTIFICATION = "tierhost/status"
 POLL_S = 1.0
@@ -22,32 +23,26 @@ POLL_S = 1.0
 Summary = dict[str, Any]
 
 
-def summarize(status: Mapping[str, Any], url: str) -> Summary:
+def summarize(status: HostStatus, url: str) -> Summary:
     """What an editor shows: each device's mode and residents; `mode` and `resident` of
     the first GPU device for a one-GPU box; the tiers a GPU can be pinned to (the modes
-    to offer besides auto and gaming); and a one-line `text`."""
+    to offer besides auto and gaming); and a one-line `text`. A tier counts only where
+    its model is placed on one GPU: one across GPUs (`device` "gpu0+gpu1") names none."""
     devices: list[dict[str, Any]] = [
         {
-            "name": str(d.get("name", "?")),
-            "kind": str(d.get("kind", "gpu")),
-            "mode": str(d.get("mode", "auto")),
-            "residents": [str(r) for r in d.get("residents") or []],
-            "hold": d.get("hold") or None,
+            "name": d.name,
+            "kind": d.kind if d.kind is not None else "gpu",
+            "mode": d.mode if d.mode is not None else "auto",
+            "residents": list(d.residents),
+            "hold": d.hold or None,
         }
-        for d in status.get("devices") or []
-        if isinstance(d, Mapping)
+        for d in status.devices
     ]
     gpus = [d for d in devices if d["kind"] != "cpu"]
     first = gpus[0] if gpus else None
     parts = [f"{d['name']}: {d['mode']} · {', '.join(d['residents']) or 'idle'}" for d in gpus]
     gpu_names = {d["name"] for d in gpus}
-    tiers = sorted(
-        {
-            str(m["tier"])
-            for m in status.get("models") or []
-            if isinstance(m, Mapping) and m.get("tier") and m.get("device") in gpu_names
-        }
-    )
+    tiers = sorted({m.tier for m in status.models if m.tier and m.device in gpu_names})
     return {
         "reachable": True,
         "url": url,

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
+from host.wire import Task
 from lsp.progress import percentage, phase
+
+
+def task_of(fields: dict[str, Any]) -> Task:
+    """The task as `HostClient` hands it over: the JSON checked against `host.wire.Task`."""
+    return Task.model_validate({"id": "t-1", **fields})
 
 
 @pytest.mark.parametrize(
@@ -41,7 +47,7 @@ from lsp.progress import percentage, phase
     ],
 )
 def test_phase(task: dict[str, Any], state: str | None, message: str) -> None:
-    assert phase(task, state) == message
+    assert phase(task_of(task), state) == message
 
 
 @pytest.mark.parametrize(
@@ -55,4 +61,4 @@ def test_phase(task: dict[str, Any], state: str | None, message: str) -> None:
     ],
 )
 def test_percentage(task: dict[str, Any], max_tokens: int | None, expected: int | None) -> None:
-    assert percentage(task, max_tokens) == expected
+    assert percentage(task_of(task), max_tokens) == expected

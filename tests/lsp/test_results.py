@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 from lsprotocol import types
+from pydantic import ValidationError
 
+from host.wire import Finding, Task
 from lsp import diff, results
 
 URL = "http://127.0.0.1:8788"
@@ -74,9 +76,9 @@ def span(a: int, b: int, c: int, d: int) -> types.Range:
             types.DiagnosticSeverity.Error,
             "tierhost/x",
         ),
-        # unknown severity → warning; no source → plain tierhost
+        # an empty source → plain tierhost
         (
-            {"line": 1, "message": "m", "severity": "fatal"},
+            {"line": 1, "message": "m", "severity": "warning", "source": ""},
             0,
             span(0, 0, 0, 14),
             types.DiagnosticSeverity.Warning,
@@ -92,7 +94,7 @@ def test_a_finding_becomes_a_diagnostic(
     source: str,
 ) -> None:
     (diagnostic,) = results.diagnostics(
-        [finding], task_id="t-42", url=URL, lines=LINES, line_offset=offset
+        [Finding.model_validate(finding)], task_id="t-42", url=URL, lines=LINES, line_offset=offset
     )
     assert diagnostic.range == expected_range
     assert diagnostic.severity == severity
@@ -101,11 +103,17 @@ def test_a_finding_becomes_a_diagnostic(
 
 
 def test_each_diagnostic_links_its_task() -> None:
-    findings = [{"line": 2, "message": "bad", "severity": "error", "source": "ast", "block": 1}]
+    findings = [Finding(line=2, message="bad", severity="error", source="ast", block=1)]
     (diagnostic,) = results.diagnostics(findings, task_id="t-42", url=URL + "/", lines=LINES)
     assert diagnostic.code == "t-42"
     assert diagnostic.code_description == types.CodeDescription(href=f"{URL}/api/tasks/t-42")
     assert diagnostic.data == {"taskId": "t-42", "block": 1}
+
+
+def test_a_finding_without_a_block_carries_only_the_task_id() -> None:
+    findings = [Finding(line=2, message="bad", severity="error", source="ast")]
+    (diagnostic,) = results.diagnostics(findings, task_id="t-42", url=URL, lines=LINES)
+    assert diagnostic.data == {"taskId": "t-42"}
 
 
 @pytest.mark.parametrize(
@@ -113,20 +121,27 @@ def test_each_diagnostic_links_its_task() -> None:
     [
         None,
         "line 2: bad",
-        [{"message": "no line"}],
-        [{"line": "2", "message": "line as text"}],
-        [{"line": True, "message": "bool is not a line"}],
-        [{"line": 2}],
         ["line 2: bad"],
+        [{"message": "no line", "severity": "error", "source": "x"}],
+        [{"line": "two", "message": "m", "severity": "error", "source": "x"}],
+        [{"line": 2, "severity": "error", "source": "x"}],
+        [{"line": 2, "message": "m", "severity": "fatal", "source": "x"}],
+        [{"line": 2, "message": "m", "severity": "error"}],
     ],
 )
-def test_malformed_findings_are_skipped(findings: Any) -> None:
-    assert results.diagnostics(findings, task_id="t", url=URL, lines=LINES) == []
+def test_malformed_findings_are_refused_before_the_bridge_sees_them(findings: Any) -> None:
+    """`HostClient` validates the task against `host.wire.Task` (a refusal is its
+    `bad_response`), so `results` is never handed findings like these."""
+    with pytest.raises(ValidationError, match="findings"):
+        Task.model_validate({"id": "t", "status": "done", "findings": findings})
 
 
 def test_an_empty_document_still_gets_its_diagnostics() -> None:
     (diagnostic,) = results.diagnostics(
-        [{"line": 3, "message": "m", "severity": "error"}], task_id="t", url=URL, lines=[]
+        [Finding(line=3, message="m", severity="error", source="x")],
+        task_id="t",
+        url=URL,
+        lines=[],
     )
     assert diagnostic.range == span(0, 0, 0, 0)
 
@@ -181,7 +196,7 @@ def _only_edit(implementation: results.Implementation) -> types.TextEdit:
 def test_implementation_replaces_the_selection_with_the_code(
     selection: types.Range | None, answer: str, expected: str
 ) -> None:
-    task = {"id": "t-1", "status": "done", "result": answer}
+    task = Task.model_validate({"id": "t-1", "status": "done", "result": answer})
     offer = results.implementation(
         task, uri="file:///s.py", path="s.py", version=3, lines=LINES, selection=selection
     )
@@ -196,7 +211,9 @@ def test_implementation_replaces_the_selection_with_the_code(
 
 def test_implementation_prefers_the_hosts_patch() -> None:
     patch = "--- a/s.py\n+++ b/s.py\n@@ -6 +6 @@\n-    pass\n+    return 0\n"
-    task = {"id": "t-1", "result": "```\nignored\n```", "patch": patch}
+    task = Task.model_validate(
+        {"id": "t-1", "status": "done", "result": "```\nignored\n```", "patch": patch}
+    )
     offer = results.implementation(
         task, uri="file:///s.py", path="s.py", version=1, lines=LINES, selection=None
     )
@@ -206,7 +223,9 @@ def test_implementation_prefers_the_hosts_patch() -> None:
 
 def test_a_patch_that_no_longer_fits_falls_back_to_the_code_block() -> None:
     patch = "@@ -6 +6 @@\n-    raise NotImplementedError\n+    return 0\n"
-    task = {"id": "t-1", "result": "```\n    return 1\n```", "patch": patch}
+    task = Task.model_validate(
+        {"id": "t-1", "status": "done", "result": "```\n    return 1\n```", "patch": patch}
+    )
     offer = results.implementation(
         task, uri="file:///s.py", path="s.py", version=1, lines=LINES, selection=span(5, 0, 6, 0)
     )
@@ -216,7 +235,7 @@ def test_a_patch_that_no_longer_fits_falls_back_to_the_code_block() -> None:
 
 
 def test_unversioned_clients_get_plain_changes() -> None:
-    task = {"id": "t-1", "result": "x"}
+    task = Task.model_validate({"id": "t-1", "status": "done", "result": "x"})
     offer = results.implementation(
         task,
         uri="file:///s.py",
@@ -234,7 +253,7 @@ def test_unversioned_clients_get_plain_changes() -> None:
 def test_no_result_no_edit(result: str | None) -> None:
     with pytest.raises(ValueError, match="t-9 has no result"):
         results.implementation(
-            {"id": "t-9", "result": result},
+            Task.model_validate({"id": "t-9", "status": "done", "result": result}),
             uri="u:x",
             path="x",
             version=1,
@@ -253,17 +272,19 @@ def test_whole_document_range() -> None:
 
 
 def test_markdown_of_a_plan() -> None:
-    task = {
-        "id": "t-7",
-        "status": "done",
-        "tier": "architect",
-        "model": "architect-demo",
-        "tokens": 12,
-        "validated": True,
-        "result": "1. Do it.\n",
-        "findings": [{"line": 3, "message": "unused", "severity": "warning", "source": "ruff"}],
-        "decision": {"reasons": ["routing table: planning → architect"]},
-    }
+    task = Task.model_validate(
+        {
+            "id": "t-7",
+            "status": "done",
+            "tier": "architect",
+            "model": "architect-demo",
+            "tokens": 12,
+            "validated": True,
+            "result": "1. Do it.\n",
+            "findings": [{"line": 3, "message": "unused", "severity": "warning", "source": "ruff"}],
+            "decision": {"reasons": ["routing table: planning → architect"]},
+        }
+    )
     text = results.markdown("tierhost.plan", task, source="src/s.py", lines=(5, 8), url=URL)
     assert text.startswith("# Plan: s.py\n")
     assert f"[`t-7`]({URL}/api/tasks/t-7)" in text
@@ -285,5 +306,7 @@ def test_markdown_of_a_plan() -> None:
     ],
 )
 def test_markdown_without_a_result(task: dict[str, Any], expected: str) -> None:
-    text = results.markdown("tierhost.review", task, source="s.py", lines=None, url=URL)
+    text = results.markdown(
+        "tierhost.review", Task.model_validate(task), source="s.py", lines=None, url=URL
+    )
     assert expected in text and "for `s.py`\n" in text

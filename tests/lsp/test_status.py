@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from host.wire import HostStatus
 from lsp.status import summarize, unreachable
 
 URL = "http://127.0.0.1:8788"
@@ -56,19 +57,25 @@ MODELS = [
     ],
 )
 def test_summary(devices: list[Any], mode: str | None, resident: str | None, text: str) -> None:
-    summary = summarize({"devices": devices, "models": MODELS}, URL)
+    summary = summarize(HostStatus.model_validate({"devices": devices, "models": MODELS}), URL)
     assert summary["reachable"] is True and summary["url"] == URL
     assert (summary["mode"], summary["resident"], summary["text"]) == (mode, resident, text)
     assert [d["name"] for d in summary["devices"]] == [d["name"] for d in devices]
 
 
 def test_summary_lists_the_tiers_a_gpu_can_be_pinned_to() -> None:
-    summary = summarize({"devices": [device("gpu0", "gpu", "auto", [])], "models": MODELS}, URL)
+    status = HostStatus.model_validate(
+        {"devices": [device("gpu0", "gpu", "auto", [])], "models": MODELS}
+    )
+    summary = summarize(status, URL)
     assert summary["tiers"] == ["architect", "builder"]
 
 
 def test_summary_keeps_only_what_an_editor_needs() -> None:
-    summary = summarize({"devices": [device("gpu0", "gpu", "builder", [], "pinned")]}, URL)
+    status = HostStatus.model_validate(
+        {"devices": [device("gpu0", "gpu", "builder", [], "pinned")], "models": []}
+    )
+    summary = summarize(status, URL)
     assert summary["devices"] == [
         {"name": "gpu0", "kind": "gpu", "mode": "builder", "residents": [], "hold": "pinned"}
     ]
@@ -78,3 +85,9 @@ def test_unreachable() -> None:
     summary = unreachable(URL, "connection refused")
     assert summary["reachable"] is False and summary["error"] == "connection refused"
     assert summary["text"] == f"no daemon at {URL}"
+
+
+def test_a_device_that_gives_no_kind_or_mode_is_an_auto_gpu() -> None:
+    status = HostStatus.model_validate({"devices": [{"name": "gpu0"}], "models": []})
+    (shown,) = summarize(status, URL)["devices"]
+    assert shown == {"name": "gpu0", "kind": "gpu", "mode": "auto", "residents": [], "hold": None}
