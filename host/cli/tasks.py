@@ -55,11 +55,13 @@ def _context(files: list[Path] | None) -> dict[str, Any] | None:
     return {"files": entries}
 
 
-def _phase(task: Task, model_state: str | None) -> str:
+def phase(task: Task, model_state: str | None) -> str:
+    """The progress line of `tierhost submit --wait`: where the task is now."""
     status = task.status.value
     if status == "queued":
         held = task.waiting_because
-        return f"queued (position {task.queue_position})" + (f" — {held}" if held else "")
+        position = "" if task.queue_position is None else f" (position {task.queue_position})"
+        return f"queued{position}" + (f" — {held}" if held else "")
     if status == "waiting_device":
         if model_state in ("starting", "waking"):
             return f"swapping in {task.model}"
@@ -108,7 +110,7 @@ async def _wait(client: HostClient, task: Task, as_json: bool) -> Task:
                 if task.status == "waiting_device":
                     status = await client.status()
                     state = next((m.state for m in status.models if m.name == task.model), None)
-                progress.update(bar, description=f"{task_id}: {_phase(task, state)}")
+                progress.update(bar, description=f"{task_id}: {phase(task, state)}")
                 await asyncio.sleep(POLL_S)
                 task = await client.get_task(task_id)
         return task
