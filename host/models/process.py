@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import json
 import logging
 import os
 import signal
@@ -55,7 +56,7 @@ from types import MappingProxyType
 import httpx
 import psutil
 
-from host.models.upstream import Upstream
+from host.models.upstream import Upstream, UpstreamError
 
 
 class ModelState(enum.StrEnum):
@@ -457,17 +458,15 @@ class ModelProcess:
         when it is asleep, else why not."""
         try:
             if sleep.path is not None:
-                response = await self.http.post(
-                    f"{self.base_url}{sleep.path}", timeout=sleep.timeout_s
-                )
-                if response.is_success:
+                status, _ = await self._ask("POST", sleep.path, sleep.timeout_s)
+                if 200 <= status < 300:
                     return None
-                return f"{sleep.path} answered {response.status_code}"
-            response = await self.http.get(f"{self.base_url}/props", timeout=sleep.timeout_s)
-            if response.is_success and response.json().get("is_sleeping") is True:
+                return f"{sleep.path} answered {status}"
+            status, body = await self._ask("GET", "/props", sleep.timeout_s)
+            if 200 <= status < 300 and json.loads(body).get("is_sleeping") is True:
                 return None
             return "it has not fallen asleep by itself yet (/props is_sleeping is not true)"
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        except (UpstreamError, ValueError, AttributeError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
     async def _wake_locked(self) -> bool:
@@ -493,20 +492,22 @@ class ModelProcess:
     async def _ask_to_wake(self, sleep: SleepSpec) -> str | None:
         try:
             if sleep.wake_path is not None:
-                response = await self.http.post(
-                    f"{self.base_url}{sleep.wake_path}", timeout=sleep.timeout_s
-                )
-                if not response.is_success:
-                    return f"{sleep.wake_path} answered {response.status_code}"
+                status, _ = await self._ask("POST", sleep.wake_path, sleep.timeout_s)
+                if not 200 <= status < 300:
+                    return f"{sleep.wake_path} answered {status}"
             while True:  # bounded by the caller's start timeout
-                response = await self.http.get(
-                    f"{self.base_url}{self.spec.health_path}", timeout=sleep.timeout_s
-                )
-                if response.status_code == 200:
+                status, _ = await self._ask("GET", self.spec.health_path, sleep.timeout_s)
+                if status == 200:
                     return None
                 await asyncio.sleep(0.005)
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             return f"{type(exc).__name__}: {exc}"
+
+    async def _ask(self, method: str, path: str, timeout_s: float) -> tuple[int, bytes]:
+        """A control call to this life of the server (`Upstream.ask`)."""
+        if self.upstream is None:
+            raise UpstreamError(f"{self.name} has no server running", before_reply=True)
+        return await self.upstream.ask(method, path, timeout_s)
 
     # -- internals ---------------------------------------------------------------
 
@@ -610,7 +611,6 @@ class ModelProcess:
         """Poll the spec's health path (/health) every 5 ms for the first seconds (a small
         model is ready in ~0.3 s and every ms late is a ms added to the swap), then back
         off to 100 ms for big models that load for minutes; notice an early exit at once."""
-        url = f"{self.base_url}{self.spec.health_path}"
         interval = 0.005
         fast_until = time.monotonic() + 2.0
         exited = asyncio.ensure_future(proc.wait())
@@ -619,14 +619,12 @@ class ModelProcess:
                 if exited.done():
                     raise _ExitedEarly(exited.result())
                 try:
-                    # A fresh connection per poll: the server may drop connections it
-                    # accepted while loading, and a pooled one would fail a real request.
-                    response = await self.http.get(
-                        url, timeout=2.0, headers={"connection": "close"}
-                    )
-                    if response.status_code == 200:
+                    # A fresh connection per poll (`Upstream.ask`): the server may drop
+                    # connections it accepted while loading.
+                    status, _ = await self._ask("GET", self.spec.health_path, 2.0)
+                    if status == 200:
                         return
-                except httpx.TransportError:
+                except UpstreamError:
                     pass
                 await asyncio.wait({exited}, timeout=interval)
                 if time.monotonic() > fast_until:

@@ -523,3 +523,45 @@ async def test_a_connection_not_made_in_time_times_out() -> None:
         finally:
             for filler in fillers:
                 filler.close()
+
+
+# -- control requests (Upstream.ask) ------------------------------------------------------
+
+
+async def test_a_control_request_gets_its_answer_on_a_connection_of_its_own() -> None:
+    """Health checks and sleep calls neither take a pooled connection nor leave one, and
+    make none ahead: the pool is the proxy's, and a stop must not wait on them."""
+    async with serving(lambda peer: answer_each(peer, b'{"is_sleeping": true}')) as server:
+        upstream = Upstream("127.0.0.1", server.port)
+        kept = await ask(upstream)
+        await bounded(kept.read())
+        kept.close()
+        assert upstream.idle_count() == 1
+        status, body = await bounded(upstream.ask("GET", "/props", BOUND_S))
+        assert (status, body) == (200, b'{"is_sleeping": true}')
+        assert len(server.peers) == 2 and upstream.idle_count() == 1
+        request = server.peers[1].requests[0]
+        assert request.startswith(b"GET /props HTTP/1.1\r\n")
+        assert b"connection: close\r\n" in request
+        await bounded(server.peers[1].closed.wait())  # closed after its answer
+        upstream.close()
+
+
+async def test_a_control_request_nobody_answers_times_out_and_closes() -> None:
+    async def never_answers(peer: Peer) -> None:
+        await peer.request()
+
+    async with serving(never_answers) as server:
+        upstream = Upstream("127.0.0.1", server.port)
+        with pytest.raises(UpstreamTimeout, match=r"/health within 0\.1 s"):
+            await bounded(upstream.ask("GET", "/health", 0.1))
+        await bounded(server.peers[0].closed.wait())
+        assert upstream.idle_count() == 0
+
+
+async def test_a_control_request_to_a_closed_port_is_an_error_before_reply() -> None:
+    async with serving(answer_each) as server:
+        port = server.port
+    with pytest.raises(UpstreamError) as caught:
+        await bounded(Upstream("127.0.0.1", port).ask("GET", "/health", BOUND_S))
+    assert caught.value.before_reply and "cannot connect" in str(caught.value)
