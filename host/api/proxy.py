@@ -658,6 +658,9 @@ class _Exchange:
     content_type: str = JSON_TYPE
     """What the body is sent upstream as: a pass-through's own (a multipart form's, with
     its boundary); every other body is JSON."""
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
+    """When the endpoint took the request: a remote's time to begin its answer counts
+    from here for the model it was routed to, as its client counts it."""
 
     @property
     def anthropic(self) -> bool:
@@ -927,7 +930,10 @@ async def _attempt(
                 x, lease.upstream, lease, content, send_headers, headers, assemble, ending
             )
             return None
-        return await _with_httpx(x, lease, content, send_headers, headers, assemble, ending)
+        began_answer = began if failed_over else x.arrived
+        return await _with_httpx(
+            x, lease, content, send_headers, headers, assemble, ending, began_answer
+        )
     finally:
         ending(None, False)  # a path that told it already is not counted twice
         lease.release()
@@ -997,8 +1003,13 @@ async def _from_upstream(
             return
         finally:
             watch.end()
-            answer.close()  # read to its end, the connection goes back to the pool
-        lease.release()  # and the model is free for the next request
+        # Read to its end: the connection goes back to the pool (or, a stream's, is
+        # closed) and the model is free for the next request, both as soon as the loop
+        # is free again, which for an answer the socket takes at once is after it is
+        # written: the close and the queue's replan are not on the client's way.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(answer.close)
+        loop.call_soon(lease.release)
         status = answer.status
         timings = None
         if content_type.startswith("text/event-stream"):
@@ -1157,6 +1168,23 @@ class _NoAnswer:
     status: int | None = None
 
 
+TIMER_SLACK_S = 0.002
+"""How late the event loop's timers fire at worst here (libuv counts in whole
+milliseconds, and a timer runs in the loop's next turn): a remote's deadline to begin
+its answer is set this much early, so that the client never waits past its configured
+`read_timeout_s` for a box that hangs (1.3 ms late measured on the demo box; httpx's
+own read timeout fired 3.1 ms late)."""
+
+
+def _answer_deadline(lease: ModelLease, since: float) -> float | None:
+    """The loop time by which a remote must have begun its answer, or None (no bound)."""
+    read_s = lease.timeout.read if lease.timeout is not None else None
+    if read_s is None:
+        return None
+    loop = asyncio.get_running_loop()
+    return loop.time() + read_s - (time.monotonic() - since) - TIMER_SLACK_S
+
+
 async def _with_httpx(
     x: _Exchange,
     lease: ModelLease,
@@ -1165,7 +1193,11 @@ async def _with_httpx(
     headers: dict[str, str],
     assemble: bool,
     ending: _Ending,
+    began: float,
 ) -> _NoAnswer | None:
+    """A remote's answer, relayed or put back together. It must begin within its
+    `read_timeout_s` of `began` (the request's arrival, for the model it was routed to),
+    timed here rather than by httpx's read timeout, which still bounds every later read."""
     log_hint = f" ({lease.where()})"
     # While the answer is generated, a client that leaves or a host that stops ends it:
     # cancelling the upstream request closes its connection.
@@ -1177,10 +1209,16 @@ async def _with_httpx(
         "POST", lease.url(x.path), content=content, headers=send_headers, timeout=lease.timeouts()
     )
     try:
-        upstream = await _unless(_send_once_more_if_dropped(lease.http, request), stops)
+        async with asyncio.timeout_at(_answer_deadline(lease, began)):
+            upstream = await _unless(_send_once_more_if_dropped(lease.http, request), stops)
     except _Stopped as stop:
         await x.respond(stop.response(headers))
         return None
+    except TimeoutError:
+        return _NoAnswer(
+            f"ReadTimeout{log_hint}",
+            f"model {lease.model} did not answer (ReadTimeout){log_hint}",
+        )
     except httpx.TransportError as exc:
         return _NoAnswer(
             f"{type(exc).__name__}{log_hint}",
