@@ -5,15 +5,20 @@ proxy adds to a request that does not swap.
 (b) router: `llama-server --models-dir D --models-max 1` alternating two models;
 (c) tierhost: the demo daemon alternating architect-demo and builder-demo (a real swap on
     the budget-only gpu0 every time), timed from request to first token;
-(d) overhead: one-token requests to a resident model, direct and through the proxy,
-    interleaved so both see the same machine; and streaming tokens/s both ways.
+(d) overhead: one-token requests to a resident model, direct, through a bare byte
+    relay (`bench.relay`: the least any Python proxy adds here) and through the proxy,
+    interleaved so all three see the same machine; and streaming tokens/s direct and
+    through the proxy.
 """
 
 from __future__ import annotations
 
 import itertools
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +63,7 @@ class SwapResults:
     router_same_model: list[float]
     tierhost_first_token: list[float]
     direct_ms: list[float]
+    relay_ms: list[float]
     proxy_ms: list[float]
     direct_tps: list[float]
     proxy_tps: list[float]
@@ -118,11 +124,38 @@ def measure_router(runs: int, workdir: Path) -> tuple[list[float], list[float]]:
     return swapping, staying
 
 
+@contextmanager
+def byte_relay(target_port: int) -> Iterator[str]:
+    """`bench.relay` in a process of its own (as the daemon is), piping to `target_port`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.relay", str(port), str(target_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stopped as its process group, as every server here
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=2.0).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the byte relay did not start") from None
+                time.sleep(0.02)
+        yield url
+    finally:
+        stop(process)
+
+
 def measure_tierhost(
     runs: int, overhead_runs: int, stream_runs: int, workdir: Path
-) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float], list[float], list[float]]:
     swapping: list[float] = []
     direct_ms: list[float] = []
+    relay_ms: list[float] = []
     proxy_ms: list[float] = []
     direct_tps: list[float] = []
     proxy_tps: list[float] = []
@@ -140,22 +173,24 @@ def measure_tierhost(
         )
         direct = f"http://127.0.0.1:{resident['port']}"
         name = resident["name"]
-        for _ in range(3):  # warm both paths' connections
-            plain_chat(client, direct, name)
-            plain_chat(client, url, name)
-        for _ in range(overhead_runs):
-            direct_ms.append(plain_chat(client, direct, name) * 1000)
-            proxy_ms.append(plain_chat(client, url, name) * 1000)
+        with byte_relay(resident["port"]) as relay:
+            for _ in range(3):  # warm every path's connections
+                for base in (direct, relay, url):
+                    plain_chat(client, base, name)
+            for _ in range(overhead_runs):
+                direct_ms.append(plain_chat(client, direct, name) * 1000)
+                relay_ms.append(plain_chat(client, relay, name) * 1000)
+                proxy_ms.append(plain_chat(client, url, name) * 1000)
         for _ in range(stream_runs):
             direct_tps.append(stream_chat(client, direct, name, STREAM_TOKENS).tokens_per_s)
             proxy_tps.append(stream_chat(client, url, name, STREAM_TOKENS).tokens_per_s)
-    return swapping, direct_ms, proxy_ms, direct_tps, proxy_tps
+    return swapping, direct_ms, relay_ms, proxy_ms, direct_tps, proxy_tps
 
 
 def run(runs: int, workdir: Path) -> SwapResults:
     floor_healthy, floor_first = measure_floor(runs, workdir)
     router_swap, router_same = measure_router(runs, workdir)
-    tierhost_swap, direct_ms, proxy_ms, direct_tps, proxy_tps = measure_tierhost(
+    tierhost_swap, direct_ms, relay_ms, proxy_ms, direct_tps, proxy_tps = measure_tierhost(
         runs, overhead_runs=max(60, runs * 6), stream_runs=max(5, runs // 2), workdir=workdir
     )
     return SwapResults(
@@ -165,6 +200,7 @@ def run(runs: int, workdir: Path) -> SwapResults:
         router_same,
         tierhost_swap,
         direct_ms,
+        relay_ms,
         proxy_ms,
         direct_tps,
         proxy_tps,
@@ -195,20 +231,37 @@ def report(results: SwapResults) -> list[str]:
             f"| {ratio:.2f} |"
         )
     added = [p - d for p, d in zip(r.proxy_ms, r.direct_ms, strict=True)]
+    relayed = [p - d for p, d in zip(r.relay_ms, r.direct_ms, strict=True)]
     tps_ratio = median(r.proxy_tps) / median(r.direct_tps)
     lines += [
         "",
-        "Requests that do not swap (one-token completions to the resident model, direct and "
-        "through the proxy, interleaved):",
+        "Requests that do not swap (one-token completions to the resident model: direct, "
+        "through a bare byte relay and through the proxy, interleaved):",
         "",
         "| path | runs | median ms | p99 ms |",
         "|---|---:|---:|---:|",
         f"| direct to llama-server | {len(r.direct_ms)} | {median(r.direct_ms):.2f} "
         f"| {percentile(r.direct_ms, 0.99):.2f} |",
+        f"| through a byte relay (`bench.relay`) | {len(r.relay_ms)} | {median(r.relay_ms):.2f} "
+        f"| {percentile(r.relay_ms, 0.99):.2f} |",
         f"| through Tierhost | {len(r.proxy_ms)} | {median(r.proxy_ms):.2f} "
         f"| {percentile(r.proxy_ms, 0.99):.2f} |",
+        f"| added by the byte relay (paired) | {len(relayed)} | {median(relayed):.2f} "
+        f"| {percentile(relayed, 0.99):.2f} |",
         f"| **added by Tierhost** (paired) | {len(added)} | {median(added):.2f} "
         f"| {percentile(added, 0.99):.2f} |",
+        "",
+        "The byte relay parses nothing and passes the plain request on as it came: the "
+        "floor under any proxy written in Python on this machine"
+        + (
+            " (it answered sooner than direct: a client reaching llama-server through a "
+            "uvloop socket gets its answer sooner)"
+            if median(relayed) < 0
+            else ""
+        )
+        + f". Tierhost adds {median(added) - median(relayed):.2f} ms more than it (the "
+        "medians' difference): it reads and routes the request, and sends a plain one "
+        "upstream as a stream, so that a client that leaves ends the generation.",
         "",
         f"Streaming {STREAM_TOKENS} tokens: direct {median(r.direct_tps):.1f} tokens/s, "
         f"through Tierhost {median(r.proxy_tps):.1f} tokens/s (median of {len(r.direct_tps)}; "
