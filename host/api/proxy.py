@@ -869,6 +869,7 @@ async def _attempt(
     priority = _priority(request_headers)
     try:
         lease = _lease_now(host, model, forced)
+        waited = lease is None
         if lease is None:
             waits_on_device = host.fleet.device_for(model) is not None
             if body.get("stream") and waits_on_device and not x.passthrough:
@@ -930,7 +931,9 @@ async def _attempt(
                 x, lease.upstream, lease, content, send_headers, headers, assemble, ending
             )
             return None
-        began_answer = began if failed_over else x.arrived
+        # The request's own time counts against the model it was routed to; a wait for
+        # its lease (none for a remote today) or for a model failed over from does not.
+        began_answer = x.arrived if not (failed_over or waited) else time.monotonic()
         return await _with_httpx(
             x, lease, content, send_headers, headers, assemble, ending, began_answer
         )
