@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from host.client import HostClient, HostError, HostUnreachable
-from host.wire import HostStatus
+from host.wire import HostStatus, ModelStatus
 
 NOTIFICATION = "tierhost/status"
 POLL_S = 1.0
@@ -26,8 +26,8 @@ Summary = dict[str, Any]
 def summarize(status: HostStatus, url: str) -> Summary:
     """What an editor shows: each device's mode and residents; `mode` and `resident` of
     the first GPU device for a one-GPU box; the tiers a GPU can be pinned to (the modes
-    to offer besides auto and gaming); and a one-line `text`. A tier counts only where
-    its model is placed on one GPU: one across GPUs (`device` "gpu0+gpu1") names none."""
+    to offer besides auto and gaming); and a one-line `text`. A model across GPUs
+    (`devices` gpu0 and gpu1) offers its tier on each of them."""
     devices: list[dict[str, Any]] = [
         {
             "name": d.name,
@@ -42,7 +42,9 @@ def summarize(status: HostStatus, url: str) -> Summary:
     first = gpus[0] if gpus else None
     parts = [f"{d['name']}: {d['mode']} · {', '.join(d['residents']) or 'idle'}" for d in gpus]
     gpu_names = {d["name"] for d in gpus}
-    tiers = sorted({m.tier for m in status.models if m.tier and m.device in gpu_names})
+    tiers = sorted(
+        {m.tier for m in status.models if m.tier and gpu_names.intersection(_placed_on(m))}
+    )
     return {
         "reachable": True,
         "url": url,
@@ -52,6 +54,11 @@ def summarize(status: HostStatus, url: str) -> Summary:
         "tiers": tiers,
         "text": " | ".join(parts) or "no GPU devices",
     }
+
+
+def _placed_on(model: ModelStatus) -> list[str]:
+    """The devices a model is placed on (a daemon that lists no `devices` names one)."""
+    return model.devices or ([model.device] if model.device else [])
 
 
 def unreachable(url: str, reason: str) -> Summary:

@@ -197,10 +197,8 @@ def cmd_task(args: argparse.Namespace) -> int:
         print(json.dumps(_as_json(task)))
         return 0
     console = Console()
-    console.print(
-        f"[bold]{task.id}[/] {task.status.value} — {task.type} → {task.tier} ({task.model})",
-        markup=True,
-    )
+    route = f"{task.status.value} — {task.type} → {task.tier} ({task.model})"
+    console.print(f"[bold]{escape(task.id)}[/] {escape(route)}")  # names are not markup
     for reason in task.decision.reasons if task.decision else []:
         console.print(f"  reason: {reason}", markup=False)
     for event in task.events or []:

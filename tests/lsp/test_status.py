@@ -71,6 +71,13 @@ def test_summary_lists_the_tiers_a_gpu_can_be_pinned_to() -> None:
     assert summary["tiers"] == ["architect", "builder"]
 
 
+def test_a_model_across_two_gpus_offers_its_tier_on_both() -> None:
+    spanning = {"name": "big", "tier": "big", "device": "gpu0+gpu1", "devices": ["gpu0", "gpu1"]}
+    devices = [device("gpu0", "gpu", "auto", []), device("gpu1", "gpu", "auto", [])]
+    summary = summarize(HostStatus.model_validate({"devices": devices, "models": [spanning]}), URL)
+    assert summary["tiers"] == ["big"]
+
+
 def test_summary_keeps_only_what_an_editor_needs() -> None:
     status = HostStatus.model_validate(
         {"devices": [device("gpu0", "gpu", "builder", [], "pinned")], "models": []}
