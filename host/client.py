@@ -161,7 +161,12 @@ def error_of(response: httpx.Response, token_source: str | None = None) -> HostE
         error = response.json()["error"]
         kind, message = str(error["type"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        kind, message = "http_error", response.text[:500] or response.reason_phrase
+        # not the daemon's error shape: another server (a web page), or a proxy between
+        kind = "http_error"
+        message = f"{response.url} answered HTTP {response.status_code} {response.reason_phrase}"
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            message += f": {response.text[:300]}"
+        message += ", not in a Tierhost daemon's words: is it one?"
     message = " ".join(message.split())
     if response.status_code == 401:
         message = f"{message}; {token_hint(token_source)}"

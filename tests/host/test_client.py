@@ -246,6 +246,21 @@ async def test_an_answer_that_is_not_json_is_a_clear_error(
             await client.status()
 
 
+async def test_an_error_not_in_the_daemon_s_shape_says_who_may_have_answered(
+    recorder: Recorder, token_env: Path
+) -> None:
+    recorder.status = 404
+    recorder.body = b"File not found"
+    async with HostClient(recorder.url) as client:
+        with pytest.raises(
+            HostError,
+            match=r"answered HTTP 404 Not Found: File not found, not "
+            r"in a Tierhost daemon's words: is it one\?",
+        ) as caught:
+            await client.status()
+    assert caught.value.status == 404 and caught.value.kind == "http_error"
+
+
 async def test_an_answer_that_does_not_fit_its_model_says_where(
     recorder: Recorder, token_env: Path
 ) -> None:
